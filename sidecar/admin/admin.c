@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "admin/admin.h"
+
+#include "core/err.h"
+#include "core/list.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_CONNS 64
+#define MAX_HEAD 8192
+#define MAX_OUT (32u * 1024u * 1024u)
+#define IDLE_S 30.0
+
+struct md_admin {
+    struct ev_loop *loop;
+    int fd;
+    ev_io io;
+    md_admin_handler *handler;
+    void *ctx;
+    struct md_list conns;
+    int n_conns;
+    llhttp_settings_t settings;
+};
+
+struct aconn {
+    struct md_list link;
+    struct md_admin *a;
+    int fd;
+    ev_io rio, wio;
+    ev_timer idle;
+    llhttp_t parser;
+    char url[MAX_HEAD];
+    size_t url_len;
+    size_t head_bytes; /* request line + headers of the current request */
+    char *out;         /* pending reply bytes */
+    size_t out_len, out_off;
+    bool close_after;
+};
+
+void md_admin_reply_text(struct md_admin_reply *r, int status, const char *text)
+{
+    r->status = status;
+    r->body = strdup(text);
+    r->len = r->body ? strlen(text) : 0;
+}
+
+static void conn_free(struct aconn *c)
+{
+    struct md_admin *a = c->a;
+    ev_io_stop(a->loop, &c->rio);
+    ev_io_stop(a->loop, &c->wio);
+    ev_timer_stop(a->loop, &c->idle);
+    close(c->fd);
+    md_list_remove(&c->link);
+    a->n_conns--;
+    free(c->out);
+    free(c);
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+/* Appends one whole response to the connection's output. Returns 0 or MD_ENOMEM. */
+static int append_reply(struct aconn *c, const struct md_admin_reply *r, bool head_only)
+{
+    char head[512];
+    int hl = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s%s\r\n",
+                      r->status, reason(r->status),
+                      r->content_type ? r->content_type : "text/plain; charset=utf-8", r->len,
+                      r->allow ? "Allow: " : "", r->allow ? r->allow : "", r->allow ? "\r\n" : "",
+                      c->close_after ? "Connection: close\r\n" : "");
+    size_t body = head_only ? 0 : r->len;
+    size_t need = c->out_len - c->out_off + (size_t)hl + body;
+    if (need > MAX_OUT)
+        return MD_ETOOBIG;
+    if (c->out_off > 0) { /* drop what was already written */
+        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+    }
+    char *p = realloc(c->out, need ? need : 1);
+    if (!p)
+        return MD_ENOMEM;
+    c->out = p;
+    memcpy(c->out + c->out_len, head, (size_t)hl);
+    if (body)
+        memcpy(c->out + c->out_len + hl, r->body, body);
+    c->out_len = need;
+    return 0;
+}
+
+static void reply_error(struct aconn *c, int status, const char *text)
+{
+    struct md_admin_reply r = {0};
+    md_admin_reply_text(&r, status, text);
+    c->close_after = true;
+    append_reply(c, &r, false);
+    free(r.body);
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct aconn *c = p->data;
+    c->url_len = 0;
+    c->head_bytes = 0;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct aconn *c = p->data;
+    if (c->url_len + len >= sizeof(c->url))
+        return -1;
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    return 0;
+}
+
+static int on_header_bytes(llhttp_t *p, const char *at, size_t len)
+{
+    struct aconn *c = p->data;
+    c->head_bytes += len;
+    return c->head_bytes > MAX_HEAD ? -1 : 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct aconn *c = p->data;
+    c->url[c->url_len] = '\0';
+    char *q = strchr(c->url, '?');
+    if (q)
+        *q = '\0';
+    const char *method = llhttp_method_name(llhttp_get_method(p));
+    struct md_admin_reply r = {0};
+    c->a->handler(c->a->ctx, strcmp(method, "HEAD") == 0 ? "GET" : method, c->url, &r);
+    c->close_after = c->close_after || !llhttp_should_keep_alive(p);
+    int rc = append_reply(c, &r, strcmp(method, "HEAD") == 0);
+    free(r.body);
+    if (rc < 0) {
+        c->close_after = true;
+        return -1;
+    }
+    MD_LOG(MD_LOG_DEBUG, "admin_request", "method=%s path=%s status=%d", method, c->url, r.status);
+    return c->close_after ? HPE_PAUSED : 0; /* ignore anything after a closing request */
+}
+
+/* Writes what is pending; closes when done and asked to. Returns false when
+ * the connection was freed. */
+static bool flush(struct aconn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            ev_io_start(c->a->loop, &c->wio);
+            ev_io_stop(c->a->loop, &c->rio); /* one reply at a time */
+            return true;
+        }
+        if (n < 0) {
+            conn_free(c);
+            return false;
+        }
+        c->out_off += (size_t)n;
+    }
+    c->out_off = c->out_len = 0;
+    ev_io_stop(c->a->loop, &c->wio);
+    if (c->close_after) {
+        conn_free(c);
+        return false;
+    }
+    ev_io_start(c->a->loop, &c->rio);
+    return true;
+}
+
+static void on_read(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct aconn *c = MD_CONTAINER_OF(io, struct aconn, rio);
+    char buf[4096];
+    ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_free(c);
+        return;
+    }
+    ev_timer_again(loop, &c->idle);
+    llhttp_errno_t e = llhttp_execute(&c->parser, buf, (size_t)n);
+    if (e != HPE_OK && e != HPE_PAUSED && !c->close_after) {
+        bool too_big = e == HPE_CB_URL_COMPLETE || c->url_len + 1 >= sizeof(c->url) ||
+                       c->head_bytes > MAX_HEAD;
+        MD_LOG(MD_LOG_WARN, "admin_bad_request", "err=\"%s\"", llhttp_get_error_reason(&c->parser));
+        reply_error(c, too_big ? 431 : 400, too_big ? "request too large\n" : "bad request\n");
+    }
+    flush(c);
+}
+
+static void on_write(struct ev_loop *loop, ev_io *io, int revents)
+{
+    flush(MD_CONTAINER_OF(io, struct aconn, wio));
+}
+
+static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    conn_free(MD_CONTAINER_OF(t, struct aconn, idle));
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct md_admin *a = MD_CONTAINER_OF(io, struct md_admin, io);
+    for (int i = 0; i < 16; i++) {
+        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                MD_LOG(MD_LOG_WARN, "admin_accept_failed", "err=%s", md_err_str(-errno));
+            return;
+        }
+        struct aconn *c = a->n_conns < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+        if (!c) {
+            MD_LOG(MD_LOG_WARN, "admin_conn_refused", "open=%d max=%d", a->n_conns, MAX_CONNS);
+            close(fd);
+            continue;
+        }
+        c->a = a;
+        c->fd = fd;
+        llhttp_init(&c->parser, HTTP_REQUEST, &a->settings);
+        c->parser.data = c;
+        ev_io_init(&c->rio, on_read, fd, EV_READ);
+        ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+        ev_timer_init(&c->idle, on_idle, 0., IDLE_S);
+        ev_timer_again(loop, &c->idle);
+        ev_io_start(loop, &c->rio);
+        md_list_insert_tail(&a->conns, &c->link);
+        a->n_conns++;
+    }
+}
+
+struct md_admin *md_admin_new(struct ev_loop *loop, const struct md_addr *addr, const char *label,
+                              md_admin_handler *handler, void *ctx, int *err)
+{
+    struct md_admin *a = calloc(1, sizeof(*a));
+    if (!a) {
+        *err = MD_ENOMEM;
+        return NULL;
+    }
+    a->loop = loop;
+    a->handler = handler;
+    a->ctx = ctx;
+    md_list_init(&a->conns);
+    llhttp_settings_init(&a->settings);
+    a->settings.on_message_begin = on_message_begin;
+    a->settings.on_url = on_url;
+    a->settings.on_header_field = on_header_bytes;
+    a->settings.on_header_value = on_header_bytes;
+    a->settings.on_message_complete = on_message_complete;
+    int one = 1;
+    a->fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (a->fd < 0 || setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(a->fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(a->fd, 128) < 0) {
+        *err = -errno;
+        MD_LOG(MD_LOG_ERROR, "admin_bind_failed", "addr=%s err=%s", label, md_err_str(*err));
+        if (a->fd >= 0)
+            close(a->fd);
+        free(a);
+        return NULL;
+    }
+    ev_io_init(&a->io, on_accept, a->fd, EV_READ);
+    ev_io_start(loop, &a->io);
+    return a;
+}
+
+void md_admin_free(struct md_admin *a)
+{
+    if (!a)
+        return;
+    while (!md_list_empty(&a->conns))
+        conn_free(MD_CONTAINER_OF(a->conns.next, struct aconn, link));
+    ev_io_stop(a->loop, &a->io);
+    close(a->fd);
+    free(a);
+}

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "admin/prom.h"
+
+#include "core/err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Label values are resource names, which validation limits to
+ * [a-zA-Z0-9_.-]: nothing in them needs escaping. */
+
+static void family(FILE *f, const struct md_stat_desc *d)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", d->name, d->help, d->name,
+            d->gauge ? "gauge" : "counter");
+}
+
+int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *blocks, size_t n,
+                   const struct md_prom_server *server, char **out, size_t *len)
+{
+    FILE *f = open_memstream(out, len);
+    if (!f)
+        return MD_ENOMEM;
+    for (int s = 0; s < MD_LSTAT__N; s++) {
+        family(f, &md_lstat_desc[s]);
+        for (size_t i = 0; i < snap->n_listeners; i++)
+            fprintf(f, "%s{listener=\"%s\"} %lld\n", md_lstat_desc[s].name, snap->listeners[i].name,
+                    (long long)md_stats_sum_l(blocks, n, i, (enum md_lstat)s));
+    }
+    for (int s = 0; s < MD_CSTAT__N; s++) {
+        family(f, &md_cstat_desc[s]);
+        for (size_t i = 0; i < snap->n_clusters; i++)
+            fprintf(f, "%s{cluster=\"%s\"} %lld\n", md_cstat_desc[s].name, snap->clusters[i].name,
+                    (long long)md_stats_sum_c(blocks, n, i, (enum md_cstat)s));
+    }
+    fprintf(f,
+            "# HELP meshd_server_draining 1 while meshd drains (not accepting).\n"
+            "# TYPE meshd_server_draining gauge\nmeshd_server_draining %d\n"
+            "# HELP meshd_server_workers Worker threads.\n"
+            "# TYPE meshd_server_workers gauge\nmeshd_server_workers %zu\n"
+            "# HELP meshd_server_uptime_seconds Seconds since start.\n"
+            "# TYPE meshd_server_uptime_seconds gauge\nmeshd_server_uptime_seconds %.3f\n"
+            "# HELP meshd_build_info Build version.\n"
+            "# TYPE meshd_build_info gauge\nmeshd_build_info{version=\"%s\"} 1\n",
+            server->draining ? 1 : 0, server->workers, server->uptime_s, MESHD_VERSION);
+    if (fclose(f) != 0) {
+        free(*out);
+        *out = NULL;
+        return MD_ENOMEM;
+    }
+    return 0;
+}

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* IP literal + port <-> struct sockaddr. No name resolution here. */
+#ifndef MESHD_CORE_ADDR_H
+#define MESHD_CORE_ADDR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct md_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+/* Longest text md_addr_format writes, NUL included: "[v6]:65535". */
+#define MD_ADDR_STRLEN 56
+
+/* Parses an IPv4 or IPv6 literal (no brackets) and |port| into |out|.
+ * Returns 0, or MD_EINVAL when |ip| is not a literal or |port| > 65535. */
+int md_addr_parse(const char *ip, uint32_t port, struct md_addr *out);
+
+/* Writes "1.2.3.4:80" or "[::1]:80" into |buf| (MD_ADDR_STRLEN bytes). */
+const char *md_addr_format(const struct sockaddr *sa, char *buf);
+
+#endif

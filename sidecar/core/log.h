@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Leveled logs: one line per event, key=value, on stderr.
+ *   ts=2026-11-25T07:39:04.123Z level=warn event=upstream_connect_failed cluster=app ...
+ * Lines are written with one write(2) so threads never interleave them. */
+#ifndef MESHD_CORE_LOG_H
+#define MESHD_CORE_LOG_H
+
+#include <stdbool.h>
+
+enum md_log_level { MD_LOG_DEBUG, MD_LOG_INFO, MD_LOG_WARN, MD_LOG_ERROR };
+
+/* Sets the lowest level that is written. Call before threads start. */
+void md_log_set_level(enum md_log_level lvl);
+
+/* Parses "debug", "info", "warn" or "error" into |out|. Returns 0 or MD_EINVAL. */
+int md_log_parse_level(const char *s, enum md_log_level *out);
+
+bool md_log_enabled(enum md_log_level lvl);
+
+/* Writes one line: ts, level, event=|event|, then |fmt| (already key=value pairs).
+ * Values with spaces must be quoted by the caller ("reason=\"...\""). */
+void md_log(enum md_log_level lvl, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define MD_LOG(lvl, event, ...)                                                                    \
+    do {                                                                                           \
+        if (md_log_enabled(lvl))                                                                   \
+            md_log(lvl, event, __VA_ARGS__);                                                       \
+    } while (0)
+
+#endif

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Per-worker counters and gauges. Each worker writes only its own block, with
+ * relaxed atomics and no locks; the admin thread sums the blocks on scrape. */
+#ifndef MESHD_CORE_STATS_H
+#define MESHD_CORE_STATS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Per listener. */
+enum md_lstat {
+    MD_LSTAT_CX_TOTAL,     /* downstream connections accepted */
+    MD_LSTAT_CX_ACTIVE,    /* gauge: downstream connections open */
+    MD_LSTAT_RX_BYTES,     /* bytes read from downstream */
+    MD_LSTAT_TX_BYTES,     /* bytes written to downstream */
+    MD_LSTAT_FD_EXHAUSTED, /* accept() hit EMFILE/ENFILE */
+    MD_LSTAT__N
+};
+
+/* Per cluster. */
+enum md_cstat {
+    MD_CSTAT_CX_TOTAL,        /* connect attempts started */
+    MD_CSTAT_CX_ACTIVE,       /* gauge: established upstream connections */
+    MD_CSTAT_CONNECT_FAIL,    /* refused / unreachable connects */
+    MD_CSTAT_CONNECT_TIMEOUT, /* connects that ran past connect_timeout */
+    MD_CSTAT_UNAVAILABLE,     /* downstream closed: every attempt failed */
+    MD_CSTAT_RX_BYTES,        /* bytes read from upstream */
+    MD_CSTAT_TX_BYTES,        /* bytes written to upstream */
+    MD_CSTAT__N
+};
+
+struct md_stat_desc {
+    const char *name; /* Prometheus metric name */
+    const char *help;
+    bool gauge;
+};
+
+extern const struct md_stat_desc md_lstat_desc[MD_LSTAT__N];
+extern const struct md_stat_desc md_cstat_desc[MD_CSTAT__N];
+
+/* One worker's block. Owned by its worker; read by the admin thread. */
+struct md_stats {
+    size_t n_listeners;
+    size_t n_clusters;
+    uint64_t *l; /* [n_listeners][MD_LSTAT__N] */
+    uint64_t *c; /* [n_clusters][MD_CSTAT__N] */
+};
+
+/* Returns NULL on allocation failure. */
+struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters);
+void md_stats_free(struct md_stats *st);
+
+/* Only the owning worker calls these: a relaxed load+store is enough since
+ * nobody else writes the slot, and readers see a whole 64-bit value. */
+static inline void md_stats_add(uint64_t *slot, int64_t delta)
+{
+    __atomic_store_n(slot, __atomic_load_n(slot, __ATOMIC_RELAXED) + (uint64_t)delta,
+                     __ATOMIC_RELAXED);
+}
+
+static inline uint64_t *md_stats_l(struct md_stats *st, size_t listener, enum md_lstat s)
+{
+    return &st->l[listener * MD_LSTAT__N + s];
+}
+
+static inline uint64_t *md_stats_c(struct md_stats *st, size_t cluster, enum md_cstat s)
+{
+    return &st->c[cluster * MD_CSTAT__N + s];
+}
+
+/* Sums one slot over |n| workers' blocks (gauges may be negative per worker). */
+int64_t md_stats_sum_l(struct md_stats *const *blocks, size_t n, size_t listener, enum md_lstat s);
+int64_t md_stats_sum_c(struct md_stats *const *blocks, size_t n, size_t cluster, enum md_cstat s);
+
+#endif

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "loop/control.h"
+
+#include "admin/prom.h"
+#include "core/err.h"
+#include "core/log.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DRAIN_POLL_S 0.05
+
+static uint64_t active_connections(const struct md_control *c)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < c->n_workers; i++)
+        n += md_worker_active(&c->workers[i]);
+    return n;
+}
+
+static void stop_accepting(struct md_control *c, const char *why)
+{
+    if (c->draining)
+        return;
+    c->draining = true;
+    for (size_t i = 0; i < c->n_workers; i++)
+        md_worker_post(&c->workers[i], MD_WORKER_CMD_STOP_ACCEPT);
+    MD_LOG(MD_LOG_INFO, "drain_started", "why=%s open_connections=%llu", why,
+           (unsigned long long)active_connections(c));
+}
+
+static void on_drain_poll(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct md_control *c = MD_CONTAINER_OF(t, struct md_control, drain_poll);
+    if (active_connections(c) == 0) {
+        MD_LOG(MD_LOG_INFO, "drain_complete", "open_connections=0");
+        ev_break(loop, EVBREAK_ALL);
+    }
+}
+
+static void on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct md_control *c = MD_CONTAINER_OF(t, struct md_control, drain_deadline);
+    MD_LOG(MD_LOG_WARN, "drain_timeout", "closing_connections=%llu",
+           (unsigned long long)active_connections(c));
+    ev_break(loop, EVBREAK_ALL); /* workers close the rest on exit */
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    struct md_control *c = s->data;
+    const char *name = s->signum == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (c->exiting) {
+        MD_LOG(MD_LOG_WARN, "shutdown_now", "signal=%s reason=second_signal", name);
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    c->exiting = true;
+    stop_accepting(c, name);
+    ev_timer_set(&c->drain_deadline, c->drain_timeout_s, 0.);
+    ev_timer_start(loop, &c->drain_deadline);
+    ev_timer_set(&c->drain_poll, 0., DRAIN_POLL_S);
+    ev_timer_start(loop, &c->drain_poll);
+}
+
+static void reply_owned(struct md_admin_reply *r, int rc, char *body, size_t len,
+                        const char *content_type)
+{
+    if (rc < 0) {
+        md_admin_reply_text(r, 500, "out of memory\n");
+        return;
+    }
+    r->status = 200;
+    r->content_type = content_type;
+    r->body = body;
+    r->len = len;
+}
+
+static void admin_handler(void *ctx, const char *method, const char *path, struct md_admin_reply *r)
+{
+    struct md_control *c = ctx;
+    bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    if (strcmp(path, "/ready") == 0) {
+        if (!get)
+            goto get_only;
+        md_admin_reply_text(r, c->draining ? 503 : 200, c->draining ? "draining\n" : "ready\n");
+    } else if (strcmp(path, "/stats/prometheus") == 0) {
+        if (!get)
+            goto get_only;
+        struct md_prom_server srv = {
+            .draining = c->draining, .workers = c->n_workers, .uptime_s = ev_time() - c->started};
+        char *body;
+        size_t len;
+        int rc = md_prom_render(c->snap, c->blocks, c->n_workers, &srv, &body, &len);
+        reply_owned(r, rc, body, len, "text/plain; version=0.0.4; charset=utf-8");
+    } else if (strcmp(path, "/config_dump") == 0) {
+        if (!get)
+            goto get_only;
+        char *body;
+        size_t len;
+        int rc = md_snapshot_dump(c->snap, &body, &len);
+        reply_owned(r, rc, body, len, NULL);
+    } else if (strcmp(path, "/drain") == 0) {
+        if (!post) {
+            r->allow = "POST";
+            md_admin_reply_text(r, 405, "use POST /drain\n");
+            return;
+        }
+        stop_accepting(c, "admin");
+        md_admin_reply_text(r, 200, "draining: no new connections; open ones continue\n");
+    } else if (strcmp(path, "/") == 0) {
+        md_admin_reply_text(
+            r, 200,
+            "meshd admin\n"
+            "  GET  /ready              200 ready, 503 draining\n"
+            "  GET  /stats/prometheus   metrics, Prometheus text 0.0.4\n"
+            "  GET  /config_dump        running configuration\n"
+            "  POST /drain              stop accepting; open connections continue\n");
+    } else {
+        md_admin_reply_text(r, 404, "not found (GET / lists the endpoints)\n");
+    }
+    return;
+get_only:
+    r->allow = "GET, HEAD";
+    md_admin_reply_text(r, 405, "method not allowed\n");
+}
+
+int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_workers,
+                    double drain_timeout_s)
+{
+    memset(c, 0, sizeof(*c));
+    c->loop = ev_default_loop(EVFLAG_AUTO);
+    c->snap = md_snapshot_ref(snap);
+    c->drain_timeout_s = drain_timeout_s;
+    c->started = ev_time();
+    c->workers = calloc(n_workers, sizeof(*c->workers));
+    c->blocks = calloc(n_workers, sizeof(*c->blocks));
+    if (!c->loop || !c->workers || !c->blocks)
+        return MD_ENOMEM;
+    for (size_t i = 0; i < n_workers; i++) {
+        c->n_workers++;
+        int rc = md_worker_init(&c->workers[i], (int)i, snap);
+        if (rc < 0)
+            return rc;
+        c->blocks[i] = c->workers[i].stats;
+    }
+    int err;
+    c->admin = md_admin_new(c->loop, &snap->admin, snap->admin_label, admin_handler, c, &err);
+    if (!c->admin)
+        return err;
+    ev_signal_init(&c->sig_term, on_signal, SIGTERM);
+    ev_signal_init(&c->sig_int, on_signal, SIGINT);
+    c->sig_term.data = c->sig_int.data = c;
+    ev_signal_start(c->loop, &c->sig_term);
+    ev_signal_start(c->loop, &c->sig_int);
+    ev_init(&c->drain_deadline, on_drain_deadline);
+    ev_init(&c->drain_poll, on_drain_poll);
+    return 0;
+}
+
+int md_control_run(struct md_control *c)
+{
+    for (size_t i = 0; i < c->n_workers; i++) {
+        int rc = md_worker_start(&c->workers[i]);
+        if (rc < 0) {
+            MD_LOG(MD_LOG_ERROR, "worker_start_failed", "worker=%zu err=%s", i, md_err_str(rc));
+            return rc;
+        }
+    }
+    for (size_t i = 0; i < c->snap->n_listeners; i++)
+        MD_LOG(MD_LOG_INFO, "listening", "listener=%s addr=%s cluster=%s workers=%zu",
+               c->snap->listeners[i].name, c->snap->listeners[i].label,
+               c->snap->clusters[c->snap->listeners[i].tcp.cluster].name, c->n_workers);
+    MD_LOG(MD_LOG_INFO, "ready", "admin=%s workers=%zu startup_ms=%.1f", c->snap->admin_label,
+           c->n_workers, (ev_time() - c->started) * 1000.0);
+    ev_run(c->loop, 0);
+    return 0;
+}
+
+void md_control_fini(struct md_control *c)
+{
+    /* Workers first: they exit their loops and close what is still open. */
+    for (size_t i = 0; i < c->n_workers; i++)
+        md_worker_fini(&c->workers[i]);
+    md_admin_free(c->admin);
+    if (c->loop) {
+        ev_signal_stop(c->loop, &c->sig_term);
+        ev_signal_stop(c->loop, &c->sig_int);
+        ev_timer_stop(c->loop, &c->drain_deadline);
+        ev_timer_stop(c->loop, &c->drain_poll);
+    }
+    free(c->workers);
+    free(c->blocks);
+    md_snapshot_unref(c->snap);
+    memset(c, 0, sizeof(*c));
+}

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The control thread: its libev loop runs the admin server, signals and the
+ * drain; it starts, commands and stops the workers. */
+#ifndef MESHD_LOOP_CONTROL_H
+#define MESHD_LOOP_CONTROL_H
+
+#include "admin/admin.h"
+#include "loop/worker.h"
+#include "snapshot.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct md_control {
+    struct ev_loop *loop;      /* the default loop (signals) */
+    struct md_snapshot *snap;  /* one reference */
+    struct md_worker *workers; /* [n_workers], owned */
+    size_t n_workers;
+    struct md_stats **blocks; /* [n_workers] borrowed from the workers, for scrapes */
+    struct md_admin *admin;   /* owned */
+    ev_signal sig_term, sig_int;
+    ev_timer drain_deadline, drain_poll;
+    double drain_timeout_s;
+    bool draining; /* listeners closed; /ready is 503 */
+    bool exiting;  /* a signal came: exit once drained */
+    ev_tstamp started;
+};
+
+/* Binds every listener in every worker and the admin port. Returns 0, or a
+ * negative error (logged); md_control_fini must be called either way. */
+int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_workers,
+                    double drain_timeout_s);
+/* Starts the workers and runs until drained after SIGTERM/SIGINT. Returns 0
+ * or a negative error. */
+int md_control_run(struct md_control *c);
+void md_control_fini(struct md_control *c);
+
+#endif

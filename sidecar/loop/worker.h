@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* One worker = one thread = one libev loop. It owns its listening sockets
+ * (one SO_REUSEPORT socket per listener), every connection it accepted, its
+ * stats block and its load-balancer cursors. Nothing here is shared. */
+#ifndef MESHD_LOOP_WORKER_H
+#define MESHD_LOOP_WORKER_H
+
+#include "core/list.h"
+#include "core/stats.h"
+#include "snapshot.h"
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct md_listener;
+
+/* Commands the control thread posts (bits, so several can be pending). */
+enum {
+    MD_WORKER_CMD_STOP_ACCEPT = 1 << 0, /* close listening sockets */
+    MD_WORKER_CMD_CLOSE_ALL = 1 << 1,   /* close every open connection now */
+    MD_WORKER_CMD_EXIT = 1 << 2,        /* leave the loop; implies both above */
+};
+
+#define MD_WORKER_PIPE_CACHE 32
+
+struct md_worker {
+    int id;
+    struct ev_loop *loop; /* owned */
+    pthread_t thread;
+    bool thread_started;
+    struct md_snapshot *snap;       /* one reference */
+    struct md_stats *stats;         /* owned; read by the admin thread */
+    struct md_listener **listeners; /* [snap->n_listeners], owned */
+    uint32_t *rr_cursor;            /* [snap->n_clusters] round-robin positions */
+    struct md_list sessions;        /* open TCP proxy sessions */
+    uint64_t next_session_id;
+    uint64_t active;                    /* atomic: open downstream connections */
+    int pipes[MD_WORKER_PIPE_CACHE][2]; /* empty pipes kept for splice */
+    int n_pipes;
+    int reserve_fd; /* released on EMFILE to shed one connection */
+    unsigned cmd;   /* atomic: MD_WORKER_CMD_* bits */
+    ev_async wake;
+};
+
+/* Creates the worker's loop and binds one socket per listener of |snap|.
+ * Returns 0, or -errno of a failed bind (logged with the address). */
+int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap);
+/* Starts the thread. Returns 0 or -errno. */
+int md_worker_start(struct md_worker *w);
+/* From any thread: asks the worker to act on |cmd| bits. */
+void md_worker_post(struct md_worker *w, unsigned cmd);
+/* Joins the thread (after MD_WORKER_CMD_EXIT) and frees everything. */
+void md_worker_fini(struct md_worker *w);
+
+/* Number of open downstream connections; safe from any thread. */
+uint64_t md_worker_active(const struct md_worker *w);
+
+/* A non-blocking pipe for splice, from the cache or new, grown towards
+ * |want| bytes. Returns its capacity in bytes, or -errno. */
+int md_worker_pipe_get(struct md_worker *w, int p[2], size_t want);
+/* Gives back an EMPTY pipe (closed if the cache is full). */
+void md_worker_pipe_put(struct md_worker *w, int p[2]);
+
+#endif

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Connects to one endpoint of a cluster: non-blocking connect with a timeout,
+ * and on refusal or timeout the next endpoint the balancer offers, up to the
+ * cluster's max_connect_attempts distinct endpoints. */
+#ifndef MESHD_UPSTREAM_CONNECT_H
+#define MESHD_UPSTREAM_CONNECT_H
+
+#include "snapshot.h"
+
+#include <ev.h>
+#include <stdint.h>
+
+struct md_worker;
+struct md_connect;
+
+/* Called once: |fd| >= 0 is a connected non-blocking socket now owned by the
+ * callee, |ep| the endpoint it reaches; or fd == -1 and |err| the last failure
+ * (every attempt failed). Not called if md_connect_start returned an error. */
+typedef void md_connect_cb(struct md_connect *c, int fd, const struct md_snap_endpoint *ep,
+                           int err);
+
+#define MD_CONNECT_MAX_ATTEMPTS 16
+
+/* Embedded in its owner (a session); no allocation. */
+struct md_connect {
+    struct md_worker *w;              /* borrowed */
+    const struct md_snap_cluster *cl; /* borrowed from the worker's snapshot */
+    md_connect_cb *cb;
+    uint64_t log_id; /* the owner's id, for log lines */
+    int fd;
+    const struct md_snap_endpoint *ep; /* being tried */
+    uint32_t tried[MD_CONNECT_MAX_ATTEMPTS];
+    uint32_t n_tried;
+    ev_io io;
+    ev_timer timer;
+};
+
+/* Starts connecting to |cl|. The callback may run before this returns (a
+ * connect that completes or fails at once). Returns 0. */
+int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
+                     uint64_t log_id, md_connect_cb *cb);
+
+/* Stops an attempt in progress; the callback will not run. Safe to call twice. */
+void md_connect_cancel(struct md_connect *c);
+
+#endif

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "validate.h"
+
+#include "core/err.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NAME_MAX_LEN 64
+
+void md_validate_label(char *buf, size_t len, const char *kind, const char *plural, size_t i,
+                       const char *name)
+{
+    if (name && *name)
+        snprintf(buf, len, "%s \"%.64s\" (%s[%zu])", kind, name, plural, i);
+    else
+        snprintf(buf, len, "%s[%zu]", plural, i);
+}
+
+static const char *name_at(void *const *items, size_t i, size_t name_off)
+{
+    return *(const char *const *)((const char *)items[i] + name_off);
+}
+
+void md_validate_name(struct md_errlist *el, const char *res, const char *plural,
+                      void *const *items, size_t i, size_t name_off)
+{
+    const char *name = name_at(items, i, name_off);
+    size_t n = strlen(name);
+    if (n == 0) {
+        md_errlist_add(el, res, "name", "required");
+        return;
+    }
+    bool ok = n <= NAME_MAX_LEN;
+    for (size_t k = 0; ok && k < n; k++) {
+        char c = name[k];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '_' || c == '.' || c == '-';
+    }
+    if (!ok)
+        md_errlist_add(el, res, "name", "\"%.80s\" must match [a-zA-Z0-9_.-]{1,%d}", name,
+                       NAME_MAX_LEN);
+    for (size_t j = 0; j < i; j++) { /* O(n^2), n <= MD_VALIDATE_MAX_RESOURCES */
+        if (strcmp(name_at(items, j, name_off), name) == 0) {
+            md_errlist_add(el, res, "name", "duplicate of %s[%zu]", plural, j);
+            break;
+        }
+    }
+}
+
+int md_validate_address(struct md_errlist *el, const char *res, const char *field,
+                        const Mesh__V1__SocketAddress *a, struct md_addr *out)
+{
+    char f[256];
+    if (!a) {
+        md_errlist_add(el, res, field, "required");
+        return MD_EINVAL;
+    }
+    int bad = 0;
+    snprintf(f, sizeof(f), "%s.address", field);
+    if (!a->address[0]) {
+        md_errlist_add(el, res, f, "required");
+        bad = MD_EINVAL;
+    } else if (md_addr_parse(a->address, 1, out) < 0) {
+        md_errlist_add(
+            el, res, f,
+            "\"%.80s\" is not an IPv4 or IPv6 literal (host names are not resolved here)",
+            a->address);
+        bad = MD_EINVAL;
+    }
+    snprintf(f, sizeof(f), "%s.port", field);
+    if (a->port < 1 || a->port > 65535) {
+        md_errlist_add(el, res, f, "%u out of range 1-65535", a->port);
+        bad = MD_EINVAL;
+    }
+    if (!bad)
+        md_addr_parse(a->address, a->port, out);
+    return bad;
+}
+
+void md_validate_enum(struct md_errlist *el, const char *res, const char *field,
+                      const ProtobufCEnumDescriptor *desc, int v)
+{
+    if (protobuf_c_enum_descriptor_get_value(desc, v))
+        return;
+    char names[256] = "";
+    for (unsigned i = 0; i < desc->n_values; i++) {
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof(names) - used, "%s%s", i ? ", " : "", desc->values[i].name);
+    }
+    md_errlist_add(el, res, field, "unknown enum value %d (known: %s)", v, names);
+}
+
+void md_validate_range0(struct md_errlist *el, const char *res, const char *field, uint32_t v,
+                        uint32_t lo, uint32_t hi, const char *unit)
+{
+    if (v != 0 && (v < lo || v > hi))
+        md_errlist_add(el, res, field, "%u%s out of range: 0 for the default, or %u-%u", v, unit,
+                       lo, hi);
+}
+
+long md_validate_find_cluster(const Mesh__V1__Bundle *b, const char *name)
+{
+    for (size_t i = 0; i < b->n_clusters; i++)
+        if (name[0] && strcmp(b->clusters[i]->name, name) == 0)
+            return (long)i;
+    return -1;
+}
+
+size_t md_validate_bundle(const Mesh__V1__Bundle *b, struct md_errlist *el)
+{
+    size_t before = el->n;
+    if (b->n_listeners == 0)
+        md_errlist_add(el, "bundle", "listeners", "none defined: meshd would serve nothing");
+    if (b->n_listeners > MD_VALIDATE_MAX_RESOURCES || b->n_clusters > MD_VALIDATE_MAX_RESOURCES) {
+        md_errlist_add(el, "bundle",
+                       b->n_listeners > MD_VALIDATE_MAX_RESOURCES ? "listeners" : "clusters",
+                       "%zu defined, at most %u",
+                       b->n_listeners > MD_VALIDATE_MAX_RESOURCES ? b->n_listeners : b->n_clusters,
+                       MD_VALIDATE_MAX_RESOURCES);
+        return el->n - before; /* the per-resource checks are quadratic */
+    }
+    md_validate_listeners(b, el);
+    md_validate_clusters(b, el);
+    if (b->admin) {
+        struct md_addr a;
+        md_validate_address(el, "admin", "address", b->admin->address, &a);
+    }
+    return el->n - before;
+}

@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Strict validation of a decoded bundle. Every check runs, every failure is
+ * reported with its resource, field and reason; nothing is fixed up silently. */
+#ifndef MESHD_XDS_VALIDATE_H
+#define MESHD_XDS_VALIDATE_H
+
+#include "core/addr.h"
+#include "errlist.h"
+#include "mesh/v1/bundle.pb-c.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Listeners or clusters in one bundle, at most. */
+#define MD_VALIDATE_MAX_RESOURCES 4096u
+
+/* Runs every check over |b|, adding each error to |el|. Returns how many
+ * errors were added (0: the bundle is valid). */
+size_t md_validate_bundle(const Mesh__V1__Bundle *b, struct md_errlist *el);
+
+/* One resource kind per file. */
+void md_validate_listeners(const Mesh__V1__Bundle *b, struct md_errlist *el);
+void md_validate_clusters(const Mesh__V1__Bundle *b, struct md_errlist *el);
+
+/* Shared helpers. */
+
+/* Writes `KIND "NAME" (PLURAL[i])`, or `PLURAL[i]` when the name is empty. */
+void md_validate_label(char *buf, size_t len, const char *kind, const char *plural, size_t i,
+                       const char *name);
+
+/* Checks the name of resource |i| of |items| (each a message whose `char *name`
+ * sits at |name_off|): required, [a-zA-Z0-9_.-]{1,64}, unique among them. */
+void md_validate_name(struct md_errlist *el, const char *res, const char *plural,
+                      void *const *items, size_t i, size_t name_off);
+
+/* Checks a required address (IP literal, port 1-65535) at |field|. Fills |out|
+ * when valid. Returns 0 when valid. */
+int md_validate_address(struct md_errlist *el, const char *res, const char *field,
+                        const Mesh__V1__SocketAddress *a, struct md_addr *out);
+
+/* Checks that |v| is a value |desc| defines. */
+void md_validate_enum(struct md_errlist *el, const char *res, const char *field,
+                      const ProtobufCEnumDescriptor *desc, int v);
+
+/* Checks |v| is 0 (default) or within [lo, hi]. */
+void md_validate_range0(struct md_errlist *el, const char *res, const char *field, uint32_t v,
+                        uint32_t lo, uint32_t hi, const char *unit);
+
+/* Returns the index of the cluster named |name|, or -1. */
+long md_validate_find_cluster(const Mesh__V1__Bundle *b, const char *name);
+
+#endif

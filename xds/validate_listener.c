@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Listener checks: name, bind address, handler and what it refers to. */
+#include "snapshot.h"
+#include "validate.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_IDLE_TIMEOUT_MS (24u * 3600u * 1000u)
+#define MIN_BUFFER (4u * 1024u)
+#define MAX_BUFFER (16u * 1024u * 1024u)
+
+static void check_tcp_proxy(const Mesh__V1__Bundle *b, struct md_errlist *el, const char *res,
+                            const Mesh__V1__TcpProxy *tp)
+{
+    if (!tp->cluster[0])
+        md_errlist_add(el, res, "tcp_proxy.cluster", "required");
+    else if (md_validate_find_cluster(b, tp->cluster) < 0)
+        md_errlist_add(el, res, "tcp_proxy.cluster", "unknown cluster \"%.80s\"", tp->cluster);
+    md_validate_range0(el, res, "tcp_proxy.idle_timeout_ms", tp->idle_timeout_ms, 1,
+                       MAX_IDLE_TIMEOUT_MS, " ms");
+    md_validate_range0(el, res, "tcp_proxy.buffer_limit_bytes", tp->buffer_limit_bytes, MIN_BUFFER,
+                       MAX_BUFFER, " bytes");
+}
+
+static bool same_addr(const struct md_addr *a, const struct md_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+void md_validate_listeners(const Mesh__V1__Bundle *b, struct md_errlist *el)
+{
+    struct md_addr admin;
+    Mesh__V1__SocketAddress default_admin = MESH__V1__SOCKET_ADDRESS__INIT;
+    default_admin.address = MD_DEFAULT_ADMIN_IP;
+    default_admin.port = MD_DEFAULT_ADMIN_PORT;
+    const Mesh__V1__SocketAddress *aa =
+        b->admin && b->admin->address ? b->admin->address : &default_admin;
+    bool admin_ok = md_addr_parse(aa->address, aa->port, &admin) == 0;
+
+    for (size_t i = 0; i < b->n_listeners; i++) {
+        const Mesh__V1__Listener *l = b->listeners[i];
+        char res[160];
+        md_validate_label(res, sizeof(res), "listener", "listeners", i, l->name);
+        md_validate_name(el, res, "listeners", (void *const *)b->listeners, i,
+                         offsetof(Mesh__V1__Listener, name));
+        struct md_addr addr;
+        if (md_validate_address(el, res, "address", l->address, &addr) == 0) {
+            for (size_t j = 0; j < i; j++) {
+                struct md_addr other;
+                const Mesh__V1__SocketAddress *oa = b->listeners[j]->address;
+                if (oa && md_addr_parse(oa->address, oa->port, &other) == 0 &&
+                    same_addr(&addr, &other)) {
+                    md_errlist_add(el, res, "address", "%s:%u already bound by listeners[%zu]",
+                                   l->address->address, l->address->port, j);
+                    break;
+                }
+            }
+            if (admin_ok && same_addr(&addr, &admin))
+                md_errlist_add(el, res, "address", "%s:%u is the admin address",
+                               l->address->address, l->address->port);
+        }
+        switch (l->handler_case) {
+        case MESH__V1__LISTENER__HANDLER_TCP_PROXY:
+            check_tcp_proxy(b, el, res, l->tcp_proxy);
+            break;
+        default: md_errlist_add(el, res, "handler", "none set: tcp_proxy is required"); break;
+        }
+    }
+}
