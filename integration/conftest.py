@@ -28,7 +28,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from env import backends as _backends  # noqa: E402
-from env.meshd import PLACEHOLDER_RE, Meshd, MeshdError, render  # noqa: E402
+from env.meshd import PLACEHOLDER_RE, Meshd, MeshdError  # noqa: E402
 
 BUNDLES = HERE / "bundles"
 # Values for optional placeholders of the files in bundles/.
@@ -201,5 +201,3 @@ def meshd(request, meshd_bin, meshctl_bin, proto_path, workdir, ports):
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)
 
-
-__all__ = ["render", "load_bundle"]

@@ -64,7 +64,8 @@ def test_sigterm_drains_in_flight_transfer(meshd, backends):
             return ready_status(m) == 503
 
         wait_until(draining, timeout=20, what="GET /ready == 503 after SIGTERM")
-        assert_new_connections_refused(m.listen_port, echo, accepted_before=1)
+        how = assert_new_connections_refused(m.listen_port, echo, accepted_before=1)
+        print("new connection while draining:", how)
 
         rounds(s, ROUNDS_BEFORE, ROUNDS_BEFORE + ROUNDS_AFTER)
         s.shutdown(socket.SHUT_WR)
