@@ -4,6 +4,7 @@
 #include "core/err.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "net/acceptor.h"
 
 #include <errno.h>
 #include <llhttp.h>
@@ -21,8 +22,7 @@
 
 struct md_admin {
     struct ev_loop *loop;
-    int fd;
-    ev_io io;
+    struct md_acceptor acc;
     md_admin_handler *handler;
     void *ctx;
     struct md_list conns;
@@ -225,34 +225,31 @@ static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
     conn_free(MD_CONTAINER_OF(t, struct aconn, idle));
 }
 
-static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
+static void on_exhausted(struct md_acceptor *acc, int err)
 {
-    struct md_admin *a = MD_CONTAINER_OF(io, struct md_admin, io);
-    for (int i = 0; i < 16; i++) {
-        int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                MD_LOG(MD_LOG_WARN, "admin_accept_failed", "err=%s", md_err_str(-errno));
-            return;
-        }
-        struct aconn *c = a->n_conns < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
-        if (!c) {
-            MD_LOG(MD_LOG_WARN, "admin_conn_refused", "open=%d max=%d", a->n_conns, MAX_CONNS);
-            close(fd);
-            continue;
-        }
-        c->a = a;
-        c->fd = fd;
-        llhttp_init(&c->parser, HTTP_REQUEST, &a->settings);
-        c->parser.data = c;
-        ev_io_init(&c->rio, on_read, fd, EV_READ);
-        ev_io_init(&c->wio, on_write, fd, EV_WRITE);
-        ev_timer_init(&c->idle, on_idle, 0., IDLE_S);
-        ev_timer_again(loop, &c->idle);
-        ev_io_start(loop, &c->rio);
-        md_list_insert_tail(&a->conns, &c->link);
-        a->n_conns++;
+    MD_LOG(MD_LOG_WARN, "admin_accept_failed", "err=%s pause_ms=100", md_err_str(err));
+}
+
+static void on_conn(struct md_acceptor *acc, int fd)
+{
+    struct md_admin *a = MD_CONTAINER_OF(acc, struct md_admin, acc);
+    struct aconn *c = a->n_conns < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+    if (!c) {
+        MD_LOG(MD_LOG_WARN, "admin_conn_refused", "open=%d max=%d", a->n_conns, MAX_CONNS);
+        close(fd);
+        return;
     }
+    c->a = a;
+    c->fd = fd;
+    llhttp_init(&c->parser, HTTP_REQUEST, &a->settings);
+    c->parser.data = c;
+    ev_io_init(&c->rio, on_read, fd, EV_READ);
+    ev_io_init(&c->wio, on_write, fd, EV_WRITE);
+    ev_timer_init(&c->idle, on_idle, 0., IDLE_S);
+    ev_timer_again(a->loop, &c->idle);
+    ev_io_start(a->loop, &c->rio);
+    md_list_insert_tail(&a->conns, &c->link);
+    a->n_conns++;
 }
 
 struct md_admin *md_admin_new(struct ev_loop *loop, const struct md_addr *addr, const char *label,
@@ -273,19 +270,17 @@ struct md_admin *md_admin_new(struct ev_loop *loop, const struct md_addr *addr, 
     a->settings.on_header_field = on_header_bytes;
     a->settings.on_header_value = on_header_bytes;
     a->settings.on_message_complete = on_message_complete;
-    int one = 1;
-    a->fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (a->fd < 0 || setsockopt(a->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(a->fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(a->fd, 128) < 0) {
-        *err = -errno;
-        MD_LOG(MD_LOG_ERROR, "admin_bind_failed", "addr=%s err=%s", label, md_err_str(*err));
-        if (a->fd >= 0)
-            close(a->fd);
+    const char *step;
+    int fd = md_acceptor_listen((const struct sockaddr *)&addr->ss, addr->len, false, 128, &step);
+    if (fd < 0) {
+        *err = fd;
+        MD_LOG(MD_LOG_ERROR, "admin_bind_failed", "addr=%s step=%s err=%s", label, step,
+               md_err_str(fd));
         free(a);
         return NULL;
     }
-    ev_io_init(&a->io, on_accept, a->fd, EV_READ);
-    ev_io_start(loop, &a->io);
+    md_acceptor_init(&a->acc, loop, fd, NULL, on_conn, on_exhausted);
+    md_acceptor_start(&a->acc);
     return a;
 }
 
@@ -295,7 +290,6 @@ void md_admin_free(struct md_admin *a)
         return;
     while (!md_list_empty(&a->conns))
         conn_free(MD_CONTAINER_OF(a->conns.next, struct aconn, link));
-    ev_io_stop(a->loop, &a->io);
-    close(a->fd);
+    md_acceptor_close(&a->acc);
     free(a);
 }

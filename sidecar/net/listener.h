@@ -1,23 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A worker's listening socket for one configured listener (SO_REUSEPORT: each
- * worker binds its own and the kernel spreads connections). Survives fd
- * exhaustion: it counts it, sheds one pending connection so the client is not
- * left hanging, pauses accepting briefly, and resumes. */
+ * worker binds its own and the kernel spreads connections). Accepted
+ * connections go to the listener's handler (the TCP proxy). */
 #ifndef MESHD_NET_LISTENER_H
 #define MESHD_NET_LISTENER_H
 
+#include "net/acceptor.h"
 #include "snapshot.h"
-
-#include <ev.h>
 
 struct md_worker;
 
 struct md_listener {
     struct md_worker *w;                /* borrowed; the owner */
     const struct md_snap_listener *cfg; /* borrowed from w->snap */
-    int fd;
-    ev_io io;
-    ev_timer backoff; /* accept paused after EMFILE */
+    struct md_acceptor acc;
 };
 
 /* Creates, binds and listens. Returns the listener, or NULL with *err set to
