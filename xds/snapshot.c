@@ -1,4 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* Validated bundle -> immutable snapshot, defaults applied; its freeing and
+ * its /config_dump text. Arrays are allocated zeroed and counted at once, so a
+ * build that runs out of memory half way is freed by md_snapshot_unref. */
 #include "snapshot.h"
 
 #include "core/err.h"
@@ -14,16 +17,54 @@ static uint32_t or_default(uint32_t v, uint32_t def)
     return v ? v : def;
 }
 
+/* Zeroed array of |n| items (one when n is 0, so NULL means out of memory). */
+static void *new_array(size_t n, size_t size)
+{
+    return calloc(n ? n : 1, size);
+}
+
+/* A lower-case copy: header names and domains are compared as lower case. */
+static char *dup_lower(const char *s, size_t n, size_t *len)
+{
+    char *d = malloc(n + 1);
+    if (!d)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        d[i] = s[i] >= 'A' && s[i] <= 'Z' ? (char)(s[i] + 32) : s[i];
+    d[n] = '\0';
+    if (len)
+        *len = n;
+    return d;
+}
+
+static void build_h2_opts(const Mesh__V1__Http2Options *o, struct md_snap_h2_opts *out)
+{
+    static const Mesh__V1__Http2Options none = MESH__V1__HTTP2_OPTIONS__INIT;
+    if (!o)
+        o = &none;
+    out->max_concurrent_streams =
+        or_default(o->max_concurrent_streams, MD_DEFAULT_H2_MAX_CONCURRENT_STREAMS);
+    out->initial_stream_window = or_default(o->initial_stream_window, MD_DEFAULT_H2_STREAM_WINDOW);
+    out->initial_connection_window =
+        or_default(o->initial_connection_window, MD_DEFAULT_H2_CONNECTION_WINDOW);
+    /* A raised stream window raises the default connection window with it:
+     * one stream must be able to use its whole window. */
+    if (!o->initial_connection_window &&
+        out->initial_connection_window < out->initial_stream_window)
+        out->initial_connection_window = out->initial_stream_window;
+    out->max_header_list_size = or_default(o->max_header_list_size, MD_DEFAULT_H2_MAX_HEADER_LIST);
+}
+
 static int build_cluster(const Mesh__V1__Cluster *c, size_t idx, struct md_snap_cluster *out)
 {
     out->name = strdup(c->name);
     out->idx = idx;
     out->lb = MD_LB_ROUND_ROBIN;
     out->connect_timeout_ms = or_default(c->connect_timeout_ms, MD_DEFAULT_CONNECT_TIMEOUT_MS);
-    out->n_endpoints = c->n_endpoints;
-    out->endpoints = calloc(c->n_endpoints ? c->n_endpoints : 1, sizeof(*out->endpoints));
+    out->endpoints = new_array(c->n_endpoints, sizeof(*out->endpoints));
     if (!out->name || !out->endpoints)
         return MD_ENOMEM;
+    out->n_endpoints = c->n_endpoints;
     uint32_t attempts = or_default(c->max_connect_attempts, MD_DEFAULT_MAX_CONNECT_ATTEMPTS);
     /* Each attempt goes to a different endpoint. */
     out->max_connect_attempts = attempts < c->n_endpoints ? attempts : (uint32_t)c->n_endpoints;
@@ -33,6 +74,15 @@ static int build_cluster(const Mesh__V1__Cluster *c, size_t idx, struct md_snap_
         md_addr_parse(a->address, a->port, &ep->addr);
         md_addr_format((struct sockaddr *)&ep->addr.ss, ep->label);
     }
+    out->protocol = MD_CLUSTER_HTTP2;
+    const Mesh__V1__Cluster__Http2Pool *p = c->http2_pool;
+    build_h2_opts(p ? p->http2 : NULL, &out->h2);
+    out->max_connections_per_endpoint =
+        or_default(p ? p->max_connections_per_endpoint : 0, MD_DEFAULT_POOL_MAX_CONNECTIONS);
+    out->pool_idle_timeout_ms =
+        or_default(p ? p->idle_timeout_ms : 0, MD_DEFAULT_POOL_IDLE_TIMEOUT_MS);
+    out->keepalive_interval_ms =
+        or_default(p ? p->keepalive_interval_ms : 0, MD_DEFAULT_KEEPALIVE_INTERVAL_MS);
     return 0;
 }
 
@@ -45,6 +95,17 @@ static int build_listener(const Mesh__V1__Bundle *b, const Mesh__V1__Listener *l
     out->idx = idx;
     md_addr_parse(l->address->address, l->address->port, &out->addr);
     md_addr_format((struct sockaddr *)&out->addr.ss, out->label);
+    if (l->handler_case == MESH__V1__LISTENER__HANDLER_HTTP) {
+        const Mesh__V1__HttpConnectionManager *h = l->http;
+        out->handler = MD_HANDLER_HTTP;
+        out->http.codec = MD_HTTP_CODEC_H2C;
+        out->http.route_config = (size_t)md_validate_find_route_config(b, h->route_config);
+        build_h2_opts(h->http2, &out->http.h2);
+        out->http.stream_idle_timeout_ms =
+            or_default(h->stream_idle_timeout_ms, MD_DEFAULT_STREAM_IDLE_TIMEOUT_MS);
+        out->http.idle_timeout_ms = or_default(h->idle_timeout_ms, MD_DEFAULT_HTTP_IDLE_TIMEOUT_MS);
+        return 0;
+    }
     const Mesh__V1__TcpProxy *tp = l->tcp_proxy;
     out->handler = MD_HANDLER_TCP_PROXY;
     out->tcp.cluster = (size_t)md_validate_find_cluster(b, tp->cluster);
@@ -54,30 +115,222 @@ static int build_listener(const Mesh__V1__Bundle *b, const Mesh__V1__Listener *l
     return 0;
 }
 
+static int build_header_adds(Mesh__V1__HeaderValue *const *hv, size_t n,
+                             struct md_snap_header **out, size_t *n_out)
+{
+    if (n == 0)
+        return 0;
+    if (!(*out = new_array(n, sizeof(**out))))
+        return MD_ENOMEM;
+    *n_out = n;
+    for (size_t k = 0; k < n; k++) {
+        struct md_snap_header *h = &(*out)[k];
+        h->name = dup_lower(hv[k]->key, strlen(hv[k]->key), &h->name_len);
+        h->value_len = strlen(hv[k]->value);
+        h->value = strdup(hv[k]->value);
+        if (!h->name || !h->value)
+            return MD_ENOMEM;
+    }
+    return 0;
+}
+
+static int build_header_removes(char *const *names, size_t n, char ***out, size_t *n_out)
+{
+    if (n == 0)
+        return 0;
+    if (!(*out = new_array(n, sizeof(**out))))
+        return MD_ENOMEM;
+    *n_out = n;
+    for (size_t k = 0; k < n; k++)
+        if (!((*out)[k] = dup_lower(names[k], strlen(names[k]), NULL)))
+            return MD_ENOMEM;
+    return 0;
+}
+
+static int build_match(const Mesh__V1__RouteMatch *m, struct md_snap_route *out)
+{
+    switch (m->path_specifier_case) {
+    case MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_PREFIX:
+        out->kind = MD_PATH_MATCH_PREFIX;
+        out->path = strdup(m->prefix);
+        break;
+    case MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_PATH:
+        out->kind = MD_PATH_MATCH_EXACT;
+        out->path = strdup(m->path);
+        break;
+    default:
+        /* gRPC paths are "/SERVICE/METHOD": matched as one exact path, or as
+         * the prefix "/SERVICE/" for every method. */
+        out->kind = MD_PATH_MATCH_GRPC;
+        out->grpc_any_method = !m->grpc->method[0];
+        if (asprintf(&out->path, "/%s/%s", m->grpc->service, m->grpc->method) < 0)
+            out->path = NULL;
+        break;
+    }
+    if (!out->path)
+        return MD_ENOMEM;
+    out->path_len = strlen(out->path);
+    if (m->n_headers == 0)
+        return 0;
+    if (!(out->headers = new_array(m->n_headers, sizeof(*out->headers))))
+        return MD_ENOMEM;
+    out->n_headers = m->n_headers;
+    for (size_t k = 0; k < m->n_headers; k++) {
+        const Mesh__V1__HeaderMatcher *h = m->headers[k];
+        struct md_snap_header_matcher *hm = &out->headers[k];
+        if (!(hm->name = dup_lower(h->name, strlen(h->name), &hm->name_len)))
+            return MD_ENOMEM;
+        if (h->match_case == MESH__V1__HEADER_MATCHER__MATCH_EXACT) {
+            hm->kind = MD_HDR_MATCH_EXACT;
+            hm->value_len = strlen(h->exact);
+            if (!(hm->value = strdup(h->exact)))
+                return MD_ENOMEM;
+        } else {
+            hm->kind = h->present ? MD_HDR_MATCH_PRESENT : MD_HDR_MATCH_ABSENT;
+        }
+    }
+    return 0;
+}
+
+static int build_action(const Mesh__V1__Bundle *b, const Mesh__V1__RouteAction *a,
+                        struct md_snap_route *out)
+{
+    if (a->cluster_specifier_case == MESH__V1__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER) {
+        if (!(out->clusters = new_array(1, sizeof(*out->clusters))))
+            return MD_ENOMEM;
+        out->n_clusters = 1;
+        out->clusters[0].cluster = (size_t)md_validate_find_cluster(b, a->cluster);
+        out->clusters[0].weight = 1;
+        out->total_weight = 1;
+    } else {
+        const Mesh__V1__WeightedClusters *wc = a->weighted_clusters;
+        if (!(out->clusters = new_array(wc->n_clusters, sizeof(*out->clusters))))
+            return MD_ENOMEM;
+        out->n_clusters = wc->n_clusters;
+        for (size_t k = 0; k < wc->n_clusters; k++) {
+            out->clusters[k].cluster = (size_t)md_validate_find_cluster(b, wc->clusters[k]->name);
+            out->clusters[k].weight = wc->clusters[k]->weight;
+            out->total_weight += wc->clusters[k]->weight; /* <= 1,000,000 by validation */
+        }
+    }
+    out->timeout_ms = a->timeout_ms;
+    if (a->prefix_rewrite[0]) {
+        out->prefix_rewrite_len = strlen(a->prefix_rewrite);
+        if (!(out->prefix_rewrite = strdup(a->prefix_rewrite)))
+            return MD_ENOMEM;
+    }
+    int rc = build_header_adds(a->request_headers_to_add, a->n_request_headers_to_add,
+                               &out->req_add, &out->n_req_add);
+    if (rc == 0)
+        rc = build_header_removes(a->request_headers_to_remove, a->n_request_headers_to_remove,
+                                  &out->req_remove, &out->n_req_remove);
+    if (rc == 0)
+        rc = build_header_adds(a->response_headers_to_add, a->n_response_headers_to_add,
+                               &out->resp_add, &out->n_resp_add);
+    if (rc == 0)
+        rc = build_header_removes(a->response_headers_to_remove, a->n_response_headers_to_remove,
+                                  &out->resp_remove, &out->n_resp_remove);
+    return rc;
+}
+
+static int build_route(const Mesh__V1__Bundle *b, const char *vh_name, size_t i,
+                       const Mesh__V1__Route *r, struct md_snap_route *out)
+{
+    if (r->name[0])
+        out->name = strdup(r->name);
+    else if (asprintf(&out->name, "%s/routes[%zu]", vh_name, i) < 0)
+        out->name = NULL;
+    if (!out->name)
+        return MD_ENOMEM;
+    int rc = build_match(r->match, out);
+    return rc ? rc : build_action(b, r->route, out);
+}
+
+/* Validation allowed only "*", "*.suffix", "prefix.*" and plain hosts. */
+static int build_domain(const char *d, struct md_snap_domain *out)
+{
+    size_t n = strlen(d);
+    const char *text = d;
+    if (strcmp(d, "*") == 0) {
+        out->kind = MD_DOMAIN_ANY;
+        n = 0;
+    } else if (d[0] == '*') {
+        out->kind = MD_DOMAIN_SUFFIX; /* keep the dot: "*.a.com" matches "x.a.com", not "a.com" */
+        text++;
+        n--;
+    } else if (n && d[n - 1] == '*') {
+        out->kind = MD_DOMAIN_PREFIX;
+        n--;
+    } else {
+        out->kind = MD_DOMAIN_EXACT;
+    }
+    out->text = dup_lower(text, n, &out->len);
+    return out->text ? 0 : MD_ENOMEM;
+}
+
+static int build_vhost(const Mesh__V1__Bundle *b, const Mesh__V1__VirtualHost *vh,
+                       struct md_snap_vhost *out)
+{
+    out->name = strdup(vh->name);
+    out->domains = new_array(vh->n_domains, sizeof(*out->domains));
+    out->routes = new_array(vh->n_routes, sizeof(*out->routes));
+    if (!out->name || !out->domains || !out->routes)
+        return MD_ENOMEM;
+    out->n_domains = vh->n_domains;
+    out->n_routes = vh->n_routes;
+    int rc = 0;
+    for (size_t k = 0; rc == 0 && k < vh->n_domains; k++)
+        rc = build_domain(vh->domains[k], &out->domains[k]);
+    for (size_t k = 0; rc == 0 && k < vh->n_routes; k++)
+        rc = build_route(b, vh->name, k, vh->routes[k], &out->routes[k]);
+    return rc;
+}
+
+static int build_route_config(const Mesh__V1__Bundle *b, const Mesh__V1__RouteConfiguration *rc,
+                              size_t idx, struct md_snap_route_config *out)
+{
+    out->name = strdup(rc->name);
+    out->idx = idx;
+    out->vhosts = new_array(rc->n_virtual_hosts, sizeof(*out->vhosts));
+    if (!out->name || !out->vhosts)
+        return MD_ENOMEM;
+    out->n_vhosts = rc->n_virtual_hosts;
+    int err = 0;
+    for (size_t k = 0; err == 0 && k < rc->n_virtual_hosts; k++)
+        err = build_vhost(b, rc->virtual_hosts[k], &out->vhosts[k]);
+    return err;
+}
+
 int md_snapshot_build(const Mesh__V1__Bundle *b, struct md_snapshot **out)
 {
     struct md_snapshot *s = calloc(1, sizeof(*s));
     if (!s)
         return MD_ENOMEM;
     s->refs = 1;
-    s->listeners = calloc(b->n_listeners + 1, sizeof(*s->listeners));
-    s->clusters = calloc(b->n_clusters + 1, sizeof(*s->clusters));
-    int rc = s->listeners && s->clusters ? 0 : MD_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < b->n_clusters; i++, s->n_clusters++)
+    s->listeners = new_array(b->n_listeners, sizeof(*s->listeners));
+    s->clusters = new_array(b->n_clusters, sizeof(*s->clusters));
+    s->route_configs = new_array(b->n_route_configs, sizeof(*s->route_configs));
+    int rc = MD_ENOMEM;
+    if (s->listeners && s->clusters && s->route_configs) {
+        s->n_listeners = b->n_listeners;
+        s->n_clusters = b->n_clusters;
+        s->n_route_configs = b->n_route_configs;
+        rc = 0;
+    }
+    for (size_t i = 0; rc == 0 && i < b->n_clusters; i++)
         rc = build_cluster(b->clusters[i], i, &s->clusters[i]);
-    for (size_t i = 0; rc == 0 && i < b->n_listeners; i++, s->n_listeners++)
+    for (size_t i = 0; rc == 0 && i < b->n_route_configs; i++)
+        rc = build_route_config(b, b->route_configs[i], i, &s->route_configs[i]);
+    for (size_t i = 0; rc == 0 && i < b->n_listeners; i++)
         rc = build_listener(b, b->listeners[i], i, &s->listeners[i]);
+    if (rc < 0) {
+        md_snapshot_unref(s);
+        return rc;
+    }
     const Mesh__V1__SocketAddress *aa = b->admin ? b->admin->address : NULL;
     md_addr_parse(aa ? aa->address : MD_DEFAULT_ADMIN_IP, aa ? aa->port : MD_DEFAULT_ADMIN_PORT,
                   &s->admin);
     md_addr_format((struct sockaddr *)&s->admin.ss, s->admin_label);
-    if (rc < 0) {
-        /* count the half-built entry so unref frees what it holds */
-        s->n_clusters += s->n_clusters < b->n_clusters;
-        s->n_listeners += s->n_listeners < b->n_listeners;
-        md_snapshot_unref(s);
-        return rc;
-    }
     *out = s;
     return 0;
 }
@@ -86,6 +339,55 @@ struct md_snapshot *md_snapshot_ref(struct md_snapshot *snap)
 {
     __atomic_add_fetch(&snap->refs, 1, __ATOMIC_RELAXED);
     return snap;
+}
+
+static void free_headers(struct md_snap_header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
+static void free_names(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void free_route(struct md_snap_route *r)
+{
+    free(r->name);
+    free(r->path);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        free(r->headers[i].name);
+        free(r->headers[i].value);
+    }
+    free(r->headers);
+    free(r->clusters);
+    free(r->prefix_rewrite);
+    free_headers(r->req_add, r->n_req_add);
+    free_headers(r->resp_add, r->n_resp_add);
+    free_names(r->req_remove, r->n_req_remove);
+    free_names(r->resp_remove, r->n_resp_remove);
+}
+
+static void free_route_config(struct md_snap_route_config *rc)
+{
+    for (size_t v = 0; v < rc->n_vhosts; v++) {
+        struct md_snap_vhost *vh = &rc->vhosts[v];
+        for (size_t i = 0; i < vh->n_domains; i++)
+            free(vh->domains[i].text);
+        for (size_t i = 0; i < vh->n_routes; i++)
+            free_route(&vh->routes[i]);
+        free(vh->name);
+        free(vh->domains);
+        free(vh->routes);
+    }
+    free(rc->vhosts);
+    free(rc->name);
 }
 
 void md_snapshot_unref(struct md_snapshot *snap)
@@ -98,9 +400,167 @@ void md_snapshot_unref(struct md_snapshot *snap)
         free(snap->clusters[i].name);
         free(snap->clusters[i].endpoints);
     }
+    for (size_t i = 0; i < snap->n_route_configs; i++)
+        free_route_config(&snap->route_configs[i]);
     free(snap->listeners);
     free(snap->clusters);
+    free(snap->route_configs);
     free(snap);
+}
+
+/* A quoted string in text-format escaping: header values and paths are
+ * operator input and may hold quotes or bytes outside ASCII. */
+static void put_str(FILE *f, const char *s, size_t n)
+{
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20 || c >= 0x7f)
+            fprintf(f, "\\%03o", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void put_field(FILE *f, int indent, const char *key, const char *s, size_t n)
+{
+    fprintf(f, "%*s%s: ", indent, "", key);
+    put_str(f, s, n);
+    fputc('\n', f);
+}
+
+static void dump_h2(FILE *f, int indent, const struct md_snap_h2_opts *h2)
+{
+    fprintf(f,
+            "%*shttp2 {\n%*smax_concurrent_streams: %u\n%*sinitial_stream_window: %u\n"
+            "%*sinitial_connection_window: %u\n%*smax_header_list_size: %u\n%*s}\n",
+            indent, "", indent + 2, "", h2->max_concurrent_streams, indent + 2, "",
+            h2->initial_stream_window, indent + 2, "", h2->initial_connection_window, indent + 2,
+            "", h2->max_header_list_size, indent, "");
+}
+
+static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct md_snap_listener *l)
+{
+    fprintf(f, "listener {\n  name: \"%s\"\n  address: \"%s\"\n", l->name, l->label);
+    if (l->handler == MD_HANDLER_HTTP) {
+        fprintf(f, "  http {\n    codec: H2C\n    route_config: \"%s\"\n",
+                snap->route_configs[l->http.route_config].name);
+        dump_h2(f, 4, &l->http.h2);
+        fprintf(f, "    stream_idle_timeout_ms: %u\n    idle_timeout_ms: %u\n  }\n}\n",
+                l->http.stream_idle_timeout_ms, l->http.idle_timeout_ms);
+        return;
+    }
+    fprintf(f,
+            "  tcp_proxy {\n    cluster: \"%s\"\n    idle_timeout_ms: %u\n"
+            "    buffer_limit_bytes: %u\n    splice: %s\n  }\n}\n",
+            snap->clusters[l->tcp.cluster].name, l->tcp.idle_timeout_ms, l->tcp.buffer_limit,
+            l->tcp.splice ? "true" : "false");
+}
+
+static void dump_cluster(FILE *f, const struct md_snap_cluster *c)
+{
+    fprintf(f,
+            "cluster {\n  name: \"%s\"\n  type: STATIC\n  lb_policy: ROUND_ROBIN\n"
+            "  connect_timeout_ms: %u\n  max_connect_attempts: %u\n",
+            c->name, c->connect_timeout_ms, c->max_connect_attempts);
+    for (size_t k = 0; k < c->n_endpoints; k++)
+        fprintf(f, "  endpoint: \"%s\"\n", c->endpoints[k].label);
+    fprintf(f, "  protocol: HTTP2\n  http2_pool {\n");
+    dump_h2(f, 4, &c->h2);
+    fprintf(f,
+            "    max_connections_per_endpoint: %u\n    idle_timeout_ms: %u\n"
+            "    keepalive_interval_ms: %u\n  }\n}\n",
+            c->max_connections_per_endpoint, c->pool_idle_timeout_ms, c->keepalive_interval_ms);
+}
+
+static void dump_headers(FILE *f, const char *key, const struct md_snap_header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "        %s { key: ", key);
+        put_str(f, h[i].name, h[i].name_len);
+        fprintf(f, " value: ");
+        put_str(f, h[i].value, h[i].value_len);
+        fprintf(f, " }\n");
+    }
+}
+
+static void dump_names(FILE *f, const char *key, char *const *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        put_field(f, 8, key, v[i], strlen(v[i]));
+}
+
+static void dump_route(FILE *f, const struct md_snapshot *snap, const struct md_snap_route *r)
+{
+    fprintf(f, "    route {\n");
+    put_field(f, 6, "name", r->name, strlen(r->name));
+    fprintf(f, "      match {\n");
+    switch (r->kind) {
+    case MD_PATH_MATCH_PREFIX: put_field(f, 8, "prefix", r->path, r->path_len); break;
+    case MD_PATH_MATCH_EXACT: put_field(f, 8, "path", r->path, r->path_len); break;
+    case MD_PATH_MATCH_GRPC:
+        /* a service-wide match is the prefix "/SERVICE/"; say so */
+        fprintf(f, "        grpc: ");
+        put_str(f, r->path, r->path_len);
+        fprintf(f, "%s\n", r->grpc_any_method ? "  # every method" : "");
+        break;
+    }
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const struct md_snap_header_matcher *h = &r->headers[i];
+        fprintf(f, "        header { name: ");
+        put_str(f, h->name, h->name_len);
+        if (h->kind == MD_HDR_MATCH_EXACT) {
+            fprintf(f, " exact: ");
+            put_str(f, h->value, h->value_len);
+        } else {
+            fprintf(f, " present: %s", h->kind == MD_HDR_MATCH_PRESENT ? "true" : "false");
+        }
+        fprintf(f, " }\n");
+    }
+    fprintf(f, "      }\n      action {\n");
+    if (r->n_clusters == 1) {
+        fprintf(f, "        cluster: \"%s\"\n", snap->clusters[r->clusters[0].cluster].name);
+    } else {
+        for (size_t i = 0; i < r->n_clusters; i++)
+            fprintf(f, "        weighted_cluster { name: \"%s\" weight: %u }\n",
+                    snap->clusters[r->clusters[i].cluster].name, r->clusters[i].weight);
+        fprintf(f, "        total_weight: %u\n", r->total_weight);
+    }
+    if (r->timeout_ms)
+        fprintf(f, "        timeout_ms: %u\n", r->timeout_ms);
+    else
+        fprintf(f, "        timeout_ms: 0  # none\n");
+    if (r->prefix_rewrite)
+        put_field(f, 8, "prefix_rewrite", r->prefix_rewrite, r->prefix_rewrite_len);
+    dump_headers(f, "request_header_to_add", r->req_add, r->n_req_add);
+    dump_names(f, "request_header_to_remove", r->req_remove, r->n_req_remove);
+    dump_headers(f, "response_header_to_add", r->resp_add, r->n_resp_add);
+    dump_names(f, "response_header_to_remove", r->resp_remove, r->n_resp_remove);
+    fprintf(f, "      }\n    }\n");
+}
+
+static void dump_route_config(FILE *f, const struct md_snapshot *snap,
+                              const struct md_snap_route_config *rc)
+{
+    fprintf(f, "route_config {\n  name: \"%s\"\n", rc->name);
+    for (size_t v = 0; v < rc->n_vhosts; v++) {
+        const struct md_snap_vhost *vh = &rc->vhosts[v];
+        fprintf(f, "  virtual_host {\n    name: \"%s\"\n", vh->name);
+        for (size_t i = 0; i < vh->n_domains; i++) {
+            const struct md_snap_domain *d = &vh->domains[i];
+            /* written back in the configured form ("*.a.com"), lower case */
+            fprintf(f, "    domain: \"%s%s%s\"\n",
+                    d->kind == MD_DOMAIN_SUFFIX || d->kind == MD_DOMAIN_ANY ? "*" : "", d->text,
+                    d->kind == MD_DOMAIN_PREFIX ? "*" : "");
+        }
+        for (size_t i = 0; i < vh->n_routes; i++)
+            dump_route(f, snap, &vh->routes[i]);
+        fprintf(f, "  }\n");
+    }
+    fprintf(f, "}\n");
 }
 
 int md_snapshot_dump(const struct md_snapshot *snap, char **out, size_t *len)
@@ -110,25 +570,12 @@ int md_snapshot_dump(const struct md_snapshot *snap, char **out, size_t *len)
         return MD_ENOMEM;
     fprintf(f, "# meshd running configuration (defaults applied)\n");
     fprintf(f, "admin {\n  address: \"%s\"\n}\n", snap->admin_label);
-    for (size_t i = 0; i < snap->n_listeners; i++) {
-        const struct md_snap_listener *l = &snap->listeners[i];
-        fprintf(f,
-                "listener {\n  name: \"%s\"\n  address: \"%s\"\n  tcp_proxy {\n"
-                "    cluster: \"%s\"\n    idle_timeout_ms: %u\n    buffer_limit_bytes: %u\n"
-                "    splice: %s\n  }\n}\n",
-                l->name, l->label, snap->clusters[l->tcp.cluster].name, l->tcp.idle_timeout_ms,
-                l->tcp.buffer_limit, l->tcp.splice ? "true" : "false");
-    }
-    for (size_t i = 0; i < snap->n_clusters; i++) {
-        const struct md_snap_cluster *c = &snap->clusters[i];
-        fprintf(f,
-                "cluster {\n  name: \"%s\"\n  type: STATIC\n  lb_policy: ROUND_ROBIN\n"
-                "  connect_timeout_ms: %u\n  max_connect_attempts: %u\n",
-                c->name, c->connect_timeout_ms, c->max_connect_attempts);
-        for (size_t k = 0; k < c->n_endpoints; k++)
-            fprintf(f, "  endpoint: \"%s\"\n", c->endpoints[k].label);
-        fprintf(f, "}\n");
-    }
+    for (size_t i = 0; i < snap->n_listeners; i++)
+        dump_listener(f, snap, &snap->listeners[i]);
+    for (size_t i = 0; i < snap->n_clusters; i++)
+        dump_cluster(f, &snap->clusters[i]);
+    for (size_t i = 0; i < snap->n_route_configs; i++)
+        dump_route_config(f, snap, &snap->route_configs[i]);
     if (fclose(f) != 0) {
         free(*out);
         *out = NULL;

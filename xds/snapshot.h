@@ -12,6 +12,93 @@
 #include <stdint.h>
 
 enum md_lb_policy { MD_LB_ROUND_ROBIN };
+enum md_cluster_protocol { MD_CLUSTER_HTTP2 };
+
+/* HTTP/2 limits, defaults applied (see mesh.v1.Http2Options). */
+struct md_snap_h2_opts {
+    uint32_t max_concurrent_streams;
+    uint32_t initial_stream_window;
+    uint32_t initial_connection_window;
+    uint32_t max_header_list_size;
+};
+
+/* A header to set: name lower case, value without CR/LF/NUL. */
+struct md_snap_header {
+    char *name;
+    size_t name_len;
+    char *value;
+    size_t value_len;
+};
+
+enum md_hdr_match_kind { MD_HDR_MATCH_EXACT, MD_HDR_MATCH_PRESENT, MD_HDR_MATCH_ABSENT };
+
+struct md_snap_header_matcher {
+    char *name; /* lower case */
+    size_t name_len;
+    enum md_hdr_match_kind kind;
+    char *value; /* MD_HDR_MATCH_EXACT only, else NULL */
+    size_t value_len;
+};
+
+enum md_path_match_kind {
+    MD_PATH_MATCH_PREFIX, /* path starts with |path| */
+    MD_PATH_MATCH_EXACT,  /* path (without query) equals |path| */
+    MD_PATH_MATCH_GRPC,   /* gRPC request; path equals |path| ("/svc/method"), or starts
+                           * with it ("/svc/") when grpc_any_method */
+};
+
+struct md_snap_weighted_cluster {
+    size_t cluster; /* index into md_snapshot.clusters */
+    uint32_t weight;
+};
+
+struct md_snap_route {
+    char *name; /* the configured name, or "VHOST/routes[i]" when it had none */
+    enum md_path_match_kind kind;
+    char *path;
+    size_t path_len;
+    bool grpc_any_method;
+    size_t n_headers;
+    struct md_snap_header_matcher *headers;
+    /* action */
+    size_t n_clusters; /* 1 for a plain cluster */
+    struct md_snap_weighted_cluster *clusters;
+    uint32_t total_weight; /* sum of weights, > 0 */
+    uint32_t timeout_ms;   /* 0: none */
+    char *prefix_rewrite;  /* NULL: none */
+    size_t prefix_rewrite_len;
+    size_t n_req_add, n_req_remove, n_resp_add, n_resp_remove;
+    struct md_snap_header *req_add, *resp_add;
+    char **req_remove, **resp_remove; /* lower case */
+};
+
+enum md_domain_kind {
+    MD_DOMAIN_EXACT,  /* host equals |text| */
+    MD_DOMAIN_SUFFIX, /* "*.example.com": host ends with |text| (".example.com") */
+    MD_DOMAIN_PREFIX, /* "api.*": host starts with |text| ("api.") */
+    MD_DOMAIN_ANY,    /* "*" */
+};
+
+struct md_snap_domain {
+    enum md_domain_kind kind;
+    char *text; /* lower case, the '*' removed */
+    size_t len;
+};
+
+struct md_snap_vhost {
+    char *name;
+    size_t n_domains;
+    struct md_snap_domain *domains;
+    size_t n_routes;
+    struct md_snap_route *routes;
+};
+
+struct md_snap_route_config {
+    char *name;
+    size_t idx;
+    size_t n_vhosts;
+    struct md_snap_vhost *vhosts;
+};
 
 struct md_snap_endpoint {
     struct md_addr addr;
@@ -26,9 +113,25 @@ struct md_snap_cluster {
     uint32_t max_connect_attempts; /* defaults applied; <= n_endpoints */
     size_t n_endpoints;
     struct md_snap_endpoint *endpoints;
+    /* HTTP upstreams (defaults applied) */
+    enum md_cluster_protocol protocol;
+    struct md_snap_h2_opts h2;
+    uint32_t max_connections_per_endpoint;
+    uint32_t pool_idle_timeout_ms;
+    uint32_t keepalive_interval_ms;
 };
 
-enum md_snap_handler { MD_HANDLER_TCP_PROXY };
+enum md_snap_handler { MD_HANDLER_TCP_PROXY, MD_HANDLER_HTTP };
+
+enum md_http_codec { MD_HTTP_CODEC_H2C };
+
+struct md_snap_http {
+    enum md_http_codec codec;
+    size_t route_config; /* index into md_snapshot.route_configs */
+    struct md_snap_h2_opts h2;
+    uint32_t stream_idle_timeout_ms;
+    uint32_t idle_timeout_ms;
+};
 
 struct md_snap_tcp_proxy {
     size_t cluster;           /* index into md_snapshot.clusters */
@@ -43,7 +146,8 @@ struct md_snap_listener {
     struct md_addr addr;
     char label[MD_ADDR_STRLEN];
     enum md_snap_handler handler;
-    struct md_snap_tcp_proxy tcp;
+    struct md_snap_tcp_proxy tcp; /* MD_HANDLER_TCP_PROXY */
+    struct md_snap_http http;     /* MD_HANDLER_HTTP */
 };
 
 struct md_snapshot {
@@ -52,6 +156,8 @@ struct md_snapshot {
     struct md_snap_listener *listeners;
     size_t n_clusters;
     struct md_snap_cluster *clusters;
+    size_t n_route_configs;
+    struct md_snap_route_config *route_configs;
     struct md_addr admin;
     char admin_label[MD_ADDR_STRLEN];
 };
@@ -61,6 +167,15 @@ struct md_snapshot {
 #define MD_DEFAULT_BUFFER_LIMIT (64u * 1024u)
 #define MD_DEFAULT_CONNECT_TIMEOUT_MS 5000u
 #define MD_DEFAULT_MAX_CONNECT_ATTEMPTS 3u
+#define MD_DEFAULT_H2_MAX_CONCURRENT_STREAMS 100u
+#define MD_DEFAULT_H2_STREAM_WINDOW (256u * 1024u)
+#define MD_DEFAULT_H2_CONNECTION_WINDOW (1024u * 1024u)
+#define MD_DEFAULT_H2_MAX_HEADER_LIST (64u * 1024u)
+#define MD_DEFAULT_STREAM_IDLE_TIMEOUT_MS (300u * 1000u)
+#define MD_DEFAULT_HTTP_IDLE_TIMEOUT_MS (3600u * 1000u)
+#define MD_DEFAULT_POOL_MAX_CONNECTIONS 8u
+#define MD_DEFAULT_POOL_IDLE_TIMEOUT_MS (300u * 1000u)
+#define MD_DEFAULT_KEEPALIVE_INTERVAL_MS (30u * 1000u)
 #define MD_DEFAULT_ADMIN_IP "127.0.0.1"
 #define MD_DEFAULT_ADMIN_PORT 15000u
 

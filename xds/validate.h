@@ -11,7 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Listeners or clusters in one bundle, at most. */
+/* Listeners, clusters or route configurations in one bundle, and virtual
+ * hosts in one route configuration, at most. */
 #define MD_VALIDATE_MAX_RESOURCES 4096u
 
 /* Runs every check over |b|, adding each error to |el|. Returns how many
@@ -21,6 +22,7 @@ size_t md_validate_bundle(const Mesh__V1__Bundle *b, struct md_errlist *el);
 /* One resource kind per file. */
 void md_validate_listeners(const Mesh__V1__Bundle *b, struct md_errlist *el);
 void md_validate_clusters(const Mesh__V1__Bundle *b, struct md_errlist *el);
+void md_validate_route_configs(const Mesh__V1__Bundle *b, struct md_errlist *el);
 
 /* Shared helpers. */
 
@@ -32,6 +34,14 @@ void md_validate_label(char *buf, size_t len, const char *kind, const char *plur
  * sits at |name_off|): required, [a-zA-Z0-9_.-]{1,64}, unique among them. */
 void md_validate_name(struct md_errlist *el, const char *res, const char *plural,
                       void *const *items, size_t i, size_t name_off);
+
+/* Same, reporting at |field| ("virtual_hosts[2].name") for names of nested
+ * messages; duplicates are named as |plural|[j]. */
+void md_validate_name_at(struct md_errlist *el, const char *res, const char *field,
+                         const char *plural, void *const *items, size_t i, size_t name_off);
+
+/* Returns true when |name| matches [a-zA-Z0-9_.-]{0,64} (empty allowed). */
+bool md_validate_name_syntax(const char *name);
 
 /* Checks a required address (IP literal, port 1-65535) at |field|. Fills |out|
  * when valid. Returns 0 when valid. */
@@ -46,7 +56,14 @@ void md_validate_enum(struct md_errlist *el, const char *res, const char *field,
 void md_validate_range0(struct md_errlist *el, const char *res, const char *field, uint32_t v,
                         uint32_t lo, uint32_t hi, const char *unit);
 
+/* Checks HTTP/2 options at |field| ("http.http2"); NULL (all defaults) is valid. */
+void md_validate_h2_opts(struct md_errlist *el, const char *res, const char *field,
+                         const Mesh__V1__Http2Options *o);
+
 /* Returns the index of the cluster named |name|, or -1. */
 long md_validate_find_cluster(const Mesh__V1__Bundle *b, const char *name);
+
+/* Returns the index of the route configuration named |name|, or -1. */
+long md_validate_find_route_config(const Mesh__V1__Bundle *b, const char *name);
 
 #endif

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Cluster checks: name, discovery type, LB policy, timeouts, endpoints. */
+/* Cluster checks: name, discovery type, LB policy, timeouts, endpoints, the
+ * HTTP protocol and upstream HTTP/2 pool. */
 #include "validate.h"
 
 #include <stddef.h>
@@ -9,6 +10,25 @@
 #define MAX_CONNECT_TIMEOUT_MS 60000u
 #define MAX_CONNECT_ATTEMPTS 16u
 #define MAX_ENDPOINTS 1024u
+#define MAX_POOL_CONNECTIONS 1024u
+/* The schema gives no upper bound for the pool timers; past a day a value is
+ * a unit mistake (seconds for ms), like the other timeouts. */
+#define MAX_POOL_TIMER_MS (24u * 3600u * 1000u)
+
+static void check_http2_pool(struct md_errlist *el, const char *res,
+                             const Mesh__V1__Cluster__Http2Pool *p)
+{
+    if (!p)
+        return;
+    md_validate_h2_opts(el, res, "http2_pool.http2", p->http2);
+    md_validate_range0(el, res, "http2_pool.max_connections_per_endpoint",
+                       p->max_connections_per_endpoint, 1, MAX_POOL_CONNECTIONS, "");
+    md_validate_range0(el, res, "http2_pool.idle_timeout_ms", p->idle_timeout_ms, 1,
+                       MAX_POOL_TIMER_MS, " ms");
+    /* A floor of 1 s: PINGs faster than that only load the upstream. */
+    md_validate_range0(el, res, "http2_pool.keepalive_interval_ms", p->keepalive_interval_ms, 1000,
+                       MAX_POOL_TIMER_MS, " ms");
+}
 
 static void check_endpoints(struct md_errlist *el, const char *res, const Mesh__V1__Cluster *c)
 {
@@ -55,5 +75,8 @@ void md_validate_clusters(const Mesh__V1__Bundle *b, struct md_errlist *el)
         md_validate_range0(el, res, "max_connect_attempts", c->max_connect_attempts, 1,
                            MAX_CONNECT_ATTEMPTS, "");
         check_endpoints(el, res, c);
+        md_validate_enum(el, res, "protocol", &mesh__v1__cluster__protocol__descriptor,
+                         (int)c->protocol);
+        check_http2_pool(el, res, c->http2_pool);
     }
 }

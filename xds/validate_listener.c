@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Listener checks: name, bind address, handler and what it refers to. */
+/* Listener checks: name, bind address, handler (tcp_proxy or http) and what
+ * it refers to. */
 #include "snapshot.h"
 #include "validate.h"
 
@@ -22,6 +23,23 @@ static void check_tcp_proxy(const Mesh__V1__Bundle *b, struct md_errlist *el, co
                        MAX_IDLE_TIMEOUT_MS, " ms");
     md_validate_range0(el, res, "tcp_proxy.buffer_limit_bytes", tp->buffer_limit_bytes, MIN_BUFFER,
                        MAX_BUFFER, " bytes");
+}
+
+static void check_http(const Mesh__V1__Bundle *b, struct md_errlist *el, const char *res,
+                       const Mesh__V1__HttpConnectionManager *h)
+{
+    md_validate_enum(el, res, "http.codec", &mesh__v1__http_connection_manager__codec__descriptor,
+                     (int)h->codec);
+    if (!h->route_config[0])
+        md_errlist_add(el, res, "http.route_config", "required");
+    else if (md_validate_find_route_config(b, h->route_config) < 0)
+        md_errlist_add(el, res, "http.route_config", "unknown route_config \"%.80s\"",
+                       h->route_config);
+    md_validate_h2_opts(el, res, "http.http2", h->http2);
+    md_validate_range0(el, res, "http.stream_idle_timeout_ms", h->stream_idle_timeout_ms, 1,
+                       MAX_IDLE_TIMEOUT_MS, " ms");
+    md_validate_range0(el, res, "http.idle_timeout_ms", h->idle_timeout_ms, 1, MAX_IDLE_TIMEOUT_MS,
+                       " ms");
 }
 
 static bool same_addr(const struct md_addr *a, const struct md_addr *b)
@@ -65,7 +83,10 @@ void md_validate_listeners(const Mesh__V1__Bundle *b, struct md_errlist *el)
         case MESH__V1__LISTENER__HANDLER_TCP_PROXY:
             check_tcp_proxy(b, el, res, l->tcp_proxy);
             break;
-        default: md_errlist_add(el, res, "handler", "none set: tcp_proxy is required"); break;
+        case MESH__V1__LISTENER__HANDLER_HTTP: check_http(b, el, res, l->http); break;
+        default:
+            md_errlist_add(el, res, "handler", "none set: tcp_proxy or http is required");
+            break;
         }
     }
 }

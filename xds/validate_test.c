@@ -9,8 +9,59 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* failmalloc: snapshot.c is compiled into this test with its allocations
+ * routed through counters, so a test can fail the i-th one (its definitions
+ * replace the library's). */
+static long alloc_fail_at = -1, alloc_count;
+
+static bool alloc_fails(void)
+{
+    return alloc_fail_at >= 0 && alloc_count++ == alloc_fail_at;
+}
+
+static void *fm_malloc(size_t n)
+{
+    return alloc_fails() ? NULL : malloc(n);
+}
+
+static void *fm_calloc(size_t n, size_t size)
+{
+    return alloc_fails() ? NULL : calloc(n, size);
+}
+
+static char *fm_strdup(const char *s)
+{
+    return alloc_fails() ? NULL : strdup(s);
+}
+
+static int fm_asprintf(char **out, const char *fmt, ...)
+{
+    if (alloc_fails())
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vasprintf(out, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+#undef malloc
+#undef calloc
+#undef strdup
+#undef asprintf
+#define malloc fm_malloc
+#define calloc fm_calloc
+#define strdup fm_strdup
+#define asprintf fm_asprintf
+#include "snapshot.c"
+#undef malloc
+#undef calloc
+#undef strdup
+#undef asprintf
 
 /* A valid bundle the tests edit: listener "in" -> cluster "app" (2 endpoints). */
 struct fixture {
@@ -384,6 +435,799 @@ static void test_missing_file(void **state)
     md_errlist_fini(&el);
 }
 
+/* A valid bundle with HTTP: the base fixture's tcp listener "in" plus listener
+ * "web" (http) -> route config "rc": virtual host "api" with a gRPC method
+ * route, a prefix route (headers, split 80/20 app/other, rewrite, header
+ * edits), an exact path route and a service-wide gRPC route; virtual host
+ * "fallback" on "*". */
+struct hfix {
+    struct fixture f;
+    Mesh__V1__Listener hl;
+    Mesh__V1__Listener *ls[2];
+    Mesh__V1__SocketAddress hla;
+    Mesh__V1__HttpConnectionManager hcm;
+    Mesh__V1__Http2Options lh2, ch2;
+    Mesh__V1__Cluster__Http2Pool pool;
+    Mesh__V1__RouteConfiguration rc, rc2;
+    Mesh__V1__RouteConfiguration *rcs[2];
+    Mesh__V1__VirtualHost vh, vh2;
+    Mesh__V1__VirtualHost *vhs[2];
+    char *domains[3], *domains2[1];
+    Mesh__V1__Route r[4];
+    Mesh__V1__Route *rs[4];
+    Mesh__V1__Route r2;
+    Mesh__V1__Route *rs2[1];
+    Mesh__V1__RouteMatch m[4], m2;
+    Mesh__V1__RouteAction a[4], a2;
+    Mesh__V1__GrpcMatch g, g_any;
+    Mesh__V1__HeaderMatcher hm[2];
+    Mesh__V1__HeaderMatcher *hms[2];
+    Mesh__V1__WeightedClusters wc;
+    Mesh__V1__ClusterWeight cw[2];
+    Mesh__V1__ClusterWeight *cws[2];
+    Mesh__V1__HeaderValue hv[2];
+    Mesh__V1__HeaderValue *req_add[1], *resp_add[1];
+    char *req_remove[1], *resp_remove[1];
+};
+
+static void hfix_init(struct hfix *h)
+{
+    memset(h, 0, sizeof(*h));
+    fixture_init(&h->f);
+    Mesh__V1__Bundle *b = &h->f.b;
+
+    mesh__v1__socket_address__init(&h->hla);
+    h->hla.address = "127.0.0.1";
+    h->hla.port = 15008;
+    mesh__v1__http_connection_manager__init(&h->hcm);
+    h->hcm.route_config = "rc";
+    mesh__v1__listener__init(&h->hl);
+    h->hl.name = "web";
+    h->hl.address = &h->hla;
+    h->hl.handler_case = MESH__V1__LISTENER__HANDLER_HTTP;
+    h->hl.http = &h->hcm;
+    h->ls[0] = &h->f.l;
+    h->ls[1] = &h->hl;
+    b->listeners = h->ls;
+    b->n_listeners = 2;
+    b->n_clusters = 2; /* app, other */
+    mesh__v1__http2_options__init(&h->lh2);
+    mesh__v1__http2_options__init(&h->ch2);
+    mesh__v1__cluster__http2_pool__init(&h->pool);
+    h->pool.http2 = &h->ch2;
+
+    /* routes[0]: gRPC test.v1.Echo/Unary -> app, 5 s */
+    mesh__v1__grpc_match__init(&h->g);
+    h->g.service = "test.v1.Echo";
+    h->g.method = "Unary";
+    /* routes[1]: prefix /v1/ with headers -> app 80 / other 20 */
+    mesh__v1__header_matcher__init(&h->hm[0]);
+    h->hm[0].name = "x-env";
+    h->hm[0].match_case = MESH__V1__HEADER_MATCHER__MATCH_EXACT;
+    h->hm[0].exact = "canary";
+    mesh__v1__header_matcher__init(&h->hm[1]);
+    h->hm[1].name = "x-internal";
+    h->hm[1].match_case = MESH__V1__HEADER_MATCHER__MATCH_PRESENT;
+    h->hm[1].present = false;
+    h->hms[0] = &h->hm[0];
+    h->hms[1] = &h->hm[1];
+    mesh__v1__weighted_clusters__init(&h->wc);
+    for (int i = 0; i < 2; i++) {
+        mesh__v1__cluster_weight__init(&h->cw[i]);
+        h->cws[i] = &h->cw[i];
+        mesh__v1__header_value__init(&h->hv[i]);
+    }
+    h->cw[0].name = "app";
+    h->cw[0].weight = 80;
+    h->cw[1].name = "other";
+    h->cw[1].weight = 20;
+    h->wc.n_clusters = 2;
+    h->wc.clusters = h->cws;
+    h->hv[0].key = "x-route";
+    h->hv[0].value = "v1 \"canary\"";
+    h->hv[1].key = "x-served-by";
+    h->hv[1].value = "meshd";
+    h->req_add[0] = &h->hv[0];
+    h->resp_add[0] = &h->hv[1];
+    h->req_remove[0] = "x-debug";
+    h->resp_remove[0] = "server";
+    /* routes[3]: every method of test.v1.Echo */
+    mesh__v1__grpc_match__init(&h->g_any);
+    h->g_any.service = "test.v1.Echo";
+
+    for (int i = 0; i < 4; i++) {
+        mesh__v1__route__init(&h->r[i]);
+        mesh__v1__route_match__init(&h->m[i]);
+        mesh__v1__route_action__init(&h->a[i]);
+        h->r[i].match = &h->m[i];
+        h->r[i].route = &h->a[i];
+        h->rs[i] = &h->r[i];
+        h->a[i].cluster_specifier_case = MESH__V1__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER;
+        h->a[i].cluster = "app";
+    }
+    h->m[0].path_specifier_case = MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_GRPC;
+    h->m[0].grpc = &h->g;
+    h->a[0].timeout_ms = 5000;
+    h->m[1].path_specifier_case = MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_PREFIX;
+    h->m[1].prefix = "/v1/";
+    h->m[1].n_headers = 2;
+    h->m[1].headers = h->hms;
+    h->a[1].cluster_specifier_case = MESH__V1__ROUTE_ACTION__CLUSTER_SPECIFIER_WEIGHTED_CLUSTERS;
+    h->a[1].weighted_clusters = &h->wc;
+    h->a[1].prefix_rewrite = "/";
+    h->a[1].n_request_headers_to_add = 1;
+    h->a[1].request_headers_to_add = h->req_add;
+    h->a[1].n_request_headers_to_remove = 1;
+    h->a[1].request_headers_to_remove = h->req_remove;
+    h->a[1].n_response_headers_to_add = 1;
+    h->a[1].response_headers_to_add = h->resp_add;
+    h->a[1].n_response_headers_to_remove = 1;
+    h->a[1].response_headers_to_remove = h->resp_remove;
+    h->r[2].name = "health";
+    h->m[2].path_specifier_case = MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_PATH;
+    h->m[2].path = "/health";
+    h->a[2].cluster = "other";
+    h->m[3].path_specifier_case = MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_GRPC;
+    h->m[3].grpc = &h->g_any;
+
+    mesh__v1__virtual_host__init(&h->vh);
+    h->vh.name = "api";
+    h->domains[0] = "api.example.com";
+    h->domains[1] = "*.Example.COM";
+    h->domains[2] = "API.*";
+    h->vh.n_domains = 3;
+    h->vh.domains = h->domains;
+    h->vh.n_routes = 4;
+    h->vh.routes = h->rs;
+
+    mesh__v1__route__init(&h->r2);
+    mesh__v1__route_match__init(&h->m2);
+    mesh__v1__route_action__init(&h->a2);
+    h->m2.path_specifier_case = MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_PREFIX;
+    h->m2.prefix = "/";
+    h->a2.cluster_specifier_case = MESH__V1__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER;
+    h->a2.cluster = "other";
+    h->r2.match = &h->m2;
+    h->r2.route = &h->a2;
+    h->rs2[0] = &h->r2;
+    mesh__v1__virtual_host__init(&h->vh2);
+    h->vh2.name = "fallback";
+    h->domains2[0] = "*";
+    h->vh2.n_domains = 1;
+    h->vh2.domains = h->domains2;
+    h->vh2.n_routes = 1;
+    h->vh2.routes = h->rs2;
+
+    h->vhs[0] = &h->vh;
+    h->vhs[1] = &h->vh2;
+    mesh__v1__route_configuration__init(&h->rc);
+    h->rc.name = "rc";
+    h->rc.n_virtual_hosts = 2;
+    h->rc.virtual_hosts = h->vhs;
+    h->rc2 = h->rc;
+    h->rc2.name = "rc2";
+    h->rcs[0] = &h->rc;
+    h->rcs[1] = &h->rc2;
+    b->n_route_configs = 1;
+    b->route_configs = h->rcs;
+}
+
+#define RC "route_config \"rc\" (route_configs[0]): "
+#define WEB "listener \"web\" (listeners[1]): "
+#define R(v, r) RC "virtual_hosts[" #v "].routes[" #r "]."
+
+static struct md_snapshot *load_snapshot(const Mesh__V1__Bundle *b)
+{
+    size_t len = mesh__v1__bundle__get_packed_size(b);
+    uint8_t *buf = malloc(len + 1);
+    assert_non_null(buf);
+    mesh__v1__bundle__pack(b, buf);
+    struct md_errlist el;
+    md_errlist_init(&el, "t.pb");
+    struct md_snapshot *snap = NULL;
+    int rc = md_bundle_load_mem(buf, len, &el, &snap);
+    free(buf);
+    if (rc != 0) {
+        md_errlist_print(&el, stderr);
+        fail_msg("load failed: %d", rc);
+    }
+    md_errlist_fini(&el);
+    return snap;
+}
+
+static void test_http_valid_snapshot(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    struct md_snapshot *s = load_snapshot(&h.f.b);
+
+    const struct md_snap_listener *l = &s->listeners[1];
+    assert_int_equal(s->listeners[0].handler, MD_HANDLER_TCP_PROXY);
+    assert_int_equal(l->handler, MD_HANDLER_HTTP);
+    assert_int_equal(l->http.codec, MD_HTTP_CODEC_H2C);
+    assert_int_equal(l->http.route_config, 0);
+    assert_int_equal(l->http.h2.max_concurrent_streams, MD_DEFAULT_H2_MAX_CONCURRENT_STREAMS);
+    assert_int_equal(l->http.h2.initial_stream_window, MD_DEFAULT_H2_STREAM_WINDOW);
+    assert_int_equal(l->http.h2.initial_connection_window, MD_DEFAULT_H2_CONNECTION_WINDOW);
+    assert_int_equal(l->http.h2.max_header_list_size, MD_DEFAULT_H2_MAX_HEADER_LIST);
+    assert_int_equal(l->http.stream_idle_timeout_ms, MD_DEFAULT_STREAM_IDLE_TIMEOUT_MS);
+    assert_int_equal(l->http.idle_timeout_ms, MD_DEFAULT_HTTP_IDLE_TIMEOUT_MS);
+
+    const struct md_snap_cluster *c = &s->clusters[0];
+    assert_int_equal(c->protocol, MD_CLUSTER_HTTP2);
+    assert_int_equal(c->h2.max_concurrent_streams, MD_DEFAULT_H2_MAX_CONCURRENT_STREAMS);
+    assert_int_equal(c->h2.initial_connection_window, MD_DEFAULT_H2_CONNECTION_WINDOW);
+    assert_int_equal(c->max_connections_per_endpoint, MD_DEFAULT_POOL_MAX_CONNECTIONS);
+    assert_int_equal(c->pool_idle_timeout_ms, MD_DEFAULT_POOL_IDLE_TIMEOUT_MS);
+    assert_int_equal(c->keepalive_interval_ms, MD_DEFAULT_KEEPALIVE_INTERVAL_MS);
+
+    assert_int_equal(s->n_route_configs, 1);
+    const struct md_snap_route_config *rc = &s->route_configs[0];
+    assert_string_equal(rc->name, "rc");
+    assert_int_equal(rc->n_vhosts, 2);
+    const struct md_snap_vhost *vh = &rc->vhosts[0];
+    assert_string_equal(vh->name, "api");
+    assert_int_equal(vh->n_domains, 3);
+    assert_int_equal(vh->domains[0].kind, MD_DOMAIN_EXACT);
+    assert_string_equal(vh->domains[0].text, "api.example.com");
+    assert_int_equal(vh->domains[0].len, 15);
+    assert_int_equal(vh->domains[1].kind, MD_DOMAIN_SUFFIX);
+    assert_string_equal(vh->domains[1].text, ".example.com");
+    assert_int_equal(vh->domains[1].len, 12);
+    assert_int_equal(vh->domains[2].kind, MD_DOMAIN_PREFIX);
+    assert_string_equal(vh->domains[2].text, "api.");
+    assert_int_equal(rc->vhosts[1].domains[0].kind, MD_DOMAIN_ANY);
+    assert_int_equal(rc->vhosts[1].domains[0].len, 0);
+
+    assert_int_equal(vh->n_routes, 4);
+    const struct md_snap_route *r = &vh->routes[0];
+    assert_string_equal(r->name, "api/routes[0]");
+    assert_int_equal(r->kind, MD_PATH_MATCH_GRPC);
+    assert_string_equal(r->path, "/test.v1.Echo/Unary");
+    assert_int_equal(r->path_len, 19);
+    assert_false(r->grpc_any_method);
+    assert_int_equal(r->n_clusters, 1);
+    assert_int_equal(r->clusters[0].cluster, 0);
+    assert_int_equal(r->total_weight, 1);
+    assert_int_equal(r->timeout_ms, 5000);
+    assert_null(r->prefix_rewrite);
+    assert_int_equal(r->n_req_add + r->n_req_remove + r->n_resp_add + r->n_resp_remove, 0);
+
+    r = &vh->routes[1];
+    assert_string_equal(r->name, "api/routes[1]");
+    assert_int_equal(r->kind, MD_PATH_MATCH_PREFIX);
+    assert_string_equal(r->path, "/v1/");
+    assert_int_equal(r->n_headers, 2);
+    assert_string_equal(r->headers[0].name, "x-env");
+    assert_int_equal(r->headers[0].kind, MD_HDR_MATCH_EXACT);
+    assert_string_equal(r->headers[0].value, "canary");
+    assert_int_equal(r->headers[0].value_len, 6);
+    assert_int_equal(r->headers[1].kind, MD_HDR_MATCH_ABSENT);
+    assert_null(r->headers[1].value);
+    assert_int_equal(r->n_clusters, 2);
+    assert_int_equal(r->clusters[0].cluster, 0);
+    assert_int_equal(r->clusters[0].weight, 80);
+    assert_int_equal(r->clusters[1].cluster, 1);
+    assert_int_equal(r->clusters[1].weight, 20);
+    assert_int_equal(r->total_weight, 100);
+    assert_int_equal(r->timeout_ms, 0);
+    assert_string_equal(r->prefix_rewrite, "/");
+    assert_int_equal(r->prefix_rewrite_len, 1);
+    assert_int_equal(r->n_req_add, 1);
+    assert_string_equal(r->req_add[0].name, "x-route");
+    assert_int_equal(r->req_add[0].name_len, 7);
+    assert_string_equal(r->req_add[0].value, "v1 \"canary\"");
+    assert_int_equal(r->n_req_remove, 1);
+    assert_string_equal(r->req_remove[0], "x-debug");
+    assert_string_equal(r->resp_add[0].name, "x-served-by");
+    assert_string_equal(r->resp_remove[0], "server");
+
+    r = &vh->routes[2];
+    assert_string_equal(r->name, "health");
+    assert_int_equal(r->kind, MD_PATH_MATCH_EXACT);
+    assert_string_equal(r->path, "/health");
+    assert_int_equal(r->clusters[0].cluster, 1);
+
+    r = &vh->routes[3];
+    assert_int_equal(r->kind, MD_PATH_MATCH_GRPC);
+    assert_string_equal(r->path, "/test.v1.Echo/");
+    assert_true(r->grpc_any_method);
+
+    char *dump;
+    size_t len;
+    assert_int_equal(md_snapshot_dump(s, &dump, &len), 0);
+    static const char *const want[] = {
+        "  http {\n    codec: H2C\n    route_config: \"rc\"\n",
+        "    stream_idle_timeout_ms: 300000\n",
+        "  protocol: HTTP2\n  http2_pool {\n",
+        "    max_connections_per_endpoint: 8\n",
+        "route_config {\n  name: \"rc\"\n",
+        "    domain: \"*.example.com\"\n",
+        "    domain: \"api.*\"\n",
+        "    domain: \"*\"\n",
+        "        grpc: \"/test.v1.Echo/Unary\"\n",
+        "        grpc: \"/test.v1.Echo/\"  # every method\n",
+        "        header { name: \"x-env\" exact: \"canary\" }\n",
+        "        header { name: \"x-internal\" present: false }\n",
+        "        weighted_cluster { name: \"app\" weight: 80 }\n",
+        "        request_header_to_add { key: \"x-route\" value: \"v1 \\\"canary\\\"\" }\n",
+        "        response_header_to_remove: \"server\"\n",
+        "        prefix_rewrite: \"/\"\n",
+        "        timeout_ms: 5000\n",
+        "      name: \"health\"\n",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(dump, want[i]))
+            fail_msg("config dump lacks\n%s\ngot\n%s", want[i], dump);
+    free(dump);
+    md_snapshot_unref(s);
+}
+
+static void test_http_settings_carried(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.hcm.http2 = &h.lh2;
+    h.lh2.max_concurrent_streams = 10;
+    h.lh2.initial_stream_window = 65536;
+    h.lh2.initial_connection_window = 65536;
+    h.lh2.max_header_list_size = 1024;
+    h.hcm.stream_idle_timeout_ms = 1000;
+    h.hcm.idle_timeout_ms = 2000;
+    h.f.c.http2_pool = &h.pool;
+    h.ch2.max_concurrent_streams = 7;
+    h.pool.max_connections_per_endpoint = 2;
+    h.pool.idle_timeout_ms = 3000;
+    h.pool.keepalive_interval_ms = 4000;
+    struct md_snapshot *s = load_snapshot(&h.f.b);
+    const struct md_snap_http *ht = &s->listeners[1].http;
+    assert_int_equal(ht->h2.max_concurrent_streams, 10);
+    assert_int_equal(ht->h2.initial_stream_window, 65536);
+    assert_int_equal(ht->h2.initial_connection_window, 65536);
+    assert_int_equal(ht->h2.max_header_list_size, 1024);
+    assert_int_equal(ht->stream_idle_timeout_ms, 1000);
+    assert_int_equal(ht->idle_timeout_ms, 2000);
+    const struct md_snap_cluster *c = &s->clusters[0];
+    assert_int_equal(c->h2.max_concurrent_streams, 7);
+    assert_int_equal(c->h2.initial_stream_window, MD_DEFAULT_H2_STREAM_WINDOW);
+    assert_int_equal(c->max_connections_per_endpoint, 2);
+    assert_int_equal(c->pool_idle_timeout_ms, 3000);
+    assert_int_equal(c->keepalive_interval_ms, 4000);
+    assert_int_equal(s->clusters[1].max_connections_per_endpoint, MD_DEFAULT_POOL_MAX_CONNECTIONS);
+    md_snapshot_unref(s);
+}
+
+/* Every allocation of the build fails once in turn: each failure must come
+ * back as MD_ENOMEM with nothing leaked (the ASan build checks). */
+static void test_http_snapshot_enomem(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    struct md_errlist el;
+    md_errlist_init(&el, "t.pb");
+    assert_int_equal(md_validate_bundle(&h.f.b, &el), 0);
+    md_errlist_fini(&el);
+    long points = 0;
+    for (;; points++) {
+        alloc_fail_at = points;
+        alloc_count = 0;
+        struct md_snapshot *s = NULL;
+        int rc = md_snapshot_build(&h.f.b, &s);
+        if (rc == 0) {
+            md_snapshot_unref(s);
+            break;
+        }
+        assert_int_equal(rc, MD_ENOMEM);
+        assert_null(s);
+    }
+    alloc_fail_at = -1;
+    assert_true(points > 40); /* every route part allocates */
+}
+
+static void test_http_listener_route_config(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.hcm.route_config = "";
+    expect_error(&h.f.b, "error: t.pb: " WEB "http.route_config: required");
+    h.hcm.route_config = "nope";
+    expect_error(&h.f.b, WEB "http.route_config: unknown route_config \"nope\"");
+    h.hcm.route_config = "rc";
+    h.hcm.codec = 5;
+    expect_error(&h.f.b, WEB "http.codec: unknown enum value 5 (known: H2C)");
+}
+
+static void test_http_listener_h2_ranges(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.hcm.http2 = &h.lh2;
+    h.lh2.max_concurrent_streams = 10001;
+    expect_error(&h.f.b, WEB "http.http2.max_concurrent_streams: 10001 out of range: 0 for the "
+                             "default, or 1-10000");
+    h.lh2.max_concurrent_streams = 0;
+    h.lh2.initial_stream_window = 1000;
+    expect_error(&h.f.b, WEB "http.http2.initial_stream_window: 1000 bytes out of range: 0 for "
+                             "the default, or 65536-16777216");
+    h.lh2.initial_stream_window = 0;
+    h.lh2.initial_connection_window = 128u << 20;
+    expect_error(&h.f.b, WEB "http.http2.initial_connection_window: 134217728 bytes out of range: "
+                             "0 for the default, or 65536-67108864");
+    h.lh2.initial_connection_window = 0;
+    h.lh2.max_header_list_size = 512;
+    expect_error(&h.f.b, WEB "http.http2.max_header_list_size: 512 bytes out of range: 0 for the "
+                             "default, or 1024-1048576");
+    h.lh2.max_header_list_size = 0;
+    h.lh2.initial_stream_window = 1u << 20;
+    h.lh2.initial_connection_window = 512u << 10;
+    expect_error(&h.f.b, WEB "http.http2.initial_connection_window: 524288 bytes is less than the "
+                             "stream window (1048576 bytes)");
+    h.lh2.initial_stream_window = 0;
+    h.lh2.initial_connection_window = 128u << 10;
+    expect_error(&h.f.b, WEB "http.http2.initial_connection_window: 131072 bytes is less than the "
+                             "stream window (262144 bytes, the default)");
+}
+
+static void test_http_listener_timeouts(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.hcm.stream_idle_timeout_ms = 90000000;
+    expect_error(&h.f.b, WEB "http.stream_idle_timeout_ms: 90000000 ms out of range: 0 for the "
+                             "default, or 1-86400000");
+    h.hcm.stream_idle_timeout_ms = 0;
+    h.hcm.idle_timeout_ms = 86400001;
+    expect_error(&h.f.b, WEB "http.idle_timeout_ms: 86400001 ms out of range");
+}
+
+static void test_cluster_http_settings(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.f.c.protocol = 3;
+    expect_error(&h.f.b, "cluster \"app\" (clusters[0]): protocol: unknown enum value 3 (known: "
+                         "HTTP2)");
+    h.f.c.protocol = 0;
+    h.f.c.http2_pool = &h.pool;
+    h.pool.max_connections_per_endpoint = 2000;
+    expect_error(&h.f.b, "cluster \"app\" (clusters[0]): http2_pool.max_connections_per_endpoint: "
+                         "2000 out of range: 0 for the default, or 1-1024");
+    h.pool.max_connections_per_endpoint = 0;
+    h.ch2.max_concurrent_streams = 20000;
+    expect_error(&h.f.b, "cluster \"app\" (clusters[0]): http2_pool.http2.max_concurrent_streams: "
+                         "20000 out of range");
+    h.ch2.max_concurrent_streams = 0;
+    h.ch2.initial_connection_window = 65536;
+    expect_error(&h.f.b, "http2_pool.http2.initial_connection_window: 65536 bytes is less than "
+                         "the stream window");
+    h.ch2.initial_connection_window = 0;
+    h.pool.idle_timeout_ms = 90000000;
+    expect_error(&h.f.b, "http2_pool.idle_timeout_ms: 90000000 ms out of range: 0 for the "
+                         "default, or 1-86400000");
+    h.pool.idle_timeout_ms = 0;
+    h.pool.keepalive_interval_ms = 90000000;
+    expect_error(&h.f.b, "http2_pool.keepalive_interval_ms: 90000000 ms out of range");
+    h.pool.keepalive_interval_ms = 10;
+    expect_error(&h.f.b, "http2_pool.keepalive_interval_ms: 10 ms out of range: 0 for the "
+                         "default, or 1000-86400000");
+}
+
+static void test_route_config_names(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.rc.name = "";
+    expect_error(&h.f.b, "error: t.pb: route_configs[0]: name: required");
+    h.rc.name = "r c";
+    expect_error(&h.f.b, "route_config \"r c\" (route_configs[0]): name: \"r c\" must match");
+    h.rc.name = "rc";
+    h.rc2.name = "rc";
+    h.f.b.n_route_configs = 2;
+    expect_error(&h.f.b, "route_config \"rc\" (route_configs[1]): name: duplicate of "
+                         "route_configs[0]");
+}
+
+static void test_route_config_too_many(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    Mesh__V1__RouteConfiguration **many = calloc(4097, sizeof(*many));
+    assert_non_null(many);
+    for (size_t i = 0; i < 4097; i++)
+        many[i] = &h.rc;
+    h.f.b.route_configs = many;
+    h.f.b.n_route_configs = 4097;
+    expect_error(&h.f.b, "error: t.pb: bundle: route_configs: 4097 defined, at most 4096");
+    free(many);
+}
+
+static void test_virtual_hosts_too_many(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    Mesh__V1__VirtualHost **many = calloc(4097, sizeof(*many));
+    assert_non_null(many);
+    for (size_t i = 0; i < 4097; i++)
+        many[i] = &h.vh2;
+    h.rc.virtual_hosts = many;
+    h.rc.n_virtual_hosts = 4097;
+    expect_error(&h.f.b, RC "virtual_hosts: 4097 defined, at most 4096");
+    free(many);
+}
+
+static void test_virtual_hosts(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.rc.n_virtual_hosts = 0;
+    expect_error(&h.f.b, RC "virtual_hosts: at least one virtual host is required");
+    h.rc.n_virtual_hosts = 2;
+    h.vh.name = "";
+    expect_error(&h.f.b, RC "virtual_hosts[0].name: required");
+    h.vh.name = "a/b";
+    expect_error(&h.f.b, RC "virtual_hosts[0].name: \"a/b\" must match [a-zA-Z0-9_.-]{1,64}");
+    h.vh.name = "fallback";
+    expect_error(&h.f.b, RC "virtual_hosts[1].name: duplicate of virtual_hosts[0]");
+    h.vh.name = "api";
+    h.vh.n_domains = 0;
+    expect_error(&h.f.b, RC "virtual_hosts[0].domains: at least one domain is required");
+    h.vh.n_domains = 3;
+    h.vh2.n_routes = 0;
+    expect_error(&h.f.b, RC "virtual_hosts[1].routes: at least one route is required");
+}
+
+static void test_domain_syntax(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    static const struct {
+        const char *domain, *want;
+    } cases[] = {
+        {"", "empty"},
+        {"a*.example.com", "\"a*.example.com\": '*' only as \"*\", a leading \"*.\" or a trailing "
+                           "\".*\""},
+        {"*.*", "\"*.*\": '*' only as"},
+        {"api.*.com", "\"api.*.com\": '*' only as"},
+        {"*.", "\"*.\": nothing beside the wildcard"},
+        {"api.example.com:8080",
+         "\"api.example.com:8080\": a port never matches (it is removed from :authority)"},
+        {"api example.com", "\"api example.com\": character \\x20 is not allowed in a domain"},
+        {"api/x", "\"api/x\": character '/' is not allowed in a domain"},
+        {"[::1", "\"[::1\": an IPv6 literal is \"[addr]\", no wildcard"},
+        {"[::1]:80", "\"[::1]:80\": a port never matches"},
+        {"[::g]", "\"[::g]\": character 'g' is not allowed in a domain"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char want[256];
+        h.domains[1] = (char *)cases[i].domain;
+        snprintf(want, sizeof(want), RC "virtual_hosts[0].domains[1]: %s", cases[i].want);
+        expect_error(&h.f.b, want);
+    }
+    h.domains[1] = "[::1]";
+    int rc;
+    size_t n;
+    char *out = load(&h.f.b, 0, NULL, &rc, &n);
+    assert_string_equal(out, "");
+    free(out);
+}
+
+static void test_domain_duplicates(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.domains2[0] = "API.example.com";
+    expect_error(&h.f.b, RC "virtual_hosts[1].domains[0]: \"API.example.com\" already in "
+                            "virtual_hosts[0].domains[0] (a domain may appear in one virtual host "
+                            "only)");
+    h.domains2[0] = "*";
+    h.domains[2] = "api.example.com";
+    expect_error(&h.f.b,
+                 RC "virtual_hosts[0].domains[2]: \"api.example.com\" duplicate of domains[0]");
+}
+
+static void test_route_name(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.r[2].name = "bad name";
+    expect_error(&h.f.b, R(0, 2) "name: \"bad name\" must match [a-zA-Z0-9_.-]{0,64}");
+}
+
+static void test_route_match_path(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.r[0].match = NULL;
+    expect_error(&h.f.b, R(0, 0) "match: required");
+    h.r[0].match = &h.m[0];
+    h.m[2].path_specifier_case = MESH__V1__ROUTE_MATCH__PATH_SPECIFIER__NOT_SET;
+    expect_error(&h.f.b, R(0, 2) "match: a path specifier is required: prefix, path or grpc");
+    h.m[2].path_specifier_case = MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_PATH;
+    h.m[2].path = "health";
+    expect_error(&h.f.b, R(0, 2) "match.path: \"health\" must start with '/'");
+    h.m[2].path = "/a b";
+    expect_error(&h.f.b, R(0, 2) "match.path: \"/a b\": character \\x20 is not allowed in a path");
+    h.m[2].path = "/health";
+    h.m[1].prefix = "";
+    expect_error(&h.f.b, R(0, 1) "match.prefix: \"\" must start with '/'");
+    h.m[1].prefix = "/v1?x";
+    expect_error(&h.f.b, R(0, 1) "match.prefix: \"/v1?x\": character '?' is not allowed in a path");
+}
+
+static void test_route_match_grpc(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.g.service = "";
+    expect_error(&h.f.b, R(0, 0) "match.grpc.service: required");
+    static const char *const bad[] = {"test..Echo", "test/Echo",  ".Echo",
+                                      "Echo.",      "1test.Echo", "test.v1.Echo "};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char want[256];
+        h.g.service = (char *)bad[i];
+        snprintf(want, sizeof(want),
+                 R(0, 0) "match.grpc.service: \"%s\" is not a dotted identifier (e.g. "
+                         "\"test.v1.Echo\")",
+                 bad[i]);
+        expect_error(&h.f.b, want);
+    }
+    h.g.service = "Echo";
+    h.g.method = "Un-ary";
+    expect_error(&h.f.b,
+                 R(0, 0) "match.grpc.method: \"Un-ary\" is not an identifier (e.g. \"Unary\")");
+    h.g.method = "a.b";
+    expect_error(&h.f.b, R(0, 0) "match.grpc.method: \"a.b\" is not an identifier");
+}
+
+static void test_route_match_headers(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.hm[0].name = "";
+    expect_error(&h.f.b, R(0, 1) "match.headers[0].name: required");
+    h.hm[0].name = "X-Env";
+    expect_error(&h.f.b,
+                 R(0, 1) "match.headers[0].name: \"X-Env\" must be lower case (HTTP/2 header "
+                         "names are)");
+    h.hm[0].name = ":path";
+    expect_error(&h.f.b, R(0, 1) "match.headers[0].name: \":path\": pseudo-headers cannot be "
+                                 "matched here");
+    h.hm[0].name = "x env";
+    expect_error(&h.f.b, R(0, 1) "match.headers[0].name: \"x env\": character \\x20 is not "
+                                 "allowed in a header name");
+    h.hm[0].name = "x-env";
+    h.hm[1].match_case = MESH__V1__HEADER_MATCHER__MATCH__NOT_SET;
+    expect_error(&h.f.b, R(0, 1) "match.headers[1]: exact or present is required");
+    h.hm[1].match_case = MESH__V1__HEADER_MATCHER__MATCH_PRESENT;
+    h.hm[0].exact = "a\r\nb";
+    expect_error(&h.f.b, R(0, 1) "match.headers[0].exact: contains CR or LF: it could never match");
+}
+
+static void test_route_action_cluster(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.r[0].route = NULL;
+    expect_error(&h.f.b, R(0, 0) "route: required");
+    h.r[0].route = &h.a[0];
+    h.a[0].cluster_specifier_case = MESH__V1__ROUTE_ACTION__CLUSTER_SPECIFIER__NOT_SET;
+    expect_error(&h.f.b, R(0, 0) "route: cluster or weighted_clusters is required");
+    h.a[0].cluster_specifier_case = MESH__V1__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER;
+    h.a[0].cluster = "";
+    expect_error(&h.f.b, R(0, 0) "route.cluster: required");
+    h.a[0].cluster = "nope";
+    expect_error(&h.f.b, R(0, 0) "route.cluster: unknown cluster \"nope\"");
+    h.a[0].cluster = "app";
+    h.a[0].timeout_ms = 86400001;
+    expect_error(&h.f.b, R(0, 0) "route.timeout_ms: 86400001 ms out of range: 0 for the default, "
+                                 "or 1-86400000");
+}
+
+static void test_route_action_weighted(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.wc.n_clusters = 0;
+    expect_error(&h.f.b, R(0, 1) "route.weighted_clusters.clusters: at least one is required");
+    h.wc.n_clusters = 2;
+    h.cw[1].name = "nope";
+    expect_error(&h.f.b,
+                 R(0, 1) "route.weighted_clusters.clusters[1].name: unknown cluster \"nope\"");
+    h.cw[1].name = "";
+    expect_error(&h.f.b, R(0, 1) "route.weighted_clusters.clusters[1].name: required");
+    h.cw[1].name = "other";
+    h.cw[0].weight = 0;
+    h.cw[1].weight = 0;
+    expect_error(&h.f.b, R(0, 1) "route.weighted_clusters: weights add up to 0: at least one "
+                                 "must be above 0");
+    h.cw[0].weight = 999999;
+    h.cw[1].weight = 2;
+    expect_error(&h.f.b, R(0, 1) "route.weighted_clusters: weights add up to 1000001, at most "
+                                 "1000000");
+    h.cw[0].weight = UINT32_MAX; /* the sum must not wrap around */
+    expect_error(&h.f.b, R(0, 1) "route.weighted_clusters: weights add up to 4294967297");
+}
+
+static void test_route_prefix_rewrite(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.a[2].prefix_rewrite = "/x";
+    expect_error(&h.f.b, R(0, 2) "route.prefix_rewrite: only allowed with a prefix match");
+    h.a[2].prefix_rewrite = "";
+    h.a[1].prefix_rewrite = "v2/";
+    expect_error(&h.f.b, R(0, 1) "route.prefix_rewrite: \"v2/\" must start with '/'");
+}
+
+static void test_route_header_edits(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    static const struct {
+        const char *key, *want;
+    } keys[] = {
+        {"", "required"},
+        {"X-Route", "\"X-Route\" must be lower case (HTTP/2 header names are)"},
+        {":authority", "\":authority\": pseudo-headers cannot be set here"},
+        {"x route", "\"x route\": character \\x20 is not allowed in a header name"},
+        {"x:y", "\"x:y\": character ':' is not allowed in a header name"},
+        {"connection", "\"connection\" is a hop-by-hop header (RFC 9113 §8.2.2)"},
+        {"keep-alive", "\"keep-alive\" is a hop-by-hop header"},
+        {"proxy-connection", "\"proxy-connection\" is a hop-by-hop header"},
+        {"transfer-encoding", "\"transfer-encoding\" is a hop-by-hop header"},
+        {"upgrade", "\"upgrade\" is a hop-by-hop header"},
+        {"te", "\"te\" is a hop-by-hop header (RFC 9113 §8.2.2): the proxy manages it"},
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char want[256];
+        h.hv[0].key = (char *)keys[i].key;
+        snprintf(want, sizeof(want), R(0, 1) "route.request_headers_to_add[0].key: %s",
+                 keys[i].want);
+        expect_error(&h.f.b, want);
+    }
+    h.hv[0].key = "x-route";
+    h.hv[0].value = "a\nb";
+    expect_error(&h.f.b, R(0, 1) "route.request_headers_to_add[0].value: contains CR or LF");
+    h.hv[0].value = "a\rb";
+    expect_error(&h.f.b, R(0, 1) "route.request_headers_to_add[0].value: contains CR or LF");
+    h.hv[0].value = "ok";
+    h.hv[1].key = "Server";
+    expect_error(&h.f.b,
+                 R(0, 1) "route.response_headers_to_add[0].key: \"Server\" must be lower case");
+    h.hv[1].key = "server";
+    h.hv[1].value = "x\r\n";
+    expect_error(&h.f.b, R(0, 1) "route.response_headers_to_add[0].value: contains CR or LF");
+    h.hv[1].value = "meshd";
+
+    h.req_remove[0] = "Transfer-Encoding";
+    expect_error(&h.f.b, R(0, 1) "route.request_headers_to_remove[0]: \"Transfer-Encoding\" must "
+                                 "be lower case");
+    h.req_remove[0] = "upgrade";
+    expect_error(&h.f.b, R(0, 1) "route.request_headers_to_remove[0]: \"upgrade\" is a "
+                                 "hop-by-hop header");
+    h.req_remove[0] = ":path";
+    expect_error(&h.f.b, R(0, 1) "route.request_headers_to_remove[0]: \":path\": pseudo-headers "
+                                 "cannot be removed here");
+    h.req_remove[0] = "x-debug";
+    h.resp_remove[0] = "";
+    expect_error(&h.f.b, R(0, 1) "route.response_headers_to_remove[0]: required");
+}
+
+static void test_http_all_errors_reported(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    h.hcm.route_config = "nope";
+    h.domains[0] = "a b";
+    h.g.service = "";
+    h.a[2].cluster = "nope";
+    int rc;
+    size_t n;
+    char *out = load(&h.f.b, 0, NULL, &rc, &n);
+    assert_int_equal(n, 4);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -408,6 +1252,28 @@ int main(void)
         cmocka_unit_test(test_wrong_wire_type),
         cmocka_unit_test(test_default_bundle_valid),
         cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_http_valid_snapshot),
+        cmocka_unit_test(test_http_settings_carried),
+        cmocka_unit_test(test_http_snapshot_enomem),
+        cmocka_unit_test(test_http_listener_route_config),
+        cmocka_unit_test(test_http_listener_h2_ranges),
+        cmocka_unit_test(test_http_listener_timeouts),
+        cmocka_unit_test(test_cluster_http_settings),
+        cmocka_unit_test(test_route_config_names),
+        cmocka_unit_test(test_route_config_too_many),
+        cmocka_unit_test(test_virtual_hosts_too_many),
+        cmocka_unit_test(test_virtual_hosts),
+        cmocka_unit_test(test_domain_syntax),
+        cmocka_unit_test(test_domain_duplicates),
+        cmocka_unit_test(test_route_name),
+        cmocka_unit_test(test_route_match_path),
+        cmocka_unit_test(test_route_match_grpc),
+        cmocka_unit_test(test_route_match_headers),
+        cmocka_unit_test(test_route_action_cluster),
+        cmocka_unit_test(test_route_action_weighted),
+        cmocka_unit_test(test_route_prefix_rewrite),
+        cmocka_unit_test(test_route_header_edits),
+        cmocka_unit_test(test_http_all_errors_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,19 @@ const struct md_stat_desc md_lstat_desc[MD_LSTAT__N] = {
     [MD_LSTAT_FD_EXHAUSTED] = {"meshd_listener_accept_fd_exhausted_total",
                                "accept() failures for lack of file descriptors (EMFILE/ENFILE).",
                                false},
+    [MD_LSTAT_RQ_TOTAL] = {"meshd_listener_http_rq_total", "HTTP requests received.", false},
+    [MD_LSTAT_RQ_ACTIVE] = {"meshd_listener_http_rq_active", "HTTP requests in progress.", true},
+    [MD_LSTAT_RQ_NO_ROUTE] = {"meshd_listener_http_rq_no_route_total",
+                              "Requests answered 404 / UNIMPLEMENTED: no route matched.", false},
+    [MD_LSTAT_RQ_TIMEOUT] = {"meshd_listener_http_rq_timeout_total",
+                             "Requests that hit their deadline (504 / DEADLINE_EXCEEDED).", false},
+    [MD_LSTAT_RQ_DS_RESET] = {"meshd_listener_http_rq_downstream_reset_total",
+                              "Streams the client reset before they completed.", false},
+    [MD_LSTAT_RQ_TOO_LARGE] = {"meshd_listener_http_rq_header_too_large_total",
+                               "Requests whose header block exceeded max_header_list_size.", false},
+    [MD_LSTAT_H2_GOAWAY_ERROR] = {"meshd_listener_http2_protocol_error_total",
+                                  "Connections closed with GOAWAY for a protocol error or flood.",
+                                  false},
 };
 
 const struct md_stat_desc md_cstat_desc[MD_CSTAT__N] = {
@@ -33,6 +46,20 @@ const struct md_stat_desc md_cstat_desc[MD_CSTAT__N] = {
                            false},
     [MD_CSTAT_TX_BYTES] = {"meshd_cluster_upstream_tx_bytes_total", "Bytes written to upstreams.",
                            false},
+    [MD_CSTAT_RQ_TOTAL] = {"meshd_cluster_upstream_rq_total", "HTTP requests sent upstream.",
+                           false},
+    [MD_CSTAT_RQ_ACTIVE] = {"meshd_cluster_upstream_rq_active",
+                            "HTTP requests in progress upstream.", true},
+    [MD_CSTAT_RQ_UNAVAILABLE] = {"meshd_cluster_upstream_rq_unavailable_total",
+                                 "Requests answered 503 / UNAVAILABLE: no upstream connection.",
+                                 false},
+    [MD_CSTAT_RQ_RESET] = {"meshd_cluster_upstream_rq_reset_total",
+                           "Upstream streams reset before they completed.", false},
+    [MD_CSTAT_RQ_REFUSED_RETRY] = {"meshd_cluster_upstream_rq_refused_retry_total",
+                                   "Requests refused by an upstream (GOAWAY) and sent again.",
+                                   false},
+    [MD_CSTAT_H2_CX_ACTIVE] = {"meshd_cluster_upstream_http2_cx_active",
+                               "Pooled HTTP/2 upstream connections open.", true},
 };
 
 struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters)

@@ -10,23 +10,36 @@
 
 /* Per listener. */
 enum md_lstat {
-    MD_LSTAT_CX_TOTAL,     /* downstream connections accepted */
-    MD_LSTAT_CX_ACTIVE,    /* gauge: downstream connections open */
-    MD_LSTAT_RX_BYTES,     /* bytes read from downstream */
-    MD_LSTAT_TX_BYTES,     /* bytes written to downstream */
-    MD_LSTAT_FD_EXHAUSTED, /* accept() hit EMFILE/ENFILE */
+    MD_LSTAT_CX_TOTAL,        /* downstream connections accepted */
+    MD_LSTAT_CX_ACTIVE,       /* gauge: downstream connections open */
+    MD_LSTAT_RX_BYTES,        /* bytes read from downstream */
+    MD_LSTAT_TX_BYTES,        /* bytes written to downstream */
+    MD_LSTAT_FD_EXHAUSTED,    /* accept() hit EMFILE/ENFILE */
+    MD_LSTAT_RQ_TOTAL,        /* HTTP requests received */
+    MD_LSTAT_RQ_ACTIVE,       /* gauge: HTTP requests in progress */
+    MD_LSTAT_RQ_NO_ROUTE,     /* answered 404 / UNIMPLEMENTED */
+    MD_LSTAT_RQ_TIMEOUT,      /* answered 504 / DEADLINE_EXCEEDED, or ended at the deadline */
+    MD_LSTAT_RQ_DS_RESET,     /* the client reset a stream before it completed */
+    MD_LSTAT_RQ_TOO_LARGE,    /* header block over max_header_list_size */
+    MD_LSTAT_H2_GOAWAY_ERROR, /* connections closed for protocol errors or floods */
     MD_LSTAT__N
 };
 
 /* Per cluster. */
 enum md_cstat {
-    MD_CSTAT_CX_TOTAL,        /* connect attempts started */
-    MD_CSTAT_CX_ACTIVE,       /* gauge: established upstream connections */
-    MD_CSTAT_CONNECT_FAIL,    /* refused / unreachable connects */
-    MD_CSTAT_CONNECT_TIMEOUT, /* connects that ran past connect_timeout */
-    MD_CSTAT_UNAVAILABLE,     /* downstream closed: every attempt failed */
-    MD_CSTAT_RX_BYTES,        /* bytes read from upstream */
-    MD_CSTAT_TX_BYTES,        /* bytes written to upstream */
+    MD_CSTAT_CX_TOTAL,         /* connect attempts started */
+    MD_CSTAT_CX_ACTIVE,        /* gauge: established upstream connections */
+    MD_CSTAT_CONNECT_FAIL,     /* refused / unreachable connects */
+    MD_CSTAT_CONNECT_TIMEOUT,  /* connects that ran past connect_timeout */
+    MD_CSTAT_UNAVAILABLE,      /* downstream closed: every attempt failed */
+    MD_CSTAT_RX_BYTES,         /* bytes read from upstream */
+    MD_CSTAT_TX_BYTES,         /* bytes written to upstream */
+    MD_CSTAT_RQ_TOTAL,         /* HTTP requests sent upstream */
+    MD_CSTAT_RQ_ACTIVE,        /* gauge: HTTP requests in progress upstream */
+    MD_CSTAT_RQ_UNAVAILABLE,   /* answered 503 / UNAVAILABLE: no upstream connection */
+    MD_CSTAT_RQ_RESET,         /* upstream reset a stream before it completed */
+    MD_CSTAT_RQ_REFUSED_RETRY, /* refused (GOAWAY/REFUSED_STREAM) and sent again */
+    MD_CSTAT_H2_CX_ACTIVE,     /* gauge: pooled HTTP/2 connections */
     MD_CSTAT__N
 };
 

@@ -168,10 +168,15 @@ int md_control_run(struct md_control *c)
             return rc;
         }
     }
-    for (size_t i = 0; i < c->snap->n_listeners; i++)
-        MD_LOG(MD_LOG_INFO, "listening", "listener=%s addr=%s cluster=%s workers=%zu",
-               c->snap->listeners[i].name, c->snap->listeners[i].label,
-               c->snap->clusters[c->snap->listeners[i].tcp.cluster].name, c->n_workers);
+    for (size_t i = 0; i < c->snap->n_listeners; i++) {
+        const struct md_snap_listener *l = &c->snap->listeners[i];
+        bool http = l->handler == MD_HANDLER_HTTP;
+        MD_LOG(MD_LOG_INFO, "listening", "listener=%s addr=%s %s=%s workers=%zu", l->name, l->label,
+               http ? "route_config" : "cluster",
+               http ? c->snap->route_configs[l->http.route_config].name
+                    : c->snap->clusters[l->tcp.cluster].name,
+               c->n_workers);
+    }
     MD_LOG(MD_LOG_INFO, "ready", "admin=%s workers=%zu startup_ms=%.1f", c->snap->admin_label,
            c->n_workers, (ev_time() - c->started) * 1000.0);
     ev_run(c->loop, 0);

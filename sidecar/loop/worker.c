@@ -1,16 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "loop/worker.h"
 
+#include "codec/h2_server.h"
 #include "codec/tcp_proxy.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "net/listener.h"
+#include "upstream/upool.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void stop_accepting(struct md_worker *w)
@@ -26,10 +29,51 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
     unsigned cmd = __atomic_exchange_n(&w->cmd, 0, __ATOMIC_ACQ_REL);
     if (cmd & (MD_WORKER_CMD_STOP_ACCEPT | MD_WORKER_CMD_EXIT))
         stop_accepting(w);
-    if (cmd & (MD_WORKER_CMD_CLOSE_ALL | MD_WORKER_CMD_EXIT))
+    if (cmd & (MD_WORKER_CMD_STOP_ACCEPT | MD_WORKER_CMD_EXIT))
+        md_h2_server_drain_all(w);
+    if (cmd & (MD_WORKER_CMD_CLOSE_ALL | MD_WORKER_CMD_EXIT)) {
         md_tcp_proxy_close_all(w);
+        md_h2_server_close_all(w);
+    }
     if (cmd & MD_WORKER_CMD_EXIT)
         ev_break(loop, EVBREAK_ALL);
+}
+
+static void run_deferred(struct md_worker *w)
+{
+    /* Work may queue more work (a flush that frees a stream wakes its
+     * upstream): loop until the queue stays empty. */
+    while (!md_list_empty(&w->deferred)) {
+        struct md_defer *d = MD_CONTAINER_OF(w->deferred.next, struct md_defer, link);
+        md_list_remove(&d->link);
+        d->run(d);
+    }
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    run_deferred(MD_CONTAINER_OF(p, struct md_worker, prepare));
+}
+
+void md_worker_defer(struct md_worker *w, struct md_defer *d)
+{
+    if (md_list_empty(&d->link))
+        md_list_insert_tail(&w->deferred, &d->link);
+}
+
+void md_worker_defer_cancel(struct md_defer *d)
+{
+    md_list_remove(&d->link);
+}
+
+uint64_t md_worker_rand(struct md_worker *w)
+{
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
 }
 
 int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
@@ -38,12 +82,21 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     w->id = id;
     w->reserve_fd = -1;
     md_list_init(&w->sessions);
+    md_list_init(&w->deferred);
+    md_list_init(&w->h2_conns);
     w->snap = md_snapshot_ref(snap);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    w->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)(id + 1) << 48) ^
+             (uint64_t)(uintptr_t)w;
+    if (!w->rng)
+        w->rng = 88172645463325252ULL;
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     w->stats = md_stats_new(snap->n_listeners, snap->n_clusters);
     w->listeners = calloc(snap->n_listeners + 1, sizeof(*w->listeners));
     w->rr_cursor = calloc(snap->n_clusters + 1, sizeof(*w->rr_cursor));
-    if (!w->loop || !w->stats || !w->listeners || !w->rr_cursor)
+    w->upools = calloc(snap->n_clusters + 1, sizeof(*w->upools));
+    if (!w->loop || !w->stats || !w->listeners || !w->rr_cursor || !w->upools)
         return MD_ENOMEM;
     for (size_t i = 0; i < snap->n_clusters; i++) /* workers start on different endpoints */
         w->rr_cursor[i] =
@@ -52,6 +105,8 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ev_async_init(&w->wake, on_wake);
     ev_async_start(w->loop, &w->wake);
+    ev_prepare_init(&w->prepare, on_prepare);
+    ev_prepare_start(w->loop, &w->prepare);
     for (size_t i = 0; i < snap->n_listeners; i++) {
         int err;
         w->listeners[i] = md_listener_new(w, &snap->listeners[i], &err);
@@ -103,6 +158,13 @@ void md_worker_fini(struct md_worker *w)
         w->thread_started = false;
     } else if (w->loop) {
         md_tcp_proxy_close_all(w);
+        md_h2_server_close_all(w);
+    }
+    if (w->loop) {
+        if (w->upools)
+            for (size_t i = 0; i < w->snap->n_clusters; i++)
+                md_upool_free(w->upools[i]);
+        run_deferred(w);
     }
     if (w->listeners)
         for (size_t i = 0; i < w->snap->n_listeners; i++)
@@ -115,10 +177,12 @@ void md_worker_fini(struct md_worker *w)
         close(w->reserve_fd);
     if (w->loop) {
         ev_async_stop(w->loop, &w->wake);
+        ev_prepare_stop(w->loop, &w->prepare);
         ev_loop_destroy(w->loop);
     }
     free(w->listeners);
     free(w->rr_cursor);
+    free(w->upools);
     md_stats_free(w->stats);
     md_snapshot_unref(w->snap);
     memset(w, 0, sizeof(*w));

@@ -15,6 +15,14 @@
 #include <stdint.h>
 
 struct md_listener;
+struct md_upool;
+
+/* Work to run once before the loop next sleeps (batched writes, deferred
+ * frees). Embed it; queue it with md_worker_defer. */
+struct md_defer {
+    struct md_list link; /* in worker->deferred while queued */
+    void (*run)(struct md_defer *d);
+};
 
 /* Commands the control thread posts (bits, so several can be pending). */
 enum {
@@ -42,6 +50,11 @@ struct md_worker {
     int reserve_fd; /* released on EMFILE to shed one connection */
     unsigned cmd;   /* atomic: MD_WORKER_CMD_* bits */
     ev_async wake;
+    struct md_list deferred; /* md_defer entries to run before sleeping */
+    ev_prepare prepare;
+    struct md_list h2_conns;  /* downstream HTTP/2 connections */
+    struct md_upool **upools; /* [snap->n_clusters] upstream pools, made on first use */
+    uint64_t rng;             /* xorshift state: route splits, request ids */
 };
 
 /* Creates the worker's loop and binds one socket per listener of |snap|.
@@ -53,6 +66,19 @@ int md_worker_start(struct md_worker *w);
 void md_worker_post(struct md_worker *w, unsigned cmd);
 /* Joins the thread (after MD_WORKER_CMD_EXIT) and frees everything. */
 void md_worker_fini(struct md_worker *w);
+
+/* Queues |d| to run before the loop sleeps; a no-op if already queued. */
+void md_worker_defer(struct md_worker *w, struct md_defer *d);
+/* Removes |d| from the queue if it is there. */
+void md_worker_defer_cancel(struct md_defer *d);
+static inline void md_defer_init(struct md_defer *d, void (*run)(struct md_defer *))
+{
+    md_list_init(&d->link);
+    d->run = run;
+}
+
+/* A fast pseudo-random number (xorshift64*), per worker. */
+uint64_t md_worker_rand(struct md_worker *w);
 
 /* Number of open downstream connections; safe from any thread. */
 uint64_t md_worker_active(const struct md_worker *w);

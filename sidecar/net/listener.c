@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "net/listener.h"
 
+#include "codec/h2_server.h"
 #include "codec/tcp_proxy.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -13,7 +14,10 @@
 static void on_conn(struct md_acceptor *a, int fd)
 {
     struct md_listener *ln = MD_CONTAINER_OF(a, struct md_listener, acc);
-    md_tcp_proxy_start(ln->w, ln->cfg, fd);
+    if (ln->cfg->handler == MD_HANDLER_HTTP)
+        md_h2_server_start(ln->w, ln->cfg, fd);
+    else
+        md_tcp_proxy_start(ln->w, ln->cfg, fd);
 }
 
 static void on_exhausted(struct md_acceptor *a, int err)

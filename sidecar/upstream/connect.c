@@ -59,6 +59,8 @@ static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     attempt_failed(c, -ETIMEDOUT, true);
 }
 
+static void try_endpoint(struct md_connect *c, long idx, int last_err);
+
 static void try_next(struct md_connect *c, int last_err)
 {
     struct md_worker *w = c->w;
@@ -66,6 +68,13 @@ static void try_next(struct md_connect *c, int last_err)
     long idx = c->n_tried < cl->max_connect_attempts
                    ? md_lb_rr_pick(&w->rr_cursor[cl->idx], cl->n_endpoints, c->tried, c->n_tried)
                    : -1;
+    try_endpoint(c, idx, last_err);
+}
+
+static void try_endpoint(struct md_connect *c, long idx, int last_err)
+{
+    struct md_worker *w = c->w;
+    const struct md_snap_cluster *cl = c->cl;
     if (idx < 0) {
         finish(c, -1, last_err ? last_err : MD_ENOUPSTREAM);
         return;
@@ -98,6 +107,12 @@ static void try_next(struct md_connect *c, int last_err)
 int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
                      uint64_t log_id, md_connect_cb *cb)
 {
+    return md_connect_start_at(c, w, cl, log_id, -1, cb);
+}
+
+int md_connect_start_at(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
+                        uint64_t log_id, long first, md_connect_cb *cb)
+{
     c->w = w;
     c->cl = cl;
     c->cb = cb;
@@ -107,7 +122,10 @@ int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_
     c->n_tried = 0;
     ev_init(&c->io, on_writable);
     ev_init(&c->timer, on_timeout);
-    try_next(c, 0);
+    if (first >= 0 && (size_t)first < cl->n_endpoints && cl->max_connect_attempts > 0)
+        try_endpoint(c, first, 0);
+    else
+        try_next(c, 0);
     return 0;
 }
 

@@ -40,6 +40,10 @@ struct md_connect {
 int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
                      uint64_t log_id, md_connect_cb *cb);
 
+/* Same, trying endpoint |first| (an index of |cl|'s endpoints) first. */
+int md_connect_start_at(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
+                        uint64_t log_id, long first, md_connect_cb *cb);
+
 /* Stops an attempt in progress; the callback will not run. Safe to call twice. */
 void md_connect_cancel(struct md_connect *c);
 

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "codec/grpc.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+static void test_timeout_parse(void **state)
+{
+    double s;
+    assert_true(md_grpc_timeout_parse("100m", 4, &s));
+    assert_float_equal(s, 0.1, 1e-12);
+    assert_true(md_grpc_timeout_parse("2S", 2, &s));
+    assert_float_equal(s, 2, 1e-12);
+    assert_true(md_grpc_timeout_parse("1H", 2, &s));
+    assert_float_equal(s, 3600, 1e-9);
+    assert_true(md_grpc_timeout_parse("99999999n", 9, &s));
+    assert_false(md_grpc_timeout_parse("123456789m", 10, &s)); /* 9 digits */
+    assert_false(md_grpc_timeout_parse("m", 1, &s));
+    assert_false(md_grpc_timeout_parse("10x", 3, &s));
+    assert_false(md_grpc_timeout_parse("-1S", 3, &s));
+}
+
+static void test_timeout_format_roundtrip(void **state)
+{
+    char buf[16];
+    double in[] = {0.0000001, 0.25, 1.5, 42, 5000, 360000, 1e9};
+    for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+        size_t n = md_grpc_timeout_format(in[i], buf);
+        assert_int_equal(n, strlen(buf));
+        assert_true(n <= 10);
+        double back;
+        assert_true(md_grpc_timeout_parse(buf, n, &back));
+        assert_true(back >= in[i] - 1e-12);         /* never less than given */
+        assert_true(back <= in[i] * 1.0001 + 1e-6); /* and barely more */
+    }
+    md_grpc_timeout_format(0.25, buf);
+    assert_string_equal(buf, "250000u");
+}
+
+static void test_content_type(void **state)
+{
+    assert_true(md_grpc_is_content_type("application/grpc", 16));
+    assert_true(md_grpc_is_content_type("application/grpc+proto", 22));
+    assert_true(md_grpc_is_content_type("application/grpc;charset=utf-8", 30));
+    assert_false(md_grpc_is_content_type("application/grpcx", 17));
+    assert_false(md_grpc_is_content_type("application/json", 16));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_timeout_parse),
+        cmocka_unit_test(test_timeout_format_roundtrip),
+        cmocka_unit_test(test_content_type),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

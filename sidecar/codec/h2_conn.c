@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "codec/h2_conn.h"
+
+#include "core/err.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_BUF 16384
+#define BATCH 65536
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents);
+static void on_writable(struct ev_loop *loop, ev_io *io, int revents);
+
+static void run_flush(struct md_defer *d);
+
+void md_h2conn_init(struct md_h2conn *c, struct md_worker *w, int fd, md_h2conn_cb *on_free)
+{
+    c->w = w;
+    c->fd = fd;
+    c->on_free = on_free;
+    md_defer_init(&c->flush, run_flush);
+    ev_io_init(&c->rio, on_readable, fd, EV_READ);
+    ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+    ev_io_start(w->loop, &c->rio);
+}
+
+void md_h2conn_close(struct md_h2conn *c, const char *reason, bool reset)
+{
+    if (!c->closing) {
+        c->closing = true;
+        c->close_reason = reason;
+        c->reset_on_close = reset;
+    }
+    md_h2conn_want_flush(c);
+}
+
+void md_h2conn_fini(struct md_h2conn *c)
+{
+    md_worker_defer_cancel(&c->flush);
+    if (c->fd >= 0) {
+        ev_io_stop(c->w->loop, &c->rio);
+        ev_io_stop(c->w->loop, &c->wio);
+        if (c->reset_on_close) {
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        }
+        close(c->fd);
+        c->fd = -1;
+    }
+    if (c->sess) {
+        nghttp2_session_del(c->sess);
+        c->sess = NULL;
+    }
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_cap = 0;
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct md_h2conn *c = MD_CONTAINER_OF(io, struct md_h2conn, rio);
+    uint8_t buf[READ_BUF];
+    for (int round = 0; round < 4 && !c->closing; round++) {
+        ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            break;
+        if (n <= 0) {
+            md_h2conn_close(c, n == 0 ? "peer_closed" : md_err_str(-errno), false);
+            break;
+        }
+        md_stats_add(c->rx_stat, n);
+        ssize_t used = nghttp2_session_mem_recv(c->sess, buf, (size_t)n);
+        if (used < 0) {
+            /* nghttp2 has queued a GOAWAY where the protocol allows: send it,
+             * then close. */
+            MD_LOG(MD_LOG_INFO, "h2_protocol_error", "err=\"%s\"", nghttp2_strerror((int)used));
+            md_h2conn_close(c, nghttp2_strerror((int)used), false);
+            break;
+        }
+        if ((size_t)n < sizeof(buf))
+            break;
+    }
+    md_h2conn_want_flush(c);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct md_h2conn *c = MD_CONTAINER_OF(io, struct md_h2conn, wio);
+    run_flush(&c->flush);
+}
+
+/* Writes c->out. Returns 0 when all was written, -EAGAIN, or another -errno. */
+static int write_out(struct md_h2conn *c)
+{
+    size_t off = 0;
+    while (off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int err = -errno;
+            memmove(c->out, c->out + off, c->out_len - off);
+            c->out_len -= off;
+            return err;
+        }
+        off += (size_t)n;
+        md_stats_add(c->tx_stat, n);
+    }
+    c->out_len = 0;
+    return 0;
+}
+
+static int append_out(struct md_h2conn *c, const uint8_t *p, size_t n)
+{
+    if (c->out_len + n > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : BATCH;
+        while (cap < c->out_len + n)
+            cap *= 2;
+        uint8_t *o = realloc(c->out, cap);
+        if (!o)
+            return MD_ENOMEM;
+        c->out = o;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+    return 0;
+}
+
+static void run_flush(struct md_defer *d)
+{
+    struct md_h2conn *c = MD_CONTAINER_OF(d, struct md_h2conn, flush);
+    int rc = 0;
+    /* Gather frames into one buffer and write it in one call per batch. */
+    while (c->fd >= 0 && c->sess) {
+        if (c->out_len >= BATCH) {
+            rc = write_out(c);
+            if (rc < 0)
+                break;
+        }
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->sess, &data);
+        if (n < 0) {
+            md_h2conn_close(c, nghttp2_strerror((int)n), false);
+            break;
+        }
+        if (n == 0) {
+            rc = c->out_len ? write_out(c) : 0;
+            break;
+        }
+        if (append_out(c, data, (size_t)n) < 0) {
+            md_h2conn_close(c, "out_of_memory", true);
+            break;
+        }
+    }
+    if (rc == -EAGAIN) {
+        ev_io_start(c->w->loop, &c->wio);
+    } else if (rc < 0) {
+        md_h2conn_close(c, md_err_str(rc), false);
+        c->out_len = 0;
+    } else {
+        ev_io_stop(c->w->loop, &c->wio);
+    }
+    /* Stop reading while output piles up: the peer must read first. */
+    bool pause = c->out_len > MD_H2_OUT_LIMIT;
+    if (pause && ev_is_active(&c->rio))
+        ev_io_stop(c->w->loop, &c->rio);
+    else if (!pause && !ev_is_active(&c->rio) && !c->closing && c->fd >= 0)
+        ev_io_start(c->w->loop, &c->rio);
+
+    bool done =
+        c->sess && !nghttp2_session_want_read(c->sess) && !nghttp2_session_want_write(c->sess);
+    if ((c->closing && (c->out_len == 0 || rc < 0 || c->reset_on_close)) ||
+        (done && c->out_len == 0)) {
+        if (!c->closing)
+            c->close_reason = "session_done";
+        c->closing = true;
+        c->on_free(c);
+    }
+}
+
+nghttp2_nv *md_h2_nv(struct md_arena *a, const struct md_hdr *h, size_t n)
+{
+    nghttp2_nv *nv = md_arena_alloc(a, (n ? n : 1) * sizeof(*nv));
+    if (!nv)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        nv[i] = (nghttp2_nv){(uint8_t *)h[i].name, (uint8_t *)h[i].value, h[i].name_len,
+                             h[i].value_len, NGHTTP2_NV_FLAG_NONE};
+    return nv;
+}
+
+nghttp2_option *md_h2_options(void)
+{
+    nghttp2_option *opt;
+    if (nghttp2_option_new(&opt) != 0)
+        return NULL;
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    /* Flood limits: queued control-frame ACKs, SETTINGS entries, CONTINUATION
+     * frames per header block, and RST_STREAM rate (rapid reset, CVE-2023-44487). */
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_settings(opt, 32);
+    nghttp2_option_set_max_continuations(opt, 8);
+    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    return opt;
+}

@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the HTTP/2 server and client connections share: a socket driven by an
+ * nghttp2 session through mem_recv/mem_send, writes batched once per loop
+ * pass (md_defer), reading paused while too much output is pending, and a
+ * close that is deferred until no nghttp2 callback is on the stack. */
+#ifndef MESHD_CODEC_H2_CONN_H
+#define MESHD_CODEC_H2_CONN_H
+
+#include "core/arena.h"
+#include "http/hdrs.h"
+#include "loop/worker.h"
+
+#include <ev.h>
+#include <nghttp2/nghttp2.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Output held before reading stops (a peer that does not read its replies,
+ * PING or SETTINGS floods). */
+#define MD_H2_OUT_LIMIT (1024u * 1024u)
+
+struct md_h2conn;
+typedef void md_h2conn_cb(struct md_h2conn *c);
+
+struct md_h2conn {
+    struct md_worker *w; /* borrowed */
+    int fd;
+    nghttp2_session *sess; /* owned */
+    ev_io rio, wio;
+    struct md_defer flush; /* queued whenever there may be output */
+    uint8_t *out;          /* bytes from mem_send not yet written */
+    size_t out_len, out_cap;
+    bool closing;        /* close at the next flush */
+    bool reset_on_close; /* close with RST */
+    const char *close_reason;
+    md_h2conn_cb *on_free;       /* the owner releases everything; called from the flush */
+    uint64_t *rx_stat, *tx_stat; /* bytes counters (borrowed slots) */
+};
+
+/* Converts |n| headers to an nghttp2 name/value array allocated in |a| (nghttp2
+ * copies the bytes when the frame is submitted). Returns NULL on ENOMEM. */
+nghttp2_nv *md_h2_nv(struct md_arena *a, const struct md_hdr *h, size_t n);
+
+/* Session options both sides use: window updates are ours to send (they follow
+ * the other side's progress) and the flood limits. Returns NULL on ENOMEM. */
+nghttp2_option *md_h2_options(void);
+
+/* Sets up |c| around the connected non-blocking |fd| (taken) and starts
+ * reading. The session must be set by the owner before the first flush. */
+void md_h2conn_init(struct md_h2conn *c, struct md_worker *w, int fd, md_h2conn_cb *on_free);
+
+/* Asks for a flush before the loop sleeps. */
+static inline void md_h2conn_want_flush(struct md_h2conn *c)
+{
+    md_worker_defer(c->w, &c->flush);
+}
+
+/* Marks the connection for closing with |reason| (for logs); it is freed at
+ * the next flush. */
+void md_h2conn_close(struct md_h2conn *c, const char *reason, bool reset);
+
+/* Immediately stops watchers and closes the socket, without calling on_free
+ * (the owner is tearing down). */
+void md_h2conn_fini(struct md_h2conn *c);
+
+#endif

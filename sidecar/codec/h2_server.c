@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "codec/h2_server.h"
+
+#include "codec/h2_conn.h"
+#include "core/log.h"
+#include "http/stream.h"
+#include "router/router.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct h2sc; /* server connection */
+
+/* One downstream stream: the codec's half of an md_stream. */
+struct h2ss {
+    struct md_list link; /* in h2sc.streams */
+    struct h2sc *c;
+    int32_t id;
+    struct md_stream *s; /* NULL once detached */
+    size_t unconsumed;   /* DATA bytes received and not yet acknowledged */
+    size_t header_bytes; /* of the current header block */
+    bool too_large;
+};
+
+struct h2sc {
+    struct md_h2conn h2; /* first: md_h2conn callbacks recover us */
+    struct md_list link; /* in worker->h2_conns */
+    const struct md_snap_listener *l;
+    struct md_list streams;
+    size_t n_streams;
+    ev_timer idle;
+    char peer_ip[INET6_ADDRSTRLEN];
+};
+
+static const struct md_stream_side_ops ds_ops;
+
+static void ss_free(struct h2ss *ss)
+{
+    struct h2sc *c = ss->c;
+    if (ss->unconsumed && c->h2.sess) /* the stream is gone: return its share of the window */
+        nghttp2_session_consume_connection(c->h2.sess, ss->unconsumed);
+    md_list_remove(&ss->link);
+    if (--c->n_streams == 0 && c->l->http.idle_timeout_ms)
+        ev_timer_again(c->h2.w->loop, &c->idle);
+    free(ss);
+}
+
+/* The stream ended for the downstream: tell the router, let go of it. */
+static void ss_close(struct h2ss *ss, uint32_t error_code)
+{
+    struct md_stream *s = ss->s;
+    if (s) {
+        ss->s = NULL;
+        md_router_on_downstream_closed(s, error_code);
+        md_stream_detach_ds(s);
+    }
+    ss_free(ss);
+}
+
+static void conn_free(struct md_h2conn *h2)
+{
+    struct h2sc *c = (struct h2sc *)h2;
+    struct md_worker *w = c->h2.w;
+    while (!md_list_empty(&c->streams))
+        ss_close(MD_CONTAINER_OF(c->streams.next, struct h2ss, link), NGHTTP2_CANCEL);
+    MD_LOG(MD_LOG_DEBUG, "h2_downstream_closed", "listener=%s peer=%s reason=%s", c->l->name,
+           c->peer_ip, c->h2.close_reason ? c->h2.close_reason : "-");
+    ev_timer_stop(w->loop, &c->idle);
+    md_h2conn_fini(&c->h2);
+    md_list_remove(&c->link);
+    md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_CX_ACTIVE), -1);
+    __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
+    free(c);
+}
+
+static struct h2ss *stream_of(nghttp2_session *sess, int32_t id)
+{
+    return nghttp2_session_get_stream_user_data(sess, id);
+}
+
+static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
+{
+    struct h2sc *c = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        struct h2ss *ss = stream_of(sess, frame->hd.stream_id);
+        if (ss)
+            ss->header_bytes = 0; /* trailers: a new block */
+        return 0;
+    }
+    struct h2ss *ss = calloc(1, sizeof(*ss));
+    struct md_stream *s = ss ? md_stream_new(c->h2.w, c->l, ss, &ds_ops) : NULL;
+    if (!s) {
+        free(ss);
+        nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+        return 0;
+    }
+    ss->c = c;
+    ss->id = frame->hd.stream_id;
+    ss->s = s;
+    s->peer_ip = c->peer_ip;
+    md_list_insert_tail(&c->streams, &ss->link);
+    if (c->n_streams++ == 0)
+        ev_timer_stop(c->h2.w->loop, &c->idle);
+    nghttp2_session_set_stream_user_data(sess, ss->id, ss);
+    struct md_stats *st = c->h2.w->stats;
+    md_stats_add(md_stats_l(st, c->l->idx, MD_LSTAT_RQ_TOTAL), 1);
+    md_stats_add(md_stats_l(st, c->l->idx, MD_LSTAT_RQ_ACTIVE), 1);
+    return 0;
+}
+
+static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user)
+{
+    struct h2sc *c = user;
+    struct h2ss *ss = stream_of(sess, frame->hd.stream_id);
+    if (!ss || !ss->s || ss->too_large)
+        return 0;
+    /* RFC 9113 §6.5.2: the list size counts 32 bytes of overhead per field. */
+    ss->header_bytes += namelen + valuelen + 32;
+    int rc = ss->header_bytes > c->l->http.h2.max_header_list_size
+                 ? -1
+                 : md_stream_add_header(ss->s, &ss->s->req, (const char *)name, namelen,
+                                        (const char *)value, valuelen);
+    if (rc < 0)
+        ss->too_large = true; /* answered once the block is complete */
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
+{
+    struct h2sc *c = user;
+    struct h2ss *ss = frame->hd.stream_id ? stream_of(sess, frame->hd.stream_id) : NULL;
+    if (!ss || !ss->s)
+        return 0;
+    struct md_stream *s = ss->s;
+    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (frame->hd.type == NGHTTP2_HEADERS) {
+        if (ss->too_large) {
+            md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_TOO_LARGE), 1);
+            s->req.headers_done = true;
+            md_router_local_reply(s, MD_REPLY_HEADERS_TOO_LARGE, "request headers too large");
+            return 0;
+        }
+        if (!s->req.headers_done) {
+            s->req.headers_done = true;
+            s->req.headers_end = s->req.end = end;
+            md_router_on_request(s);
+        } else {
+            md_stream_end(s, &s->req); /* trailers end the request */
+        }
+    } else if (frame->hd.type == NGHTTP2_DATA && end) {
+        md_stream_end(s, &s->req);
+    }
+    return 0;
+}
+
+static int on_data_chunk_recv(nghttp2_session *sess, uint8_t flags, int32_t id, const uint8_t *data,
+                              size_t len, void *user)
+{
+    struct h2ss *ss = stream_of(sess, id);
+    if (!ss || !ss->s) {
+        nghttp2_session_consume(sess, id, len); /* nobody wants it: keep the window open */
+        return 0;
+    }
+    ss->unconsumed += len;
+    if (md_stream_body(ss->s, &ss->s->req, data, len) < 0) {
+        ss->unconsumed -= len;
+        nghttp2_session_consume(sess, id, len);
+        md_router_local_reply(ss->s, MD_REPLY_UNAVAILABLE, "out of memory");
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t error_code, void *user)
+{
+    struct h2sc *c = user;
+    struct h2ss *ss = stream_of(sess, id);
+    if (!ss)
+        return 0;
+    md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), -1);
+    if (error_code != NGHTTP2_NO_ERROR && ss->s)
+        md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_DS_RESET), 1);
+    nghttp2_session_set_stream_user_data(sess, id, NULL);
+    ss_close(ss, error_code);
+    return 0;
+}
+
+static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
+{
+    struct h2sc *c = user;
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+        md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_H2_GOAWAY_ERROR), 1);
+        MD_LOG(MD_LOG_WARN, "h2_goaway_sent", "listener=%s peer=%s error=%s", c->l->name,
+               c->peer_ip, nghttp2_http2_strerror(frame->goaway.error_code));
+    }
+    return 0;
+}
+
+/* Response body: whatever the upstream has queued, then EOF or trailers. */
+static ssize_t read_resp(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t length,
+                         uint32_t *data_flags, nghttp2_data_source *src, void *user)
+{
+    struct h2ss *ss = src->ptr;
+    struct md_stream *s = ss->s;
+    if (!s)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t n = md_stream_take(s, &s->resp, buf, length);
+    if (s->resp.body.len == 0 && s->resp.end) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (s->resp.n_trailers) {
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_nv *nv = md_h2_nv(&s->arena, s->resp.trailers, s->resp.n_trailers);
+            if (!nv || nghttp2_submit_trailer(sess, id, nv, s->resp.n_trailers) != 0)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+    } else if (n == 0) {
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
+static void ds_headers_ready(void *side)
+{
+    struct h2ss *ss = side;
+    struct md_stream *s = ss->s;
+    struct h2sc *c = ss->c;
+    nghttp2_nv *nv = md_h2_nv(&s->arena, s->resp.hdrs, s->resp.n_hdrs);
+    nghttp2_data_provider prd = {.source.ptr = ss, .read_callback = read_resp};
+    int rc = nv ? nghttp2_submit_response(c->h2.sess, ss->id, nv, s->resp.n_hdrs,
+                                          s->resp.headers_end ? NULL : &prd)
+                : NGHTTP2_ERR_NOMEM;
+    if (rc != 0)
+        nghttp2_submit_rst_stream(c->h2.sess, NGHTTP2_FLAG_NONE, ss->id, NGHTTP2_INTERNAL_ERROR);
+    md_h2conn_want_flush(&c->h2);
+}
+
+static void ds_data_ready(void *side)
+{
+    struct h2ss *ss = side;
+    nghttp2_session_resume_data(ss->c->h2.sess, ss->id);
+    md_h2conn_want_flush(&ss->c->h2);
+}
+
+static void ds_consumed(void *side, size_t n)
+{
+    struct h2ss *ss = side;
+    ss->unconsumed -= n;
+    nghttp2_session_consume(ss->c->h2.sess, ss->id, n);
+    md_h2conn_want_flush(&ss->c->h2);
+}
+
+static void ds_reset(void *side, uint32_t h2_error)
+{
+    struct h2ss *ss = side;
+    ss->s = NULL; /* the stream object goes on without us */
+    nghttp2_submit_rst_stream(ss->c->h2.sess, NGHTTP2_FLAG_NONE, ss->id, h2_error);
+    md_h2conn_want_flush(&ss->c->h2);
+}
+
+static const struct md_stream_side_ops ds_ops = {
+    .headers_ready = ds_headers_ready,
+    .data_ready = ds_data_ready,
+    .consumed = ds_consumed,
+    .reset = ds_reset,
+};
+
+static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct h2sc *c = MD_CONTAINER_OF(t, struct h2sc, idle);
+    if (c->n_streams)
+        return;
+    nghttp2_session_terminate_session(c->h2.sess, NGHTTP2_NO_ERROR);
+    md_h2conn_close(&c->h2, "idle_timeout", false);
+}
+
+static nghttp2_session_callbacks *server_callbacks(void)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return NULL;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    return cb;
+}
+
+void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, int fd)
+{
+    struct md_stats *st = w->stats;
+    struct h2sc *c = calloc(1, sizeof(*c));
+    nghttp2_session_callbacks *cb = c ? server_callbacks() : NULL;
+    nghttp2_option *opt = cb ? md_h2_options() : NULL;
+    if (!opt || nghttp2_session_server_new2(&c->h2.sess, cb, c, opt) != 0) {
+        MD_LOG(MD_LOG_ERROR, "out_of_memory", "listener=%s what=h2_session", l->name);
+        nghttp2_option_del(opt);
+        nghttp2_session_callbacks_del(cb);
+        free(c);
+        close(fd);
+        return;
+    }
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cb);
+    c->l = l;
+    md_list_init(&c->streams);
+    md_list_insert_tail(&w->h2_conns, &c->link);
+    __atomic_add_fetch(&w->active, 1, __ATOMIC_RELAXED);
+    md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_CX_TOTAL), 1);
+    md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_CX_ACTIVE), 1);
+    c->h2.rx_stat = md_stats_l(st, l->idx, MD_LSTAT_RX_BYTES);
+    c->h2.tx_stat = md_stats_l(st, l->idx, MD_LSTAT_TX_BYTES);
+
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    c->peer_ip[0] = '\0';
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer_ip,
+                      sizeof(c->peer_ip));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer_ip,
+                      sizeof(c->peer_ip));
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    const struct md_snap_h2_opts *o = &l->http.h2;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->max_concurrent_streams},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->initial_stream_window},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, o->max_header_list_size},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    nghttp2_submit_settings(c->h2.sess, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_session_set_local_window_size(c->h2.sess, NGHTTP2_FLAG_NONE, 0,
+                                          (int32_t)o->initial_connection_window);
+    ev_init(&c->idle, on_idle);
+    c->idle.repeat = l->http.idle_timeout_ms / 1000.0;
+    if (c->idle.repeat > 0)
+        ev_timer_again(w->loop, &c->idle);
+    md_h2conn_init(&c->h2, w, fd, conn_free);
+    md_h2conn_want_flush(&c->h2);
+}
+
+void md_h2_server_drain_all(struct md_worker *w)
+{
+    for (struct md_list *it = w->h2_conns.next; it != &w->h2_conns; it = it->next) {
+        struct h2sc *c = MD_CONTAINER_OF(it, struct h2sc, link);
+        /* Streams up to the last one seen finish; the session ends when they have. */
+        nghttp2_submit_goaway(c->h2.sess, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->h2.sess), NGHTTP2_NO_ERROR,
+                              NULL, 0);
+        md_h2conn_want_flush(&c->h2);
+    }
+}
+
+void md_h2_server_close_all(struct md_worker *w)
+{
+    while (!md_list_empty(&w->h2_conns))
+        conn_free(&MD_CONTAINER_OF(w->h2_conns.next, struct h2sc, link)->h2);
+}

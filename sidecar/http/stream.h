@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A protocol-neutral HTTP exchange: the request and the response, each as
+ * headers, body bytes and trailers, passed between a downstream codec stream
+ * ("ds" side) and an upstream codec stream ("us" side), with the router in
+ * between. Codecs never see each other or a cluster: each side talks to the
+ * stream through md_stream_* calls and is called back through its ops.
+ *
+ * Lifetime: the downstream side creates the stream; each side holds it until
+ * it detaches (md_stream_detach_*); the stream is freed when both have. */
+#ifndef MESHD_HTTP_STREAM_H
+#define MESHD_HTTP_STREAM_H
+
+#include "core/arena.h"
+#include "core/bq.h"
+#include "http/hdrs.h"
+#include "snapshot.h"
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct md_worker;
+
+/* One direction's message. */
+struct md_half {
+    struct md_hdr *hdrs; /* headers, pseudo-headers first; in the arena */
+    size_t n_hdrs, cap_hdrs;
+    struct md_hdr *trailers;
+    size_t n_trailers, cap_trailers;
+    struct md_bq body;   /* bytes produced by one side, not yet taken by the other */
+    bool headers_done;   /* the header block is complete */
+    bool end;            /* everything was produced (END_STREAM seen) */
+    bool headers_end;    /* END_STREAM came with the headers (no body, no trailers) */
+    uint64_t body_bytes; /* produced so far */
+    uint64_t taken;      /* consumed by the other side so far */
+};
+
+/* What a side offers the other. Called by stream.c only. */
+struct md_stream_side_ops {
+    /* Headers to send are ready in the half this side sends (response for ds,
+     * request for us). */
+    void (*headers_ready)(void *side);
+    /* Body bytes, trailers or the end were queued for this side to send. */
+    void (*data_ready)(void *side);
+    /* The other side took |n| body bytes this side produced: open the window. */
+    void (*consumed)(void *side, size_t n);
+    /* Abandon the stream (reset with |h2_error|); the side is detached on
+     * return and must not call md_stream_* for it again. */
+    void (*reset)(void *side, uint32_t h2_error);
+};
+
+struct md_stream {
+    struct md_worker *w;
+    uint64_t id;
+    struct md_arena arena;
+    struct md_half req, resp;
+    void *ds;
+    const struct md_stream_side_ops *ds_ops;
+    void *us;
+    const struct md_stream_side_ops *us_ops;
+    /* routing (router.c) */
+    const struct md_snap_listener *listener;
+    const char *peer_ip; /* downstream peer, for x-forwarded-for; owned by the ds codec */
+    const struct md_snap_route *route;
+    size_t cluster;
+    bool grpc;         /* content-type application/grpc* */
+    bool resp_started; /* response headers were handed to the ds side */
+    bool local_reply;  /* the response is made by meshd */
+    int connect_attempts;
+    ev_tstamp started;
+    ev_tstamp last_active;  /* body bytes moved either way */
+    ev_tstamp deadline;     /* 0: none */
+    ev_timer timer;         /* deadline */
+    struct md_hdr *us_hdrs; /* request headers as sent upstream */
+    size_t n_us_hdrs;
+};
+
+/* Creates a stream for the downstream side |ds|. Returns NULL on ENOMEM. */
+struct md_stream *md_stream_new(struct md_worker *w, const struct md_snap_listener *l, void *ds,
+                                const struct md_stream_side_ops *ds_ops);
+
+/* Adds a header (copied into the arena) to |h| (trailers when
+ * h->headers_done). Returns 0, MD_ENOMEM or MD_ETOOBIG. */
+int md_stream_add_header(struct md_stream *s, struct md_half *h, const char *name, size_t name_len,
+                         const char *value, size_t value_len);
+
+/* Returns the first value of header |name| in |hdrs| (n entries), or NULL. */
+const struct md_hdr *md_hdrs_find(const struct md_hdr *hdrs, size_t n, const char *name);
+
+/* Producer calls. |h| is s->req (downstream producing) or s->resp (upstream). */
+int md_stream_body(struct md_stream *s, struct md_half *h, const void *data, size_t len);
+void md_stream_end(struct md_stream *s, struct md_half *h);
+
+/* Consumer call: takes up to |len| body bytes of |h| into |dst|, and tells
+ * the producer. Returns how many. */
+size_t md_stream_take(struct md_stream *s, struct md_half *h, void *dst, size_t len);
+
+/* Side notifications. */
+void md_stream_notify_headers(struct md_stream *s, bool to_ds);
+void md_stream_notify_data(struct md_stream *s, bool to_ds);
+
+/* Detaches a side (no more callbacks to it). Frees the stream when both are
+ * gone. Returns true when the stream was freed. */
+bool md_stream_detach_ds(struct md_stream *s);
+bool md_stream_detach_us(struct md_stream *s);
+
+/* Resets the other side of |from_ds| (if attached) with |h2_error| and
+ * detaches it. */
+void md_stream_reset_us(struct md_stream *s, uint32_t h2_error);
+void md_stream_reset_ds(struct md_stream *s, uint32_t h2_error);
+
+#endif

@@ -1,0 +1,361 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "router/router.h"
+
+#include "codec/grpc.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "http/local_reply.h"
+#include "loop/worker.h"
+#include "router/route_match.h"
+#include "upstream/upool.h"
+
+#include <nghttp2/nghttp2.h>
+#include <stdio.h>
+#include <string.h>
+
+/* A stream refused by an upstream (GOAWAY) is sent again at most this often. */
+#define MAX_REFUSED_RETRIES 3
+
+static bool name_is(const struct md_hdr *h, const char *name)
+{
+    size_t n = strlen(name);
+    return h->name_len == n && memcmp(h->name, name, n) == 0;
+}
+
+/* RFC 9113 §8.2.2: connection-specific fields must not be forwarded. */
+static bool hop_by_hop(const struct md_hdr *h)
+{
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
+                                        "transfer-encoding", "upgrade"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (name_is(h, names[i]))
+            return true;
+    /* TE is allowed with the value "trailers" only (gRPC sends it). */
+    return name_is(h, "te") && !(h->value_len == 8 && strncasecmp(h->value, "trailers", 8) == 0);
+}
+
+static bool in_names(const struct md_hdr *h, char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (name_is(h, names[i]))
+            return true;
+    return false;
+}
+
+static bool in_adds(const struct md_hdr *h, const struct md_snap_header *add, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (h->name_len == add[i].name_len && memcmp(h->name, add[i].name, h->name_len) == 0)
+            return true;
+    return false;
+}
+
+static void reply(struct md_stream *s, int http_status, int grpc_status, const char *detail)
+{
+    md_stream_reset_us(s, NGHTTP2_CANCEL);
+    ev_timer_stop(s->w->loop, &s->timer);
+    s->local_reply = true;
+    size_t dropped = md_bq_clear(&s->req.body);
+    if (dropped && s->ds)
+        s->ds_ops->consumed(s->ds, dropped);
+    if (md_local_reply_build(s, http_status, grpc_status, detail) < 0) {
+        md_stream_reset_ds(s, NGHTTP2_INTERNAL_ERROR);
+        return;
+    }
+    s->resp_started = true;
+    md_stream_notify_headers(s, true);
+}
+
+void md_router_local_reply(struct md_stream *s, enum md_reply_kind kind, const char *detail)
+{
+    static const struct {
+        int http, grpc;
+    } map[] = {
+        [MD_REPLY_NO_ROUTE] = {404, MD_GRPC_UNIMPLEMENTED},
+        [MD_REPLY_UNAVAILABLE] = {503, MD_GRPC_UNAVAILABLE},
+        [MD_REPLY_TIMEOUT] = {504, MD_GRPC_DEADLINE_EXCEEDED},
+        [MD_REPLY_HEADERS_TOO_LARGE] = {431, MD_GRPC_RESOURCE_EXHAUSTED},
+        [MD_REPLY_BAD_REQUEST] = {400, MD_GRPC_INTERNAL},
+    };
+    if (s->resp_started) {
+        md_stream_reset_us(s, NGHTTP2_CANCEL);
+        md_stream_reset_ds(s, NGHTTP2_INTERNAL_ERROR);
+        return;
+    }
+    reply(s, map[kind].http, map[kind].grpc, detail);
+}
+
+/* Deadline or stream idle time reached. */
+static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct md_stream *s = MD_CONTAINER_OF(t, struct md_stream, timer);
+    ev_tstamp now = ev_now(loop);
+    double idle = s->listener->http.stream_idle_timeout_ms / 1000.0;
+    bool deadline = s->deadline && now >= s->deadline - 0.0005;
+    bool idled = idle > 0 && now >= s->last_active + idle - 0.0005;
+    if (!deadline && !idled) {
+        ev_tstamp next = idle > 0 ? s->last_active + idle : 0;
+        if (s->deadline && (!next || s->deadline < next))
+            next = s->deadline;
+        t->repeat = next - now > 0.001 ? next - now : 0.001;
+        ev_timer_again(loop, t);
+        return;
+    }
+    ev_timer_stop(loop, t);
+    const char *why = deadline ? "deadline exceeded" : "stream idle timeout";
+    md_stats_add(md_stats_l(s->w->stats, s->listener->idx, MD_LSTAT_RQ_TIMEOUT), 1);
+    MD_LOG(MD_LOG_INFO, "http_timeout", "stream=%d.%llu listener=%s route=%s reason=\"%s\"",
+           s->w->id, (unsigned long long)s->id, s->listener->name, s->route ? s->route->name : "-",
+           why);
+    if (!s->resp_started) {
+        reply(s, 504, MD_GRPC_DEADLINE_EXCEEDED, why);
+    } else if (s->grpc && !s->resp.end) {
+        /* Mid-stream: end it with a status, as the server would have. */
+        md_stream_reset_us(s, NGHTTP2_CANCEL);
+        md_bq_clear(&s->resp.body);
+        if (md_local_reply_trailers(s, MD_GRPC_DEADLINE_EXCEEDED, why) < 0) {
+            md_stream_reset_ds(s, NGHTTP2_INTERNAL_ERROR);
+            return;
+        }
+        md_stream_end(s, &s->resp);
+    } else {
+        md_stream_reset_us(s, NGHTTP2_CANCEL);
+        md_stream_reset_ds(s, NGHTTP2_CANCEL);
+    }
+}
+
+static void arm_timer(struct md_stream *s)
+{
+    double idle = s->listener->http.stream_idle_timeout_ms / 1000.0;
+    ev_tstamp now = ev_now(s->w->loop);
+    ev_tstamp next = idle > 0 ? now + idle : 0;
+    if (s->deadline && (!next || s->deadline < next))
+        next = s->deadline;
+    if (!next)
+        return;
+    ev_init(&s->timer, on_timer);
+    s->timer.repeat = next - now > 0.001 ? next - now : 0.001;
+    ev_timer_again(s->w->loop, &s->timer);
+}
+
+static void format_request_id(struct md_worker *w, char *out)
+{
+    uint64_t a = md_worker_rand(w), b = md_worker_rand(w);
+    /* UUID version 4, variant 1 */
+    a = (a & ~0xF000ULL) | 0x4000ULL;
+    b = (b & ~(3ULL << 62)) | (2ULL << 62);
+    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
+             (unsigned)((a >> 16) & 0xFFFF), (unsigned)(a & 0xFFFF), (unsigned)(b >> 48),
+             (unsigned long long)(b & 0xFFFFFFFFFFFFULL));
+}
+
+/* Builds s->us_hdrs: the request as the upstream sees it. Returns 0 or MD_E*. */
+static int build_upstream_headers(struct md_stream *s)
+{
+    const struct md_snap_route *r = s->route;
+    const struct md_half *q = &s->req;
+    size_t cap = q->n_hdrs + r->n_req_add + 3;
+    struct md_hdr *out = md_arena_alloc(&s->arena, cap * sizeof(*out));
+    if (!out)
+        return MD_ENOMEM;
+    size_t n = 0;
+    bool have_xff = false, have_rid = false;
+    for (size_t i = 0; i < q->n_hdrs; i++) {
+        struct md_hdr h = q->hdrs[i];
+        if (h.name_len && h.name[0] == ':') {
+            if (name_is(&h, ":path") && r->prefix_rewrite && r->kind == MD_PATH_MATCH_PREFIX &&
+                h.value_len >= r->path_len) {
+                size_t len = r->prefix_rewrite_len + h.value_len - r->path_len;
+                char *p = md_arena_alloc(&s->arena, len + 1);
+                if (!p)
+                    return MD_ENOMEM;
+                memcpy(p, r->prefix_rewrite, r->prefix_rewrite_len);
+                memcpy(p + r->prefix_rewrite_len, h.value + r->path_len, h.value_len - r->path_len);
+                h.value = p;
+                h.value_len = len;
+            }
+            out[n++] = h;
+            continue;
+        }
+        if (hop_by_hop(&h) || in_names(&h, r->req_remove, r->n_req_remove) ||
+            in_adds(&h, r->req_add, r->n_req_add))
+            continue;
+        if (name_is(&h, "grpc-timeout") && s->deadline)
+            continue; /* replaced by the remaining budget below */
+        if (name_is(&h, "x-forwarded-for") && !have_xff && s->peer_ip && s->peer_ip[0]) {
+            have_xff = true;
+            char *v = md_arena_alloc(&s->arena, h.value_len + strlen(s->peer_ip) + 3);
+            if (!v)
+                return MD_ENOMEM;
+            h.value_len = (size_t)sprintf(v, "%.*s, %s", (int)h.value_len, h.value, s->peer_ip);
+            h.value = v;
+        }
+        have_rid |= name_is(&h, "x-request-id");
+        out[n++] = h;
+    }
+    for (size_t i = 0; i < r->n_req_add; i++)
+        out[n++] = (struct md_hdr){r->req_add[i].name, r->req_add[i].name_len, r->req_add[i].value,
+                                   r->req_add[i].value_len};
+    if (!have_xff && s->peer_ip && s->peer_ip[0])
+        out[n++] = (struct md_hdr){"x-forwarded-for", 15, s->peer_ip, strlen(s->peer_ip)};
+    if (!have_rid) {
+        char *id = md_arena_alloc(&s->arena, 37);
+        if (!id)
+            return MD_ENOMEM;
+        format_request_id(s->w, id);
+        out[n++] = (struct md_hdr){"x-request-id", 12, id, 36};
+    }
+    if (s->deadline && s->grpc) {
+        char *v = md_arena_alloc(&s->arena, 12);
+        if (!v)
+            return MD_ENOMEM;
+        double left = s->deadline - ev_now(s->w->loop);
+        size_t len = md_grpc_timeout_format(left > 0 ? left : 1e-6, v);
+        out[n++] = (struct md_hdr){"grpc-timeout", 12, v, len};
+    }
+    s->us_hdrs = out;
+    s->n_us_hdrs = n;
+    return 0;
+}
+
+void md_router_on_request(struct md_stream *s)
+{
+    const struct md_snapshot *snap = s->w->snap;
+    const struct md_snap_listener *l = s->listener;
+    const struct md_half *q = &s->req;
+    const struct md_hdr *path = md_hdrs_find(q->hdrs, q->n_hdrs, ":path");
+    const struct md_hdr *auth = md_hdrs_find(q->hdrs, q->n_hdrs, ":authority");
+    const struct md_hdr *ct = md_hdrs_find(q->hdrs, q->n_hdrs, "content-type");
+    if (!auth)
+        auth = md_hdrs_find(q->hdrs, q->n_hdrs, "host");
+    s->grpc = ct && md_grpc_is_content_type(ct->value, ct->value_len);
+    if (!path) {
+        md_router_local_reply(s, MD_REPLY_BAD_REQUEST, "request without :path");
+        return;
+    }
+    size_t first = 0; /* pseudo-headers come first (RFC 9113 §8.3) */
+    while (first < q->n_hdrs && q->hdrs[first].name_len && q->hdrs[first].name[0] == ':')
+        first++;
+    struct md_route_input in = {
+        .authority = auth ? auth->value : NULL,
+        .authority_len = auth ? auth->value_len : 0,
+        .path = path->value,
+        .path_len = path->value_len,
+        .grpc = s->grpc,
+        .hdrs = q->hdrs + first,
+        .n_hdrs = q->n_hdrs - first,
+    };
+    const struct md_snap_route_config *rc = &snap->route_configs[l->http.route_config];
+    const struct md_snap_vhost *vh = md_route_match_vhost(rc, in.authority, in.authority_len);
+    s->route = vh ? md_route_match_route(vh, &in) : NULL;
+    if (!s->route) {
+        md_stats_add(md_stats_l(s->w->stats, l->idx, MD_LSTAT_RQ_NO_ROUTE), 1);
+        MD_LOG(MD_LOG_INFO, "http_no_route",
+               "stream=%d.%llu listener=%s authority=\"%.*s\" path=\"%.*s\"", s->w->id,
+               (unsigned long long)s->id, l->name, (int)in.authority_len,
+               in.authority ? in.authority : "",
+               (int)(path->value_len > 200 ? 200 : path->value_len), path->value);
+        md_router_local_reply(s, MD_REPLY_NO_ROUTE,
+                              vh ? "no route matched" : "no virtual host matched");
+        return;
+    }
+    s->cluster = md_route_match_pick_cluster(s->route, (uint32_t)md_worker_rand(s->w));
+
+    double timeout = s->route->timeout_ms / 1000.0, grpc_timeout;
+    const struct md_hdr *gt = md_hdrs_find(q->hdrs, q->n_hdrs, "grpc-timeout");
+    if (gt && md_grpc_timeout_parse(gt->value, gt->value_len, &grpc_timeout) &&
+        (timeout == 0 || grpc_timeout < timeout))
+        timeout = grpc_timeout;
+    if (timeout > 0)
+        s->deadline = ev_now(s->w->loop) + timeout;
+    arm_timer(s);
+
+    if (build_upstream_headers(s) < 0) {
+        md_router_local_reply(s, MD_REPLY_UNAVAILABLE, "out of memory");
+        return;
+    }
+    MD_LOG(MD_LOG_DEBUG, "http_route", "stream=%d.%llu route=%s cluster=%s", s->w->id,
+           (unsigned long long)s->id, s->route->name, snap->clusters[s->cluster].name);
+    if (md_upool_acquire(s->w, s) < 0)
+        md_router_local_reply(s, MD_REPLY_UNAVAILABLE, "out of memory");
+}
+
+void md_router_on_response(struct md_stream *s)
+{
+    const struct md_snap_route *r = s->route;
+    struct md_half *h = &s->resp;
+    size_t n = 0;
+    struct md_hdr *out = md_arena_alloc(&s->arena, (h->n_hdrs + r->n_resp_add + 1) * sizeof(*out));
+    if (!out) {
+        md_stream_reset_us(s, NGHTTP2_CANCEL);
+        md_router_local_reply(s, MD_REPLY_UNAVAILABLE, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < h->n_hdrs; i++) {
+        const struct md_hdr *x = &h->hdrs[i];
+        if (hop_by_hop(x) || in_names(x, r->resp_remove, r->n_resp_remove) ||
+            in_adds(x, r->resp_add, r->n_resp_add))
+            continue;
+        out[n++] = *x;
+    }
+    for (size_t i = 0; i < r->n_resp_add; i++)
+        out[n++] = (struct md_hdr){r->resp_add[i].name, r->resp_add[i].name_len,
+                                   r->resp_add[i].value, r->resp_add[i].value_len};
+    h->hdrs = out;
+    h->n_hdrs = h->cap_hdrs = n;
+    s->resp_started = true;
+    md_stream_notify_headers(s, true);
+}
+
+void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uint32_t h2_error)
+{
+    struct md_worker *w = s->w;
+    struct md_stats *st = w->stats;
+    s->us = NULL;
+    const char *cl = w->snap->clusters[s->cluster].name;
+    if (why == MD_US_CLOSE_REFUSED && s->req.taken == 0 && s->ds && !s->resp_started &&
+        s->connect_attempts++ < MAX_REFUSED_RETRIES) {
+        /* Refused before any of it was processed (RFC 9113 §8.7): safe to send again. */
+        md_stats_add(md_stats_c(st, s->cluster, MD_CSTAT_RQ_REFUSED_RETRY), 1);
+        if (md_upool_acquire(w, s) == 0)
+            return;
+    }
+    switch (why) {
+    case MD_US_CLOSE_DONE: break;
+    case MD_US_CLOSE_RESET:
+        md_stats_add(md_stats_c(st, s->cluster, MD_CSTAT_RQ_RESET), 1);
+        MD_LOG(MD_LOG_INFO, "upstream_reset", "stream=%d.%llu cluster=%s error=%s", w->id,
+               (unsigned long long)s->id, cl, nghttp2_http2_strerror(h2_error));
+        /* Pass the reset on with its code: the client sees what a direct call would. */
+        md_stream_reset_ds(s, h2_error ? h2_error : NGHTTP2_INTERNAL_ERROR);
+        break;
+    case MD_US_CLOSE_REFUSED:
+    case MD_US_CLOSE_CONNECT_FAILED:
+    case MD_US_CLOSE_CONN_LOST:
+        if (s->ds && !s->resp_started) {
+            md_stats_add(md_stats_c(st, s->cluster, MD_CSTAT_RQ_UNAVAILABLE), 1);
+            MD_LOG(MD_LOG_INFO, "upstream_unavailable", "stream=%d.%llu cluster=%s reason=%s",
+                   w->id, (unsigned long long)s->id, cl,
+                   why == MD_US_CLOSE_CONNECT_FAILED ? "connect_failed"
+                   : why == MD_US_CLOSE_REFUSED      ? "refused"
+                                                     : "connection_lost");
+            reply(s, 503, MD_GRPC_UNAVAILABLE,
+                  why == MD_US_CLOSE_CONNECT_FAILED ? "upstream connect failed"
+                                                    : "upstream connection lost");
+        } else if (s->ds && s->grpc && !s->resp.end &&
+                   md_local_reply_trailers(s, MD_GRPC_UNAVAILABLE, "upstream connection lost") ==
+                       0) {
+            md_stream_end(s, &s->resp); /* what arrived is delivered, then the status */
+        } else {
+            md_stream_reset_ds(s, NGHTTP2_INTERNAL_ERROR);
+        }
+        break;
+    }
+    md_stream_detach_us(s);
+}
+
+void md_router_on_downstream_closed(struct md_stream *s, uint32_t h2_error)
+{
+    ev_timer_stop(s->w->loop, &s->timer);
+    md_stream_reset_us(s, h2_error && h2_error != NGHTTP2_NO_ERROR ? h2_error : NGHTTP2_CANCEL);
+}

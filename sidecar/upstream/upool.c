@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "upstream/upool.h"
+
+#include "codec/h2_client.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "loop/worker.h"
+#include "router/router.h"
+#include "upstream/connect.h"
+#include "upstream/lb_rr.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* A connection of the pool: being made, or an h2 client. */
+struct pconn {
+    struct md_list link; /* in md_upool.conns */
+    struct md_upool *pool;
+    size_t ep; /* endpoint index (the one finally connected) */
+    struct md_connect connect;
+    struct md_h2_client *cl; /* NULL while connecting */
+    struct md_list pending;  /* struct pending: streams waiting for the connect */
+    size_t n_pending;
+    char label[128];
+};
+
+/* A stream waiting for its connection: the stream's upstream side meanwhile. */
+struct pending {
+    struct md_list link;
+    struct pconn *pc;
+    struct md_stream *s;
+};
+
+struct md_upool {
+    struct md_worker *w;
+    const struct md_snap_cluster *cl;
+    struct md_list conns;
+};
+
+static const struct md_stream_side_ops pending_ops;
+
+static void pending_headers_ready(void *side) {}
+static void pending_data_ready(void *side) {}
+static void pending_consumed(void *side, size_t n) {}
+
+static void pending_reset(void *side, uint32_t h2_error)
+{
+    struct pending *p = side;
+    md_list_remove(&p->link);
+    p->pc->n_pending--;
+    free(p);
+}
+
+static const struct md_stream_side_ops pending_ops = {
+    .headers_ready = pending_headers_ready,
+    .data_ready = pending_data_ready,
+    .consumed = pending_consumed,
+    .reset = pending_reset,
+};
+
+static size_t load(const struct pconn *pc)
+{
+    return pc->n_pending + (pc->cl ? md_h2_client_load(pc->cl) : 0);
+}
+
+static void pconn_free(struct pconn *pc)
+{
+    md_list_remove(&pc->link);
+    md_connect_cancel(&pc->connect);
+    if (pc->cl)
+        md_stats_add(md_stats_c(pc->pool->w->stats, pc->pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), -1);
+    free(pc);
+}
+
+/* Ends every waiting stream with |why|. */
+static void fail_pending(struct pconn *pc, enum md_us_close why)
+{
+    while (!md_list_empty(&pc->pending)) {
+        struct pending *p = MD_CONTAINER_OF(pc->pending.next, struct pending, link);
+        struct md_stream *s = p->s;
+        md_list_remove(&p->link);
+        pc->n_pending--;
+        free(p);
+        md_router_on_upstream_closed(s, why, 0);
+    }
+}
+
+static void on_client_closed(void *owner, struct md_h2_client *cl)
+{
+    pconn_free(owner);
+}
+
+static void on_connected(struct md_connect *c, int fd, const struct md_snap_endpoint *ep, int err)
+{
+    struct pconn *pc = MD_CONTAINER_OF(c, struct pconn, connect);
+    struct md_upool *pool = pc->pool;
+    struct md_worker *w = pool->w;
+    if (fd < 0) {
+        md_list_remove(&pc->link); /* no new streams join it while the pending ones fail */
+        md_list_init(&pc->link);
+        fail_pending(pc, MD_US_CLOSE_CONNECT_FAILED);
+        pconn_free(pc);
+        return;
+    }
+    pc->ep = (size_t)(ep - pool->cl->endpoints);
+    snprintf(pc->label, sizeof(pc->label), "%s/%s", pool->cl->name, ep->label);
+    struct md_stats *st = w->stats;
+    struct md_h2_client_cfg cfg = {
+        .h2 = &pool->cl->h2,
+        .keepalive_interval_ms = pool->cl->keepalive_interval_ms,
+        .idle_timeout_ms = pool->cl->pool_idle_timeout_ms,
+        .rx_stat = md_stats_c(st, pool->cl->idx, MD_CSTAT_RX_BYTES),
+        .tx_stat = md_stats_c(st, pool->cl->idx, MD_CSTAT_TX_BYTES),
+        .rq_active_stat = md_stats_c(st, pool->cl->idx, MD_CSTAT_RQ_ACTIVE),
+        .label = pc->label,
+    };
+    pc->cl = md_h2_client_new(w, fd, &cfg, on_client_closed, pc);
+    if (!pc->cl) {
+        md_list_remove(&pc->link);
+        md_list_init(&pc->link);
+        fail_pending(pc, MD_US_CLOSE_CONNECT_FAILED);
+        pconn_free(pc);
+        return;
+    }
+    md_stats_add(md_stats_c(st, pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), 1);
+    while (!md_list_empty(&pc->pending)) {
+        struct pending *p = MD_CONTAINER_OF(pc->pending.next, struct pending, link);
+        struct md_stream *s = p->s;
+        md_list_remove(&p->link);
+        pc->n_pending--;
+        free(p);
+        s->us = NULL;
+        if (md_h2_client_submit(pc->cl, s) < 0)
+            md_router_on_upstream_closed(s, MD_US_CLOSE_CONNECT_FAILED, 0);
+    }
+}
+
+static struct md_upool *pool_get(struct md_worker *w, size_t cluster)
+{
+    if (w->upools[cluster])
+        return w->upools[cluster];
+    struct md_upool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->w = w;
+    p->cl = &w->snap->clusters[cluster];
+    md_list_init(&p->conns);
+    w->upools[cluster] = p;
+    return p;
+}
+
+int md_upool_acquire(struct md_worker *w, struct md_stream *s)
+{
+    struct md_upool *pool = pool_get(w, s->cluster);
+    if (!pool)
+        return MD_ENOMEM;
+    const struct md_snap_cluster *cl = pool->cl;
+    long ep = md_lb_rr_pick(&w->rr_cursor[cl->idx], cl->n_endpoints, NULL, 0);
+    struct pconn *best = NULL, *least = NULL;
+    size_t n_ep = 0;
+    for (struct md_list *it = pool->conns.next; it != &pool->conns; it = it->next) {
+        struct pconn *pc = MD_CONTAINER_OF(it, struct pconn, link);
+        if (pc->ep != (size_t)ep || (pc->cl && !md_h2_client_usable(pc->cl)))
+            continue;
+        n_ep++;
+        /* A connection still connecting takes streams up to our own limit. */
+        size_t room = pc->cl ? md_h2_client_capacity(pc->cl)
+                             : (load(pc) < cl->h2.max_concurrent_streams ? 1 : 0);
+        if (room && !best)
+            best = pc;
+        if (!least || load(pc) < load(least))
+            least = pc;
+    }
+    if (!best && n_ep >= cl->max_connections_per_endpoint)
+        best = least; /* full: nghttp2 queues the stream until a slot frees */
+    if (!best) {
+        best = calloc(1, sizeof(*best));
+        if (!best)
+            return MD_ENOMEM;
+        best->pool = pool;
+        best->ep = (size_t)ep;
+        md_list_init(&best->pending);
+        md_list_insert_tail(&pool->conns, &best->link);
+        snprintf(best->label, sizeof(best->label), "%s/%s", cl->name, cl->endpoints[ep].label);
+        /* Queue first: the connect may complete (or fail) before start returns. */
+        struct pending *p = calloc(1, sizeof(*p));
+        if (!p) {
+            md_list_remove(&best->link);
+            free(best);
+            return MD_ENOMEM;
+        }
+        p->pc = best;
+        p->s = s;
+        md_list_insert_tail(&best->pending, &p->link);
+        best->n_pending++;
+        s->us = p;
+        s->us_ops = &pending_ops;
+        md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_RQ_TOTAL), 1);
+        md_connect_start_at(&best->connect, w, cl, s->id, ep, on_connected);
+        return 0;
+    }
+    md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_RQ_TOTAL), 1);
+    if (best->cl)
+        return md_h2_client_submit(best->cl, s);
+    struct pending *p = calloc(1, sizeof(*p));
+    if (!p)
+        return MD_ENOMEM;
+    p->pc = best;
+    p->s = s;
+    md_list_insert_tail(&best->pending, &p->link);
+    best->n_pending++;
+    s->us = p;
+    s->us_ops = &pending_ops;
+    return 0;
+}
+
+void md_upool_free(struct md_upool *p)
+{
+    if (!p)
+        return;
+    while (!md_list_empty(&p->conns)) {
+        struct pconn *pc = MD_CONTAINER_OF(p->conns.next, struct pconn, link);
+        fail_pending(pc, MD_US_CLOSE_CONN_LOST);
+        if (pc->cl)
+            md_h2_client_free(pc->cl);
+        pconn_free(pc);
+    }
+    free(p);
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Upstream HTTP/2 connection pools, one per worker and cluster: endpoints
+ * picked by round robin, streams multiplexed onto a connection to that
+ * endpoint with room (the peer's MAX_CONCURRENT_STREAMS honoured), another
+ * connection opened when all are full, up to max_connections_per_endpoint;
+ * past that, the least loaded connection queues the stream (nghttp2 holds it
+ * until a slot frees). */
+#ifndef MESHD_UPSTREAM_UPOOL_H
+#define MESHD_UPSTREAM_UPOOL_H
+
+#include "http/stream.h"
+
+#include <stddef.h>
+
+struct md_worker;
+struct md_upool;
+
+/* Finds or makes an upstream stream for |s| on cluster s->cluster. The
+ * stream's upstream side is attached now (a pending entry while a connection
+ * is being made); failures later arrive as md_router_on_upstream_closed.
+ * Returns 0, or MD_ENOMEM (nothing attached). */
+int md_upool_acquire(struct md_worker *w, struct md_stream *s);
+
+/* Closes every connection of the pool and frees it. NULL is ignored. */
+void md_upool_free(struct md_upool *p);
+
+#endif
