@@ -14,6 +14,8 @@ Fixtures:
   meshd                                per test: factory starting meshd from a bundle
                                        template; stopped at teardown, and the test
                                        fails on a non-zero exit or a sanitizer report
+  echo_stubs, grpc_backend, h2_backend, through, echo_service, h2_service
+                                       HTTP/2 and gRPC peers: see the section at the end
 """
 import os
 import socket
@@ -124,17 +126,29 @@ class Backends:
     def echo(self):
         return self._add(_backends.EchoServer())
 
-    def sink(self, reply="digest", reply_seed=1):
-        return self._add(_backends.SinkServer(reply=reply, reply_seed=reply_seed))
+    def sink(self, reply="digest", reply_seed=1, hold=False):
+        return self._add(_backends.SinkServer(reply=reply, reply_seed=reply_seed, hold=hold))
 
-    def source(self, nbytes, seed=0, then="close"):
-        return self._add(_backends.SourceServer(nbytes, seed=seed, then=then))
+    def source(self, nbytes, seed=0, then="close", chunk=_backends.CHUNK):
+        return self._add(_backends.SourceServer(nbytes, seed=seed, then=then, chunk=chunk))
 
     def counting(self):
         return self._add(_backends.CountingServer())
 
     def refusing(self):
         return self._add(_backends.RefusingPort())
+
+    def resetting(self, expect, reply=0, reply_seed=1):
+        return self._add(_backends.ResettingServer(expect, reply=reply, reply_seed=reply_seed))
+
+    def end_observer(self, mode, nbytes=1 << 40, seed=0):
+        return self._add(_backends.EndObserver(mode, nbytes=nbytes, seed=seed))
+
+    def manual(self):
+        return self._add(_backends.ManualServer())
+
+    def black_hole(self, fillers=2):
+        return self._add(_backends.BlackHolePort(fillers=fillers))
 
     def stop_all(self):
         for b in reversed(self._all):
@@ -201,3 +215,158 @@ def meshd(request, meshd_bin, meshctl_bin, proto_path, workdir, ports):
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)
 
+
+# -- HTTP/2 and gRPC peers ----------------------------------------------------------
+# echo_stubs     session: test.v1.Echo Python stubs generated from
+#                proto/test/v1/echo.proto into a tmp dir: (pb2, pb2_grpc, dir)
+# grpc_backend   per test: factory(name="echo") -> started env.grpc_backend.GrpcBackend
+#                (a separate server process), stopped by PID at teardown
+# h2_backend     per test: factory(name="h2") -> started env.h2_backend.H2Backend
+# through        per test: factory(bundle, direct_port, **values) -> the port a client
+#                uses: meshd's {listen_port} (meshd started from the bundle), or
+#                with MESHD_IT_DIRECT=1 the backend's own port `direct_port`, to
+#                check the tests themselves against the backends, without meshd.
+#                through.meshd is the Meshd (None when direct).
+# Tests marked proxy_only (no route, upstream down, splits, rewrites) are
+# skipped when MESHD_IT_DIRECT=1; MESHD_IT_DIRECT=all runs them too (to check
+# their mechanics; their proxy assertions then fail, as they must).
+DIRECT = os.environ.get("MESHD_IT_DIRECT") in ("1", "all")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "proxy_only: needs meshd (skipped with MESHD_IT_DIRECT=1)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("MESHD_IT_DIRECT") == "1":
+        skip = pytest.mark.skip(reason="MESHD_IT_DIRECT=1: this test needs meshd")
+        for item in items:
+            if "proxy_only" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def echo_stubs(tmp_path_factory):
+    from env import grpc_backend
+
+    proto_root = Path(os.environ.get("MESHCTL_PROTO_PATH") or HERE.parent / "proto").resolve()
+    d = grpc_backend.generate_stubs(proto_root, tmp_path_factory.mktemp("echo_stubs"))
+    pb, pbg = grpc_backend.import_stubs(d)
+    return pb, pbg, d
+
+
+@pytest.fixture
+def grpc_backend(echo_stubs, ports, workdir, request):
+    from env.grpc_backend import GrpcBackend
+
+    started = []
+
+    def make(name="echo"):
+        b = GrpcBackend(echo_stubs[2], ports.get(), ports.get(), workdir, name=name)
+        started.append(b)
+        return b.start()
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for b in started:
+        b.stop()
+        if failed is not None and failed.failed:
+            sys.stderr.write(f"\n--- grpc backend {b.name} log tail ---\n{b.log()[-3000:]}\n")
+
+
+@pytest.fixture
+def h2_backend():
+    from env.h2_backend import H2Backend
+
+    started = []
+
+    def make(name="h2"):
+        b = H2Backend(name=name)
+        started.append(b)
+        return b.start()
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def through(request):
+    # meshd is set up before this fixture (so torn down after it, and after
+    # fixtures using this one, which close their clients first).
+    factory = None if DIRECT else request.getfixturevalue("meshd")
+
+    def make(bundle, direct_port, **values):
+        if DIRECT:
+            return direct_port
+        m = factory(bundle, **values)
+        make.meshd = m
+        return m.listen_port
+
+    make.meshd = None
+    return make
+
+
+class EchoService:
+    """One test.v1.Echo backend, reached through meshd (or directly with
+    MESHD_IT_DIRECT=1). port: what clients dial; backend: the GrpcBackend;
+    meshd: the Meshd or None; pb: echo_pb2. channel()/stub() make clients
+    that are closed at teardown."""
+
+    def __init__(self, backend, port, meshd, stubs):
+        self.backend = backend
+        self.port = port
+        self.meshd = meshd
+        self.pb, self.pbg, _ = stubs
+        self._channels = []
+
+    def channel(self, **kw):
+        from env.clients import grpc_channel
+
+        ch = grpc_channel(self.port, **kw)
+        self._channels.append(ch)
+        return ch
+
+    def stub(self, channel=None, service="Echo"):
+        return getattr(self.pbg, f"{service}Stub")(channel or self.channel())
+
+    def close(self):
+        for ch in self._channels:
+            ch.close()
+        self._channels.clear()
+
+
+@pytest.fixture
+def echo_service(grpc_backend, through, echo_stubs):
+    """Factory: echo_service(bundle="grpc_basic", route_timeout_ms=0, **values)
+    -> EchoService: a fresh backend, and meshd from `bundle` with
+    {upstream_port} pointing at it (unless given in values)."""
+    made = []
+
+    def make(bundle="grpc_basic", route_timeout_ms=0, backend_name="echo", **values):
+        b = grpc_backend(backend_name)
+        values.setdefault("upstream_port", b.port)
+        port = through(bundle, b.port, route_timeout_ms=route_timeout_ms, **values)
+        svc = EchoService(b, port, through.meshd, echo_stubs)
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.close()
+
+
+@pytest.fixture
+def h2_service(h2_backend, through, backends):
+    """Factory: h2_service(bundle="h2_basic", route_timeout_ms=1000, **values)
+    -> (H2Backend, port): a fresh HTTP/2 backend and meshd in front of it
+    ({down_port} refuses connections), or the backend directly."""
+
+    def make(bundle="h2_basic", route_timeout_ms=1000, **values):
+        b = h2_backend()
+        values.setdefault("upstream_port", b.port)
+        if "{down_port}" in load_bundle(bundle) and "down_port" not in values:
+            values["down_port"] = backends.refusing().port
+        return b, through(bundle, b.port, route_timeout_ms=route_timeout_ms, **values)
+
+    return make

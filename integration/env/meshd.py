@@ -6,6 +6,7 @@ stop by PID, keeping its logs in the test's tmp dir.
               admin_port=..., values={"listen_port": ..., ...}).start()
     m.admin_get("/ready") -> (status, body)
     m.stats() -> env.stats.Exposition (values keyed (name, frozenset(labels)))
+    m.pid, m.memory_kib() -> (VmRSS, VmHWM) in KiB
     m.stop()  -> exit code; fails on a sanitizer report in stderr
 
 Placeholders in the text are `{name}` with no spaces inside the braces, so the
@@ -208,6 +209,26 @@ class Meshd:
             time.sleep(0.02)  # poll interval
         self.stop(check=False)
         self._fail(f"not ready after {self.ready_deadline}s (last /ready: {last!r})")
+
+    def proc_status(self):
+        """/proc/<pid>/status of the running meshd as {field: value text}."""
+        with open(f"/proc/{self.pid}/status") as f:
+            fields = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+        # setpriv/prlimit exec meshd, so the PID is meshd's own.
+        assert fields.get("Name", "").strip() == "meshd", f"pid {self.pid} is {fields.get('Name')!r}"
+        return fields
+
+    def memory_kib(self):
+        """(VmRSS, VmHWM) of the running meshd in KiB: resident memory now,
+        and its peak since meshd started."""
+        st = self.proc_status()
+
+        def kib(name):
+            val, unit = st[name].split()
+            assert unit == "kB", f"{name}: {st[name]!r}"
+            return int(val)
+
+        return kib("VmRSS"), kib("VmHWM")
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -5,6 +5,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "loop/worker.h"
+#include "net/errwatch.h"
 #include "upstream/connect.h"
 
 #include <errno.h>
@@ -22,7 +23,8 @@
 struct side {
     int fd;
     ev_io rio, wio;
-    bool shut_wr; /* we sent FIN on it */
+    struct md_errwatch ew; /* resets while neither watcher is on */
+    bool shut_wr;          /* we sent FIN on it */
 };
 
 /* One direction: src -> (pipe | buf) -> dst. */
@@ -264,6 +266,30 @@ static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
     session_free(s, false, "idle_timeout");
 }
 
+static void on_ds_error(struct md_errwatch *ew, uint32_t events);
+static void on_us_error(struct md_errwatch *ew, uint32_t events);
+
+static void side_error(struct session *s, struct side *x)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(x->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0)
+        return; /* both FINs seen: the directions end on their own */
+    session_free(s, true, err == ECONNRESET ? "peer_reset" : md_err_str(-err));
+}
+
+static void on_ds_error(struct md_errwatch *ew, uint32_t events)
+{
+    struct session *s = MD_CONTAINER_OF(ew, struct session, ds.ew);
+    side_error(s, &s->ds);
+}
+
+static void on_us_error(struct md_errwatch *ew, uint32_t events)
+{
+    struct session *s = MD_CONTAINER_OF(ew, struct session, us.ew);
+    side_error(s, &s->us);
+}
+
 static void on_connected(struct md_connect *c, int fd, const struct md_snap_endpoint *ep, int err)
 {
     struct session *s = MD_CONTAINER_OF(c, struct session, connect);
@@ -287,6 +313,9 @@ static void on_connected(struct md_connect *c, int fd, const struct md_snap_endp
     ev_timer_again(w->loop, &s->idle);
     ev_io_start(w->loop, &s->ds.rio);
     ev_io_start(w->loop, &s->us.rio);
+    /* Without it a reset on a paused or half-closed side waits for the idle timeout. */
+    md_errwatch_add(&w->errwatch, s->ds.fd, &s->ds.ew, on_ds_error);
+    md_errwatch_add(&w->errwatch, fd, &s->us.ew, on_us_error);
 }
 
 static void dir_init(struct dir *d, struct side *src, struct side *dst,

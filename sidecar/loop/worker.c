@@ -81,6 +81,7 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     memset(w, 0, sizeof(*w));
     w->id = id;
     w->reserve_fd = -1;
+    w->errwatch.epfd = -1;
     md_list_init(&w->sessions);
     md_list_init(&w->deferred);
     md_list_init(&w->h2_conns);
@@ -107,6 +108,9 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     ev_async_start(w->loop, &w->wake);
     ev_prepare_init(&w->prepare, on_prepare);
     ev_prepare_start(w->loop, &w->prepare);
+    int rc = md_errwatch_set_init(&w->errwatch, w->loop);
+    if (rc < 0)
+        return rc;
     for (size_t i = 0; i < snap->n_listeners; i++) {
         int err;
         w->listeners[i] = md_listener_new(w, &snap->listeners[i], &err);
@@ -178,6 +182,7 @@ void md_worker_fini(struct md_worker *w)
     if (w->loop) {
         ev_async_stop(w->loop, &w->wake);
         ev_prepare_stop(w->loop, &w->prepare);
+        md_errwatch_set_fini(&w->errwatch, w->loop);
         ev_loop_destroy(w->loop);
     }
     free(w->listeners);

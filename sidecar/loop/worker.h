@@ -7,6 +7,7 @@
 
 #include "core/list.h"
 #include "core/stats.h"
+#include "net/errwatch.h"
 #include "snapshot.h"
 
 #include <ev.h>
@@ -52,9 +53,10 @@ struct md_worker {
     ev_async wake;
     struct md_list deferred; /* md_defer entries to run before sleeping */
     ev_prepare prepare;
-    struct md_list h2_conns;  /* downstream HTTP/2 connections */
-    struct md_upool **upools; /* [snap->n_clusters] upstream pools, made on first use */
-    uint64_t rng;             /* xorshift state: route splits, request ids */
+    struct md_list h2_conns;         /* downstream HTTP/2 connections */
+    struct md_upool **upools;        /* [snap->n_clusters] upstream pools, made on first use */
+    uint64_t rng;                    /* xorshift state: route splits, request ids */
+    struct md_errwatch_set errwatch; /* resets on sockets not being read */
 };
 
 /* Creates the worker's loop and binds one socket per listener of |snap|.
