@@ -35,7 +35,12 @@ size_t md_grpc_timeout_format(double seconds, char *buf)
         double per_second;
     } units[] = {{'n', 1e9}, {'u', 1e6}, {'m', 1e3}, {'S', 1}, {'M', 1.0 / 60}, {'H', 1.0 / 3600}};
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        double n = ceil(seconds * units[i].per_second);
+        double v = seconds * units[i].per_second;
+        /* Round down (the upstream must never get more time than is left),
+         * forgiving the float error of an exact value (0.9 s = 899999.99..u). */
+        double n = floor(v);
+        if (v - n > 0.999)
+            n += 1;
         if (n < 1)
             n = 1;
         if (n <= 99999999)

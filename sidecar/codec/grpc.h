@@ -23,7 +23,8 @@ enum md_grpc_status {
 bool md_grpc_timeout_parse(const char *v, size_t len, double *seconds);
 
 /* Formats |seconds| (> 0) as a grpc-timeout value in the finest unit that
- * fits 8 digits, rounding up so the upstream never sees more than it has.
+ * fits 8 digits, rounding down so the upstream never sees more than is left
+ * (but at least 1 unit).
  * Writes at most 10 bytes plus NUL into |buf|; returns the length. */
 size_t md_grpc_timeout_format(double seconds, char *buf);
 

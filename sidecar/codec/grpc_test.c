@@ -34,11 +34,15 @@ static void test_timeout_format_roundtrip(void **state)
         assert_true(n <= 10);
         double back;
         assert_true(md_grpc_timeout_parse(buf, n, &back));
-        assert_true(back >= in[i] - 1e-12);         /* never less than given */
-        assert_true(back <= in[i] * 1.0001 + 1e-6); /* and barely more */
+        assert_true(back <= in[i] * (1 + 1e-12)); /* never more than given */
+        assert_true(back >= in[i] * 0.9999);      /* and barely less */
     }
     md_grpc_timeout_format(0.25, buf);
     assert_string_equal(buf, "250000u");
+    md_grpc_timeout_format(0.9, buf); /* 899999.999...u in floating point */
+    assert_string_equal(buf, "900000u");
+    md_grpc_timeout_format(1.0000004, buf);
+    assert_string_equal(buf, "1000000u");
 }
 
 static void test_content_type(void **state)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "codec/h2_server.h"
 
+#include "codec/grpc.h"
 #include "codec/h2_conn.h"
 #include "core/log.h"
 #include "http/stream.h"
@@ -120,7 +121,13 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
 {
     struct h2sc *c = user;
     struct h2ss *ss = stream_of(sess, frame->hd.stream_id);
-    if (!ss || !ss->s || ss->too_large)
+    if (!ss || !ss->s)
+        return 0;
+    /* Known even when the block is refused: a gRPC client must get its error
+     * as a gRPC status. */
+    if (namelen == 12 && memcmp(name, "content-type", 12) == 0 && !ss->s->req.headers_done)
+        ss->s->grpc = md_grpc_is_content_type((const char *)value, valuelen);
+    if (ss->too_large)
         return 0;
     /* RFC 9113 §6.5.2: the list size counts 32 bytes of overhead per field. */
     ss->header_bytes += namelen + valuelen + 32;
@@ -212,6 +219,11 @@ static ssize_t read_resp(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t
     if (!s)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     size_t n = md_stream_take(s, &s->resp, buf, length);
+    if (s->resp.body.len == 0 && s->reset_after_body) {
+        /* The upstream reset after these bytes: deliver them, then the reset. */
+        nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, id, s->reset_after_body);
+        return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+    }
     if (s->resp.body.len == 0 && s->resp.end) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
         if (s->resp.n_trailers) {

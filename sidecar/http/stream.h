@@ -63,9 +63,10 @@ struct md_stream {
     const char *peer_ip; /* downstream peer, for x-forwarded-for; owned by the ds codec */
     const struct md_snap_route *route;
     size_t cluster;
-    bool grpc;         /* content-type application/grpc* */
-    bool resp_started; /* response headers were handed to the ds side */
-    bool local_reply;  /* the response is made by meshd */
+    bool grpc;                 /* content-type application/grpc* */
+    bool resp_started;         /* response headers were handed to the ds side */
+    bool local_reply;          /* the response is made by meshd */
+    uint32_t reset_after_body; /* h2 error: reset downstream once the queued body is sent */
     int connect_attempts;
     ev_tstamp started;
     ev_tstamp last_active;  /* body bytes moved either way */

@@ -326,8 +326,14 @@ void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uin
         md_stats_add(md_stats_c(st, s->cluster, MD_CSTAT_RQ_RESET), 1);
         MD_LOG(MD_LOG_INFO, "upstream_reset", "stream=%d.%llu cluster=%s error=%s", w->id,
                (unsigned long long)s->id, cl, nghttp2_http2_strerror(h2_error));
-        /* Pass the reset on with its code: the client sees what a direct call would. */
-        md_stream_reset_ds(s, h2_error ? h2_error : NGHTTP2_INTERNAL_ERROR);
+        /* Pass the reset on with its code, after what arrived before it: the
+         * client sees what a direct call would. */
+        if (s->ds && s->resp_started && s->resp.body.len > 0) {
+            s->reset_after_body = h2_error ? h2_error : NGHTTP2_INTERNAL_ERROR;
+            md_stream_notify_data(s, true);
+        } else {
+            md_stream_reset_ds(s, h2_error ? h2_error : NGHTTP2_INTERNAL_ERROR);
+        }
         break;
     case MD_US_CLOSE_REFUSED:
     case MD_US_CLOSE_CONNECT_FAILED:

@@ -67,8 +67,11 @@ static void pconn_free(struct pconn *pc)
 {
     md_list_remove(&pc->link);
     md_connect_cancel(&pc->connect);
-    if (pc->cl)
-        md_stats_add(md_stats_c(pc->pool->w->stats, pc->pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), -1);
+    if (pc->cl) {
+        struct md_stats *st = pc->pool->w->stats;
+        md_stats_add(md_stats_c(st, pc->pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), -1);
+        md_stats_add(md_stats_c(st, pc->pool->cl->idx, MD_CSTAT_CX_ACTIVE), -1);
+    }
     free(pc);
 }
 
@@ -123,6 +126,7 @@ static void on_connected(struct md_connect *c, int fd, const struct md_snap_endp
         return;
     }
     md_stats_add(md_stats_c(st, pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), 1);
+    md_stats_add(md_stats_c(st, pool->cl->idx, MD_CSTAT_CX_ACTIVE), 1);
     while (!md_list_empty(&pc->pending)) {
         struct pending *p = MD_CONTAINER_OF(pc->pending.next, struct pending, link);
         struct md_stream *s = p->s;
