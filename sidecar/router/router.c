@@ -360,8 +360,41 @@ void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uin
     md_stream_detach_us(s);
 }
 
+static const char *hdr_value(const struct md_hdr *h, size_t n, const char *name, int *len)
+{
+    const struct md_hdr *x = md_hdrs_find(h, n, name);
+    *len = x ? (int)(x->value_len > 200 ? 200 : x->value_len) : 1;
+    return x ? x->value : "-";
+}
+
+/* One line per request, when it ends: the access log. */
+static void access_log(const struct md_stream *s, uint32_t h2_error)
+{
+    const struct md_half *q = &s->req, *r = &s->resp;
+    int ml, pl, al, sl, gl;
+    const char *method = hdr_value(q->hdrs, q->n_hdrs, ":method", &ml);
+    const char *path = hdr_value(q->hdrs, q->n_hdrs, ":path", &pl);
+    const char *auth = hdr_value(q->hdrs, q->n_hdrs, ":authority", &al);
+    const char *status = hdr_value(r->hdrs, r->n_hdrs, ":status", &sl);
+    const char *grpc = hdr_value(r->trailers, r->n_trailers, "grpc-status", &gl);
+    if (grpc[0] == '-')
+        grpc = hdr_value(r->hdrs, r->n_hdrs, "grpc-status", &gl);
+    md_log(MD_LOG_INFO, "http_access",
+           "stream=%d.%llu listener=%s method=%.*s authority=\"%.*s\" path=\"%.*s\" route=%s "
+           "cluster=%s status=%.*s grpc_status=%.*s req_bytes=%llu resp_bytes=%llu "
+           "duration_ms=%.1f local_reply=%d reset=%s",
+           s->w->id, (unsigned long long)s->id, s->listener->name, ml, method, al, auth, pl, path,
+           s->route ? s->route->name : "-", s->route ? s->w->snap->clusters[s->cluster].name : "-",
+           s->resp_started ? sl : 1, s->resp_started ? status : "-", gl, grpc,
+           (unsigned long long)q->body_bytes, (unsigned long long)r->body_bytes,
+           (ev_now(s->w->loop) - s->started) * 1000.0, s->local_reply,
+           h2_error ? nghttp2_http2_strerror(h2_error) : "-");
+}
+
 void md_router_on_downstream_closed(struct md_stream *s, uint32_t h2_error)
 {
+    if (md_log_enabled(MD_LOG_INFO))
+        access_log(s, h2_error);
     ev_timer_stop(s->w->loop, &s->timer);
     md_stream_reset_us(s, h2_error && h2_error != NGHTTP2_NO_ERROR ? h2_error : NGHTTP2_CANCEL);
 }
