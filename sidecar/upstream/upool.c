@@ -139,6 +139,21 @@ static void on_connected(struct md_connect *c, int fd, const struct md_snap_endp
     }
 }
 
+/* Queues |s| on the connection being made; the entry is |s|'s upstream side meanwhile. */
+static int add_pending(struct pconn *pc, struct md_stream *s)
+{
+    struct pending *p = calloc(1, sizeof(*p));
+    if (!p)
+        return MD_ENOMEM;
+    p->pc = pc;
+    p->s = s;
+    md_list_insert_tail(&pc->pending, &p->link);
+    pc->n_pending++;
+    s->us = p;
+    s->us_ops = &pending_ops;
+    return 0;
+}
+
 static struct md_upool *pool_get(struct md_worker *w, size_t cluster)
 {
     if (w->upools[cluster])
@@ -177,7 +192,8 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
     }
     if (!best && n_ep >= cl->max_connections_per_endpoint)
         best = least; /* full: nghttp2 queues the stream until a slot frees */
-    if (!best) {
+    bool fresh = !best;
+    if (fresh) {
         best = calloc(1, sizeof(*best));
         if (!best)
             return MD_ENOMEM;
@@ -186,35 +202,19 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
         md_list_init(&best->pending);
         md_list_insert_tail(&pool->conns, &best->link);
         snprintf(best->label, sizeof(best->label), "%s/%s", cl->name, cl->endpoints[ep].label);
-        /* Queue first: the connect may complete (or fail) before start returns. */
-        struct pending *p = calloc(1, sizeof(*p));
-        if (!p) {
+    }
+    int rc = best->cl ? md_h2_client_submit(best->cl, s) : add_pending(best, s);
+    if (rc < 0) {
+        if (fresh) {
             md_list_remove(&best->link);
             free(best);
-            return MD_ENOMEM;
         }
-        p->pc = best;
-        p->s = s;
-        md_list_insert_tail(&best->pending, &p->link);
-        best->n_pending++;
-        s->us = p;
-        s->us_ops = &pending_ops;
-        md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_RQ_TOTAL), 1);
-        md_connect_start_at(&best->connect, w, cl, s->id, ep, on_connected);
-        return 0;
+        return rc;
     }
     md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_RQ_TOTAL), 1);
-    if (best->cl)
-        return md_h2_client_submit(best->cl, s);
-    struct pending *p = calloc(1, sizeof(*p));
-    if (!p)
-        return MD_ENOMEM;
-    p->pc = best;
-    p->s = s;
-    md_list_insert_tail(&best->pending, &p->link);
-    best->n_pending++;
-    s->us = p;
-    s->us_ops = &pending_ops;
+    /* After queueing: the connect may complete (or fail) before it returns. */
+    if (fresh)
+        md_connect_start_at(&best->connect, w, cl, s->id, ep, on_connected);
     return 0;
 }
 
