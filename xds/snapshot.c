@@ -98,7 +98,10 @@ static int build_listener(const Mesh__V1__Bundle *b, const Mesh__V1__Listener *l
     if (l->handler_case == MESH__V1__LISTENER__HANDLER_HTTP) {
         const Mesh__V1__HttpConnectionManager *h = l->http;
         out->handler = MD_HANDLER_HTTP;
-        out->http.codec = MD_HTTP_CODEC_H2C;
+        out->http.codec =
+            h->codec == MESH__V1__HTTP_CONNECTION_MANAGER__CODEC__HTTP1  ? MD_HTTP_CODEC_HTTP1
+            : h->codec == MESH__V1__HTTP_CONNECTION_MANAGER__CODEC__AUTO ? MD_HTTP_CODEC_AUTO
+                                                                         : MD_HTTP_CODEC_H2C;
         out->http.route_config = (size_t)md_validate_find_route_config(b, h->route_config);
         build_h2_opts(h->http2, &out->http.h2);
         out->http.stream_idle_timeout_ms =
@@ -446,7 +449,8 @@ static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct 
 {
     fprintf(f, "listener {\n  name: \"%s\"\n  address: \"%s\"\n", l->name, l->label);
     if (l->handler == MD_HANDLER_HTTP) {
-        fprintf(f, "  http {\n    codec: H2C\n    route_config: \"%s\"\n",
+        static const char *const codecs[] = {"H2C", "HTTP1", "AUTO"};
+        fprintf(f, "  http {\n    codec: %s\n    route_config: \"%s\"\n", codecs[l->http.codec],
                 snap->route_configs[l->http.route_config].name);
         dump_h2(f, 4, &l->http.h2);
         fprintf(f, "    stream_idle_timeout_ms: %u\n    idle_timeout_ms: %u\n  }\n}\n",

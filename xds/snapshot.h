@@ -123,7 +123,7 @@ struct md_snap_cluster {
 
 enum md_snap_handler { MD_HANDLER_TCP_PROXY, MD_HANDLER_HTTP };
 
-enum md_http_codec { MD_HTTP_CODEC_H2C };
+enum md_http_codec { MD_HTTP_CODEC_H2C, MD_HTTP_CODEC_HTTP1, MD_HTTP_CODEC_AUTO };
 
 struct md_snap_http {
     enum md_http_codec codec;

@@ -834,7 +834,7 @@ static void test_http_listener_route_config(void **state)
     expect_error(&h.f.b, WEB "http.route_config: unknown route_config \"nope\"");
     h.hcm.route_config = "rc";
     h.hcm.codec = 5;
-    expect_error(&h.f.b, WEB "http.codec: unknown enum value 5 (known: H2C)");
+    expect_error(&h.f.b, WEB "http.codec: unknown enum value 5 (known: H2C, HTTP1, AUTO)");
 }
 
 static void test_http_listener_h2_ranges(void **state)

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "loop/worker.h"
 
+#include "codec/h1_server.h"
 #include "codec/h2_server.h"
+#include "net/detect.h"
 #include "codec/tcp_proxy.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -23,18 +25,26 @@ static void stop_accepting(struct md_worker *w)
             md_listener_close(w->listeners[i]);
 }
 
+static void close_connections(struct md_worker *w)
+{
+    md_detect_close_all(w);
+    md_tcp_proxy_close_all(w);
+    md_h2_server_close_all(w);
+    md_h1_server_close_all(w);
+}
+
 static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct md_worker *w = MD_CONTAINER_OF(a, struct md_worker, wake);
     unsigned cmd = __atomic_exchange_n(&w->cmd, 0, __ATOMIC_ACQ_REL);
     if (cmd & (MD_WORKER_CMD_STOP_ACCEPT | MD_WORKER_CMD_EXIT))
         stop_accepting(w);
-    if (cmd & (MD_WORKER_CMD_STOP_ACCEPT | MD_WORKER_CMD_EXIT))
+    if (cmd & (MD_WORKER_CMD_STOP_ACCEPT | MD_WORKER_CMD_EXIT)) {
         md_h2_server_drain_all(w);
-    if (cmd & (MD_WORKER_CMD_CLOSE_ALL | MD_WORKER_CMD_EXIT)) {
-        md_tcp_proxy_close_all(w);
-        md_h2_server_close_all(w);
+        md_h1_server_drain_all(w);
     }
+    if (cmd & (MD_WORKER_CMD_CLOSE_ALL | MD_WORKER_CMD_EXIT))
+        close_connections(w);
     if (cmd & MD_WORKER_CMD_EXIT)
         ev_break(loop, EVBREAK_ALL);
 }
@@ -85,6 +95,8 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     md_list_init(&w->sessions);
     md_list_init(&w->deferred);
     md_list_init(&w->h2_conns);
+    md_list_init(&w->h1_conns);
+    md_list_init(&w->detecting);
     w->snap = md_snapshot_ref(snap);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -161,8 +173,7 @@ void md_worker_fini(struct md_worker *w)
         pthread_join(w->thread, NULL);
         w->thread_started = false;
     } else if (w->loop) {
-        md_tcp_proxy_close_all(w);
-        md_h2_server_close_all(w);
+        close_connections(w);
     }
     if (w->loop) {
         if (w->upools)

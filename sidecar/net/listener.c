@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "net/listener.h"
 
+#include "codec/h1_server.h"
 #include "codec/h2_server.h"
+#include "net/detect.h"
 #include "codec/tcp_proxy.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -14,10 +16,15 @@
 static void on_conn(struct md_acceptor *a, int fd)
 {
     struct md_listener *ln = MD_CONTAINER_OF(a, struct md_listener, acc);
-    if (ln->cfg->handler == MD_HANDLER_HTTP)
-        md_h2_server_start(ln->w, ln->cfg, fd);
+    const struct md_snap_listener *l = ln->cfg;
+    if (l->handler == MD_HANDLER_TCP_PROXY)
+        md_tcp_proxy_start(ln->w, l, fd);
+    else if (l->http.codec == MD_HTTP_CODEC_H2C)
+        md_h2_server_start(ln->w, l, fd);
+    else if (l->http.codec == MD_HTTP_CODEC_HTTP1)
+        md_h1_server_start(ln->w, l, fd);
     else
-        md_tcp_proxy_start(ln->w, ln->cfg, fd);
+        md_detect_start(ln->w, l, fd);
 }
 
 static void on_exhausted(struct md_acceptor *a, int err)

@@ -1,0 +1,652 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "codec/h1_server.h"
+
+#include "codec/grpc.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "http/stream.h"
+#include "loop/worker.h"
+#include "router/router.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_BUF 16384
+#define OUT_HIGH (64u * 1024u)       /* response bytes pulled ahead of the socket */
+#define REQ_BODY_HIGH (256u * 1024u) /* request bytes held before reading pauses */
+#define MAX_URL 8192
+#define MAX_HEADERS 100
+
+struct h1c {
+    struct md_list link; /* in worker->h1_conns */
+    struct md_worker *w;
+    const struct md_snap_listener *l;
+    int fd;
+    ev_io rio, wio;
+    ev_timer idle;
+    struct md_defer flush;
+    llhttp_t parser;
+    uint8_t in[READ_BUF]; /* read but not parsed yet (paused between requests) */
+    size_t in_len;
+    uint8_t *out;
+    size_t out_len, out_cap;
+    struct md_stream *s; /* the request being served */
+    char url[MAX_URL];
+    size_t url_len;
+    char name[256];
+    size_t name_len;
+    char *value; /* header value being gathered (malloc'd, bounded) */
+    size_t value_len, value_cap;
+    size_t header_bytes, n_headers;
+    int error_status;         /* refused while parsing: 400/413/414/431 */
+    const char *error_reason; /* ours, when llhttp's would not say it */
+    bool req_done, resp_head_sent, resp_done, chunked, head_request, keep_alive;
+    bool paused_body; /* reading stopped: the upstream is behind */
+    bool closing, draining;
+    bool abort_close; /* close with RST: a response was cut short */
+    bool peer_eof;    /* the client half-closed */
+    char peer_ip[INET6_ADDRSTRLEN];
+};
+
+static const struct md_stream_side_ops ds_ops;
+static llhttp_settings_t settings;
+
+static void want_flush(struct h1c *c)
+{
+    md_worker_defer(c->w, &c->flush);
+}
+
+static void conn_free(struct h1c *c, bool reset)
+{
+    struct md_worker *w = c->w;
+    if (c->s) {
+        struct md_stream *s = c->s;
+        c->s = NULL;
+        md_router_on_downstream_closed(s, c->resp_done && c->req_done ? 0 : 8 /* CANCEL */);
+        md_stream_detach_ds(s);
+    }
+    md_worker_defer_cancel(&c->flush);
+    ev_io_stop(w->loop, &c->rio);
+    ev_io_stop(w->loop, &c->wio);
+    ev_timer_stop(w->loop, &c->idle);
+    if (reset) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    close(c->fd);
+    md_list_remove(&c->link);
+    md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_CX_ACTIVE), -1);
+    __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
+    free(c->out);
+    free(c->value);
+    free(c);
+}
+
+static int out_append(struct h1c *c, const void *p, size_t n)
+{
+    if (c->out_len + n > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + n)
+            cap *= 2;
+        uint8_t *o = realloc(c->out, cap);
+        if (!o)
+            return MD_ENOMEM;
+        c->out = o;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+    return 0;
+}
+
+static int out_printf(struct h1c *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int out_printf(struct h1c *c, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    return out_append(c, buf, n < (int)sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+/* A request meshd refuses while parsing: answer and close (RFC 9112 §11.2:
+ * after a framing error the rest of the connection cannot be trusted). */
+static void refuse(struct h1c *c, int status, const char *why)
+{
+    MD_LOG(MD_LOG_INFO, "http1_bad_request", "listener=%s peer=%s status=%d reason=\"%s\"",
+           c->l->name, c->peer_ip, status, why);
+    if (!c->resp_head_sent) {
+        char body[160];
+        int n = snprintf(body, sizeof(body), "%s\n", why);
+        out_printf(c,
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                   "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                   status, reason(status), n, body);
+    }
+    c->keep_alive = false;
+    c->closing = true;
+    want_flush(c);
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct h1c *c = p->data;
+    c->url_len = c->name_len = c->value_len = 0;
+    c->header_bytes = c->n_headers = 0;
+    c->error_status = 0;
+    c->error_reason = NULL;
+    c->req_done = c->resp_head_sent = c->resp_done = c->chunked = c->head_request = false;
+    c->s = md_stream_new(c->w, c->l, c, &ds_ops);
+    if (!c->s)
+        return -1;
+    c->s->peer_ip = c->peer_ip;
+    md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_TOTAL), 1);
+    md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), 1);
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct h1c *c = p->data;
+    if (c->url_len + len >= sizeof(c->url)) {
+        c->error_status = 414;
+        return -1;
+    }
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    return 0;
+}
+
+static int count_header_bytes(struct h1c *c, size_t len)
+{
+    c->header_bytes += len;
+    if (c->header_bytes > c->l->http.h2.max_header_list_size) {
+        c->error_status = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct h1c *c = p->data;
+    if (count_header_bytes(c, len) < 0)
+        return -1;
+    if (c->name_len + len >= sizeof(c->name)) {
+        c->error_status = 431;
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) /* HTTP/2 and the router see lower case */
+        c->name[c->name_len++] = (char)((at[i] >= 'A' && at[i] <= 'Z') ? at[i] + 32 : at[i]);
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct h1c *c = p->data;
+    if (count_header_bytes(c, len) < 0)
+        return -1;
+    if (c->value_len + len > c->value_cap) {
+        size_t cap = c->value_cap ? c->value_cap : 256;
+        while (cap < c->value_len + len)
+            cap *= 2;
+        char *v = realloc(c->value, cap);
+        if (!v)
+            return -1;
+        c->value = v;
+        c->value_cap = cap;
+    }
+    memcpy(c->value + c->value_len, at, len);
+    c->value_len += len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct h1c *c = p->data;
+    /* RFC 9112 §5.2: obs-fold must be refused (llhttp passes it through). */
+    if (memchr(c->value ? c->value : "", '\n', c->value_len) ||
+        memchr(c->value ? c->value : "", '\r', c->value_len)) {
+        c->error_status = 400;
+        c->error_reason = "obsolete line folding in a header field";
+        return -1;
+    }
+    if (++c->n_headers > MAX_HEADERS) {
+        c->error_status = 431;
+        return -1;
+    }
+    int rc = md_stream_add_header(c->s, &c->s->req, c->name, c->name_len, c->value ? c->value : "",
+                                  c->value_len);
+    c->name_len = c->value_len = 0;
+    return rc < 0 ? -1 : 0;
+}
+
+static bool name_eq(const struct md_hdr *h, const char *n)
+{
+    size_t len = strlen(n);
+    return h->name_len == len && memcmp(h->name, n, len) == 0;
+}
+
+/* HTTP/2-shaped request: pseudo-headers first, then the fields except Host
+ * (it becomes :authority) and the HTTP/1 framing fields. */
+static int to_h2_shape(struct h1c *c)
+{
+    struct md_stream *s = c->s;
+    struct md_half *q = &s->req;
+    const struct md_hdr *host = md_hdrs_find(q->hdrs, q->n_hdrs, "host");
+    const char *method = llhttp_method_name(llhttp_get_method(&c->parser));
+    size_t n = 0, cap = q->n_hdrs + 4;
+    struct md_hdr *v = md_arena_alloc(&s->arena, cap * sizeof(*v));
+    char *path = md_arena_strndup(&s->arena, c->url, c->url_len);
+    if (!v || !path)
+        return MD_ENOMEM;
+    v[n++] = (struct md_hdr){":method", 7, method, strlen(method)};
+    v[n++] = (struct md_hdr){":scheme", 7, "http", 4};
+    if (host)
+        v[n++] = (struct md_hdr){":authority", 10, host->value, host->value_len};
+    v[n++] = (struct md_hdr){":path", 5, path, c->url_len};
+    for (size_t i = 0; i < q->n_hdrs; i++) {
+        const struct md_hdr *h = &q->hdrs[i];
+        if (name_eq(h, "host") || name_eq(h, "content-length") || name_eq(h, "expect"))
+            continue; /* framing is HTTP/1's own; the upstream codec frames anew */
+        v[n++] = *h;
+    }
+    q->hdrs = v;
+    q->n_hdrs = q->cap_hdrs = n;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct h1c *c = p->data;
+    struct md_stream *s = c->s;
+    if (c->url_len == 0 || c->url[0] != '/') {
+        /* origin-form only: absolute-form and CONNECT are for forward proxies */
+        c->error_status = 400;
+        return -1;
+    }
+    const struct md_hdr *expect = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, "expect");
+    if (expect && expect->value_len == 12 && strncasecmp(expect->value, "100-continue", 12) == 0 &&
+        p->http_minor >= 1) {
+        /* meshd reads the body itself, bounded by backpressure: the client may
+         * as well send it now. */
+        if (out_append(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
+            return -1;
+        want_flush(c);
+    }
+    if (to_h2_shape(c) < 0)
+        return -1;
+    c->head_request = llhttp_get_method(p) == HTTP_HEAD;
+    c->keep_alive = llhttp_should_keep_alive(p) && !c->draining;
+    bool body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    s->req.headers_done = true;
+    s->req.headers_end = s->req.end = !body;
+    c->req_done = false;
+    md_router_on_request(s);
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct h1c *c = p->data;
+    if (c->s && md_stream_body(c->s, &c->s->req, at, len) < 0)
+        return -1;
+    if (c->s && c->s->req.body.len > REQ_BODY_HIGH)
+        c->paused_body = true; /* stop reading until the upstream takes some */
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct h1c *c = p->data;
+    c->req_done = true;
+    if (c->s && !c->s->req.end)
+        md_stream_end(c->s, &c->s->req);
+    want_flush(c);
+    return HPE_PAUSED; /* the next request waits until this one is answered */
+}
+
+/* Feeds buffered input to the parser: up to the end of a request, whose
+ * answer the next one waits for (pipelining answers in order). */
+static void parse(struct h1c *c)
+{
+    while (c->in_len > 0 && !c->closing && !(c->s && c->req_done)) {
+        llhttp_errno_t e = llhttp_execute(&c->parser, (const char *)c->in, c->in_len);
+        size_t used = c->in_len;
+        if (e == HPE_PAUSED) {
+            used = (size_t)((const uint8_t *)llhttp_get_error_pos(&c->parser) - c->in);
+            llhttp_resume(&c->parser);
+        } else if (e != HPE_OK) {
+            int status = c->error_status ? c->error_status : 400;
+            refuse(c, status,
+                   c->error_reason ? c->error_reason
+                   : status == 414 ? "request target too long"
+                   : status == 431 ? "request header fields too large or too many"
+                                   : llhttp_get_error_reason(&c->parser));
+            return;
+        }
+        memmove(c->in, c->in + used, c->in_len - used);
+        c->in_len -= used;
+    }
+}
+
+static void end_exchange(struct h1c *c)
+{
+    struct md_stream *s = c->s;
+    c->s = NULL;
+    md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), -1);
+    md_router_on_downstream_closed(s, 0);
+    md_stream_detach_ds(s);
+    if (!c->keep_alive)
+        c->closing = true;
+    else if (c->l->http.idle_timeout_ms)
+        ev_timer_again(c->w->loop, &c->idle);
+}
+
+static void pull_body(struct h1c *c)
+{
+    struct md_stream *s = c->s;
+    uint8_t buf[16384];
+    while (c->out_len < OUT_HIGH && !c->resp_done) {
+        size_t want = OUT_HIGH - c->out_len < sizeof(buf) ? OUT_HIGH - c->out_len : sizeof(buf);
+        size_t n = md_stream_take(s, &s->resp, buf, want);
+        if (n && !c->head_request) {
+            if (c->chunked)
+                out_printf(c, "%zx\r\n", n);
+            out_append(c, buf, n);
+            if (c->chunked)
+                out_append(c, "\r\n", 2);
+        }
+        if (s->resp.body.len == 0 && s->resp.end) {
+            if (c->chunked) {
+                out_append(c, "0\r\n", 3);
+                for (size_t i = 0; i < s->resp.n_trailers; i++) {
+                    const struct md_hdr *t = &s->resp.trailers[i];
+                    out_printf(c, "%.*s: %.*s\r\n", (int)t->name_len, t->name, (int)t->value_len,
+                               t->value);
+                }
+                out_append(c, "\r\n", 2);
+            }
+            c->resp_done = true;
+        }
+        if (n == 0)
+            break;
+    }
+}
+
+/* Writes c->out. Returns 0, -EAGAIN or another -errno. */
+static int write_out(struct h1c *c)
+{
+    size_t off = 0;
+    int rc = 0;
+    while (off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        off += (size_t)n;
+        md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_TX_BYTES), n);
+    }
+    memmove(c->out, c->out + off, c->out_len - off);
+    c->out_len -= off;
+    return rc;
+}
+
+static void run_flush(struct md_defer *d)
+{
+    struct h1c *c = MD_CONTAINER_OF(d, struct h1c, flush);
+    struct ev_loop *loop = c->w->loop;
+    for (int round = 0; round < 64; round++) {
+        if (c->s && c->resp_head_sent)
+            pull_body(c);
+        int rc = c->out_len ? write_out(c) : 0;
+        if (rc < 0 && rc != -EAGAIN) {
+            conn_free(c, true);
+            return;
+        }
+        if (c->s && c->resp_done && c->req_done)
+            end_exchange(c);
+        if (c->closing && (c->out_len == 0 || c->abort_close)) {
+            conn_free(c, c->abort_close);
+            return;
+        }
+        if (rc == -EAGAIN)
+            break;
+        size_t before = c->in_len;
+        bool had = c->s != NULL;
+        parse(c); /* a pipelined request may be waiting */
+        /* Go round again only if that started something that may answer at once. */
+        if (!(c->s && !had) && c->in_len == before &&
+            !(c->s && c->resp_head_sent && !c->resp_done && c->out_len < OUT_HIGH &&
+              c->s->resp.body.len))
+            break;
+    }
+    bool blocked = c->out_len > 0;
+    if (blocked && !ev_is_active(&c->wio))
+        ev_io_start(loop, &c->wio);
+    else if (!blocked && ev_is_active(&c->wio))
+        ev_io_stop(loop, &c->wio);
+    bool read = !c->closing && !c->paused_body && !c->peer_eof && c->in_len < sizeof(c->in);
+    if (read && !ev_is_active(&c->rio))
+        ev_io_start(loop, &c->rio);
+    else if (!read && ev_is_active(&c->rio))
+        ev_io_stop(loop, &c->rio);
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct h1c *c = MD_CONTAINER_OF(io, struct h1c, rio);
+    ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n < 0 || (n == 0 && (!c->s || !c->req_done))) {
+        /* Gone, or gone mid-request: nothing more can be answered. */
+        conn_free(c, n < 0);
+        return;
+    }
+    if (n == 0) {
+        /* Half-closed after a whole request: answer it, then close. */
+        c->keep_alive = false;
+        c->peer_eof = true;
+        want_flush(c);
+        return;
+    }
+    c->in_len += (size_t)n;
+    md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RX_BYTES), n);
+    if (!c->s)
+        ev_timer_stop(loop, &c->idle);
+    parse(c);
+    want_flush(c);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    run_flush(&MD_CONTAINER_OF(io, struct h1c, wio)->flush);
+}
+
+static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct h1c *c = MD_CONTAINER_OF(t, struct h1c, idle);
+    if (!c->s)
+        conn_free(c, false);
+}
+
+static void ds_headers_ready(void *side)
+{
+    struct h1c *c = side;
+    struct md_stream *s = c->s;
+    const struct md_hdr *st = md_hdrs_find(s->resp.hdrs, s->resp.n_hdrs, ":status");
+    int status = st ? atoi(st->value) : 502;
+    bool no_body = c->head_request || status == 204 || status == 304 || status < 200;
+    bool has_length = md_hdrs_find(s->resp.hdrs, s->resp.n_hdrs, "content-length") != NULL;
+    out_printf(c, "HTTP/1.1 %d %s\r\n", status, reason(status));
+    for (size_t i = 0; i < s->resp.n_hdrs; i++) {
+        const struct md_hdr *h = &s->resp.hdrs[i];
+        if (h->name_len && h->name[0] == ':')
+            continue;
+        out_printf(c, "%.*s: %.*s\r\n", (int)h->name_len, h->name, (int)h->value_len, h->value);
+    }
+    c->chunked = false;
+    if (!no_body && !has_length) {
+        if (s->resp.headers_end)
+            out_append(c, "content-length: 0\r\n", 19);
+        else {
+            out_append(c, "transfer-encoding: chunked\r\n", 28);
+            c->chunked = true;
+        }
+    }
+    if (!c->keep_alive)
+        out_append(c, "connection: close\r\n", 19);
+    out_append(c, "\r\n", 2);
+    c->resp_head_sent = true;
+    if (s->resp.headers_end || (no_body && s->resp.end && s->resp.body.len == 0))
+        c->resp_done = true;
+    want_flush(c);
+}
+
+static void ds_data_ready(void *side)
+{
+    want_flush(side);
+}
+
+static void ds_consumed(void *side, size_t n)
+{
+    struct h1c *c = side;
+    if (c->paused_body && c->s && c->s->req.body.len < REQ_BODY_HIGH / 2) {
+        c->paused_body = false;
+        want_flush(c); /* turns reading back on */
+    }
+}
+
+static void ds_reset(void *side, uint32_t h2_error)
+{
+    /* HTTP/1.1 cannot reset one exchange: the connection goes. */
+    struct h1c *c = side;
+    md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), -1);
+    c->s = NULL;
+    c->keep_alive = false;
+    c->closing = true;
+    c->abort_close = c->resp_head_sent; /* a cut-short response must not look complete */
+    want_flush(c);
+}
+
+static const struct md_stream_side_ops ds_ops = {
+    .headers_ready = ds_headers_ready,
+    .data_ready = ds_data_ready,
+    .consumed = ds_consumed,
+    .reset = ds_reset,
+};
+
+static void settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
+void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, int fd)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, settings_init);
+    struct h1c *c = calloc(1, sizeof(*c));
+    if (!c) {
+        MD_LOG(MD_LOG_ERROR, "out_of_memory", "listener=%s what=h1_connection", l->name);
+        close(fd);
+        return;
+    }
+    c->w = w;
+    c->l = l;
+    c->fd = fd;
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+    c->parser.data = c;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer_ip,
+                      sizeof(c->peer_ip));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer_ip,
+                      sizeof(c->peer_ip));
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    md_defer_init(&c->flush, run_flush);
+    ev_io_init(&c->rio, on_readable, fd, EV_READ);
+    ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+    ev_init(&c->idle, on_idle);
+    c->idle.repeat = l->http.idle_timeout_ms / 1000.0;
+    if (c->idle.repeat > 0)
+        ev_timer_again(w->loop, &c->idle);
+    ev_io_start(w->loop, &c->rio);
+    md_list_insert_tail(&w->h1_conns, &c->link);
+    __atomic_add_fetch(&w->active, 1, __ATOMIC_RELAXED);
+    md_stats_add(md_stats_l(w->stats, l->idx, MD_LSTAT_CX_TOTAL), 1);
+    md_stats_add(md_stats_l(w->stats, l->idx, MD_LSTAT_CX_ACTIVE), 1);
+}
+
+void md_h1_server_drain_all(struct md_worker *w)
+{
+    for (struct md_list *it = w->h1_conns.next; it != &w->h1_conns; it = it->next) {
+        struct h1c *c = MD_CONTAINER_OF(it, struct h1c, link);
+        c->draining = true;
+        c->keep_alive = false;
+        if (!c->s)
+            c->closing = true;
+        want_flush(c);
+    }
+}
+
+void md_h1_server_close_all(struct md_worker *w)
+{
+    while (!md_list_empty(&w->h1_conns))
+        conn_free(MD_CONTAINER_OF(w->h1_conns.next, struct h1c, link), false);
+}

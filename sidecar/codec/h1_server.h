@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Downstream HTTP/1.1 (llhttp, strict): one request at a time per connection
+ * (pipelined requests wait their turn, answered in order), each handed to the
+ * router as an md_stream like an HTTP/2 stream. Request bodies are read only
+ * as fast as the upstream takes them; responses go out with Content-Length
+ * when known, else chunked (trailers as a chunked trailer section). */
+#ifndef MESHD_CODEC_H1_SERVER_H
+#define MESHD_CODEC_H1_SERVER_H
+
+#include "snapshot.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct md_worker;
+
+/* Takes the accepted socket |fd| for HTTP listener |l|. Closes it on failure. */
+void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, int fd);
+
+/* Idle connections close now; busy ones close after their current response. */
+void md_h1_server_drain_all(struct md_worker *w);
+
+/* Closes every connection at once. */
+void md_h1_server_close_all(struct md_worker *w);
+
+#endif
