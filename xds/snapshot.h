@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 enum md_lb_policy { MD_LB_ROUND_ROBIN };
-enum md_cluster_protocol { MD_CLUSTER_HTTP2 };
+enum md_cluster_protocol { MD_CLUSTER_HTTP2, MD_CLUSTER_HTTP1 };
 
 /* HTTP/2 limits, defaults applied (see mesh.v1.Http2Options). */
 struct md_snap_h2_opts {

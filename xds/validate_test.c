@@ -886,7 +886,7 @@ static void test_cluster_http_settings(void **state)
     hfix_init(&h);
     h.f.c.protocol = 3;
     expect_error(&h.f.b, "cluster \"app\" (clusters[0]): protocol: unknown enum value 3 (known: "
-                         "HTTP2)");
+                         "HTTP2, HTTP1)");
     h.f.c.protocol = 0;
     h.f.c.http2_pool = &h.pool;
     h.pool.max_connections_per_endpoint = 2000;

@@ -286,8 +286,8 @@ static int to_h2_shape(struct h1c *c)
     v[n++] = (struct md_hdr){":path", 5, path, c->url_len};
     for (size_t i = 0; i < q->n_hdrs; i++) {
         const struct md_hdr *h = &q->hdrs[i];
-        if (name_eq(h, "host") || name_eq(h, "content-length") || name_eq(h, "expect"))
-            continue; /* framing is HTTP/1's own; the upstream codec frames anew */
+        if (name_eq(h, "host") || name_eq(h, "expect"))
+            continue; /* Host is :authority; Expect was answered here */
         v[n++] = *h;
     }
     q->hdrs = v;

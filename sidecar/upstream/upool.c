@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "upstream/upool.h"
 
+#include "codec/h1_client.h"
 #include "codec/h2_client.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -12,13 +13,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* A connection of the pool: being made, or an h2 client. */
+/* A connection of the pool: being made, or an h2 or h1 client. */
 struct pconn {
     struct md_list link; /* in md_upool.conns */
     struct md_upool *pool;
     size_t ep; /* endpoint index (the one finally connected) */
     struct md_connect connect;
-    struct md_h2_client *cl; /* NULL while connecting */
+    struct md_h2_client *cl; /* HTTP/2; NULL while connecting */
+    struct md_h1_client *h1; /* HTTP/1.1; NULL while connecting */
+    bool idle;               /* h1: kept alive, no request on it */
+    ev_timer idle_timer;     /* h1: closes it after pool_idle_timeout_ms idle */
     struct md_list pending;  /* struct pending: streams waiting for the connect */
     size_t n_pending;
     char label[128];
@@ -60,16 +64,23 @@ static const struct md_stream_side_ops pending_ops = {
 
 static size_t load(const struct pconn *pc)
 {
-    return pc->n_pending + (pc->cl ? md_h2_client_load(pc->cl) : 0);
+    return pc->n_pending + (pc->cl ? md_h2_client_load(pc->cl) : 0) + (pc->h1 && !pc->idle);
+}
+
+static bool connected(const struct pconn *pc)
+{
+    return pc->cl || pc->h1;
 }
 
 static void pconn_free(struct pconn *pc)
 {
     md_list_remove(&pc->link);
     md_connect_cancel(&pc->connect);
-    if (pc->cl) {
+    ev_timer_stop(pc->pool->w->loop, &pc->idle_timer);
+    if (connected(pc)) {
         struct md_stats *st = pc->pool->w->stats;
-        md_stats_add(md_stats_c(st, pc->pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), -1);
+        if (!pc->pool->cl->protocol) /* HTTP/2 */
+            md_stats_add(md_stats_c(st, pc->pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), -1);
         md_stats_add(md_stats_c(st, pc->pool->cl->idx, MD_CSTAT_CX_ACTIVE), -1);
     }
     free(pc);
@@ -91,6 +102,55 @@ static void fail_pending(struct pconn *pc, enum md_us_close why)
 static void on_client_closed(void *owner, struct md_h2_client *cl)
 {
     pconn_free(owner);
+}
+
+static size_t idle_count(struct md_upool *pool, size_t ep)
+{
+    size_t n = 0;
+    for (struct md_list *it = pool->conns.next; it != &pool->conns; it = it->next) {
+        struct pconn *pc = MD_CONTAINER_OF(it, struct pconn, link);
+        n += pc->ep == ep && pc->h1 && pc->idle;
+    }
+    return n;
+}
+
+static void on_h1_event(void *owner, struct md_h1_client *cl, bool idle)
+{
+    struct pconn *pc = owner;
+    if (!idle) { /* the client closed and freed itself */
+        pc->h1 = NULL;
+        pconn_free(pc);
+        return;
+    }
+    /* Keep at most max_connections_per_endpoint idle per endpoint. */
+    if (idle_count(pc->pool, pc->ep) >= pc->pool->cl->max_connections_per_endpoint) {
+        md_h1_client_free(cl);
+        pc->h1 = NULL;
+        pconn_free(pc);
+        return;
+    }
+    pc->idle = true;
+    ev_timer_again(pc->pool->w->loop, &pc->idle_timer);
+}
+
+static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct pconn *pc = MD_CONTAINER_OF(t, struct pconn, idle_timer);
+    if (!pc->idle)
+        return;
+    md_h1_client_free(pc->h1);
+    pc->h1 = NULL;
+    pconn_free(pc);
+}
+
+static int submit(struct pconn *pc, struct md_stream *s, bool reused)
+{
+    if (pc->h1) {
+        pc->idle = false;
+        ev_timer_stop(pc->pool->w->loop, &pc->idle_timer);
+        return md_h1_client_submit(pc->h1, s, reused);
+    }
+    return md_h2_client_submit(pc->cl, s);
 }
 
 static void on_connected(struct md_connect *c, int fd, const struct md_snap_endpoint *ep, int err)
@@ -117,15 +177,24 @@ static void on_connected(struct md_connect *c, int fd, const struct md_snap_endp
         .rq_active_stat = md_stats_c(st, pool->cl->idx, MD_CSTAT_RQ_ACTIVE),
         .label = pc->label,
     };
-    pc->cl = md_h2_client_new(w, fd, &cfg, on_client_closed, pc);
-    if (!pc->cl) {
+    if (pool->cl->protocol == MD_CLUSTER_HTTP1) {
+        struct md_h1_client_cfg cfg1 = {.rx_stat = cfg.rx_stat,
+                                        .tx_stat = cfg.tx_stat,
+                                        .rq_active_stat = cfg.rq_active_stat,
+                                        .label = pc->label};
+        pc->h1 = md_h1_client_new(w, fd, &cfg1, on_h1_event, pc);
+    } else {
+        pc->cl = md_h2_client_new(w, fd, &cfg, on_client_closed, pc);
+    }
+    if (!connected(pc)) {
         md_list_remove(&pc->link);
         md_list_init(&pc->link);
         fail_pending(pc, MD_US_CLOSE_CONNECT_FAILED);
         pconn_free(pc);
         return;
     }
-    md_stats_add(md_stats_c(st, pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), 1);
+    if (pc->cl)
+        md_stats_add(md_stats_c(st, pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), 1);
     md_stats_add(md_stats_c(st, pool->cl->idx, MD_CSTAT_CX_ACTIVE), 1);
     while (!md_list_empty(&pc->pending)) {
         struct pending *p = MD_CONTAINER_OF(pc->pending.next, struct pending, link);
@@ -134,7 +203,7 @@ static void on_connected(struct md_connect *c, int fd, const struct md_snap_endp
         pc->n_pending--;
         free(p);
         s->us = NULL;
-        if (md_h2_client_submit(pc->cl, s) < 0)
+        if (submit(pc, s, false) < 0)
             md_router_on_upstream_closed(s, MD_US_CLOSE_CONNECT_FAILED, 0);
     }
 }
@@ -177,8 +246,16 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
     long ep = md_lb_rr_pick(&w->rr_cursor[cl->idx], cl->n_endpoints, NULL, 0);
     struct pconn *best = NULL, *least = NULL;
     size_t n_ep = 0;
+    bool h1 = cl->protocol == MD_CLUSTER_HTTP1;
     for (struct md_list *it = pool->conns.next; it != &pool->conns; it = it->next) {
         struct pconn *pc = MD_CONTAINER_OF(it, struct pconn, link);
+        if (h1) { /* one request per connection: an idle one, or a new one */
+            if (pc->ep == (size_t)ep && pc->h1 && pc->idle) {
+                best = pc;
+                break;
+            }
+            continue;
+        }
         if (pc->ep != (size_t)ep || (pc->cl && !md_h2_client_usable(pc->cl)))
             continue;
         n_ep++;
@@ -190,7 +267,7 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
         if (!least || load(pc) < load(least))
             least = pc;
     }
-    if (!best && n_ep >= cl->max_connections_per_endpoint)
+    if (!h1 && !best && n_ep >= cl->max_connections_per_endpoint)
         best = least; /* full: nghttp2 queues the stream until a slot frees */
     bool fresh = !best;
     if (fresh) {
@@ -202,8 +279,10 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
         md_list_init(&best->pending);
         md_list_insert_tail(&pool->conns, &best->link);
         snprintf(best->label, sizeof(best->label), "%s/%s", cl->name, cl->endpoints[ep].label);
+        ev_init(&best->idle_timer, on_idle_timeout);
+        best->idle_timer.repeat = cl->pool_idle_timeout_ms / 1000.0;
     }
-    int rc = best->cl ? md_h2_client_submit(best->cl, s) : add_pending(best, s);
+    int rc = connected(best) ? submit(best, s, true) : add_pending(best, s);
     if (rc < 0) {
         if (fresh) {
             md_list_remove(&best->link);
@@ -227,6 +306,8 @@ void md_upool_free(struct md_upool *p)
         fail_pending(pc, MD_US_CLOSE_CONN_LOST);
         if (pc->cl)
             md_h2_client_free(pc->cl);
+        if (pc->h1)
+            md_h1_client_free(pc->h1);
         pconn_free(pc);
     }
     free(p);

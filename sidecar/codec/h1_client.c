@@ -1,0 +1,483 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "codec/h1_client.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "loop/worker.h"
+#include "router/router.h"
+
+#include <errno.h>
+#include <llhttp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define READ_BUF 16384
+#define OUT_HIGH (64u * 1024u)
+#define RESP_BODY_HIGH (256u * 1024u) /* response bytes held before reading pauses */
+
+struct md_h1_client {
+    struct md_worker *w;
+    int fd;
+    ev_io rio, wio;
+    struct md_defer flush;
+    llhttp_t parser;
+    struct md_h1_client_cfg cfg;
+    md_h1_client_event_cb *event;
+    void *owner;
+    uint8_t *out;
+    size_t out_len, out_cap;
+    struct md_stream *s;
+    char name[256];
+    size_t name_len;
+    char *value;
+    size_t value_len, value_cap;
+    bool reused, got_response, chunked, req_sent, resp_done, head, in_1xx;
+    bool paused, closing, eof;
+    enum md_us_close close_why;
+};
+
+static const struct md_stream_side_ops us_ops;
+static llhttp_settings_t settings;
+
+static void want_flush(struct md_h1_client *cl)
+{
+    md_worker_defer(cl->w, &cl->flush);
+}
+
+static int out_append(struct md_h1_client *cl, const void *p, size_t n)
+{
+    if (cl->out_len + n > cl->out_cap) {
+        size_t cap = cl->out_cap ? cl->out_cap : 4096;
+        while (cap < cl->out_len + n)
+            cap *= 2;
+        uint8_t *o = realloc(cl->out, cap);
+        if (!o)
+            return MD_ENOMEM;
+        cl->out = o;
+        cl->out_cap = cap;
+    }
+    memcpy(cl->out + cl->out_len, p, n);
+    cl->out_len += n;
+    return 0;
+}
+
+static int out_printf(struct md_h1_client *cl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int out_printf(struct md_h1_client *cl, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *buf;
+    int n = vasprintf(&buf, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return MD_ENOMEM;
+    int rc = out_append(cl, buf, (size_t)n);
+    free(buf);
+    return rc;
+}
+
+/* Ends the stream for the router (once). */
+static void stream_end(struct md_h1_client *cl, enum md_us_close why)
+{
+    struct md_stream *s = cl->s;
+    if (!s)
+        return;
+    cl->s = NULL;
+    md_stats_add(cl->cfg.rq_active_stat, -1);
+    md_router_on_upstream_closed(s, why, 0);
+}
+
+static void teardown(struct md_h1_client *cl)
+{
+    stream_end(cl, cl->close_why);
+    md_worker_defer_cancel(&cl->flush);
+    if (cl->fd >= 0) {
+        ev_io_stop(cl->w->loop, &cl->rio);
+        ev_io_stop(cl->w->loop, &cl->wio);
+        close(cl->fd);
+        cl->fd = -1;
+    }
+    free(cl->out);
+    free(cl->value);
+}
+
+void md_h1_client_free(struct md_h1_client *cl)
+{
+    cl->close_why = MD_US_CLOSE_CONN_LOST;
+    teardown(cl);
+    free(cl);
+}
+
+/* From a flush or an event only: frees |cl| and tells the pool. */
+static void close_now(struct md_h1_client *cl, enum md_us_close why)
+{
+    cl->close_why = why;
+    teardown(cl);
+    cl->event(cl->owner, cl, false);
+    free(cl);
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    struct md_h1_client *cl = p->data;
+    cl->name_len = cl->value_len = 0;
+    cl->in_1xx = false;
+    return cl->s ? 0 : -1; /* a response nobody asked for */
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    struct md_h1_client *cl = p->data;
+    if (cl->name_len + len >= sizeof(cl->name))
+        return -1;
+    for (size_t i = 0; i < len; i++)
+        cl->name[cl->name_len++] = (char)((at[i] >= 'A' && at[i] <= 'Z') ? at[i] + 32 : at[i]);
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    struct md_h1_client *cl = p->data;
+    if (cl->value_len + len > cl->value_cap) {
+        size_t cap = cl->value_cap ? cl->value_cap : 256;
+        while (cap < cl->value_len + len)
+            cap *= 2;
+        if (cap > 1024 * 1024)
+            return -1;
+        char *v = realloc(cl->value, cap);
+        if (!v)
+            return -1;
+        cl->value = v;
+        cl->value_cap = cap;
+    }
+    memcpy(cl->value + cl->value_len, at, len);
+    cl->value_len += len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct md_h1_client *cl = p->data;
+    size_t n = cl->name_len;
+    cl->name_len = 0;
+    size_t vlen = cl->value_len;
+    cl->value_len = 0;
+    if (cl->in_1xx || !cl->s)
+        return 0;
+    /* Framing and connection fields are HTTP/1's; the downstream frames anew. */
+    static const char *const skip[] = {"connection", "keep-alive", "transfer-encoding",
+                                       "proxy-connection", "upgrade"};
+    for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+        if (n == strlen(skip[i]) && memcmp(cl->name, skip[i], n) == 0)
+            return 0;
+    return md_stream_add_header(cl->s, &cl->s->resp, cl->name, n, cl->value ? cl->value : "",
+                                vlen) < 0
+               ? -1
+               : 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    struct md_h1_client *cl = p->data;
+    struct md_stream *s = cl->s;
+    int status = llhttp_get_status_code(p);
+    cl->got_response = true;
+    if (status >= 100 && status < 200) {
+        cl->in_1xx = true; /* interim: not forwarded */
+        s->resp.n_hdrs = 0;
+        return 0;
+    }
+    /* :status goes first, as HTTP/2 wants it */
+    char code[8];
+    snprintf(code, sizeof(code), "%03d", status > 0 && status < 1000 ? status : 502);
+    size_t n = s->resp.n_hdrs;
+    if (md_stream_add_header(s, &s->resp, ":status", 7, code, 3) < 0)
+        return -1;
+    struct md_hdr st = s->resp.hdrs[n];
+    memmove(s->resp.hdrs + 1, s->resp.hdrs, n * sizeof(st));
+    s->resp.hdrs[0] = st;
+    bool body = !cl->head && status != 204 && status != 304 &&
+                ((p->flags & F_CHUNKED) || p->content_length > 0 || llhttp_message_needs_eof(p));
+    s->resp.headers_done = true;
+    s->resp.headers_end = s->resp.end = !body;
+    md_router_on_response(s);
+    return cl->head ? 1 : 0; /* 1: a HEAD response has no body whatever it says */
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    struct md_h1_client *cl = p->data;
+    if (!cl->s)
+        return 0;
+    if (md_stream_body(cl->s, &cl->s->resp, at, len) < 0)
+        return -1;
+    if (cl->s && cl->s->resp.body.len > RESP_BODY_HIGH)
+        cl->paused = true;
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    struct md_h1_client *cl = p->data;
+    if (cl->in_1xx) {
+        cl->in_1xx = false;
+        return 0;
+    }
+    if (cl->s && !cl->s->resp.end)
+        md_stream_end(cl->s, &cl->s->resp);
+    cl->resp_done = true;
+    want_flush(cl);
+    return HPE_PAUSED;
+}
+
+static void pull_request(struct md_h1_client *cl)
+{
+    struct md_stream *s = cl->s;
+    uint8_t buf[16384];
+    while (s && !cl->req_sent && cl->out_len < OUT_HIGH) {
+        size_t n = md_stream_take(s, &s->req, buf, sizeof(buf));
+        if (n) {
+            if (cl->chunked)
+                out_printf(cl, "%zx\r\n", n);
+            out_append(cl, buf, n);
+            if (cl->chunked)
+                out_append(cl, "\r\n", 2);
+        }
+        if (s->req.body.len == 0 && s->req.end) {
+            if (cl->chunked)
+                out_append(cl, "0\r\n\r\n", 5); /* request trailers are dropped */
+            cl->req_sent = true;
+        }
+        if (n == 0)
+            break;
+    }
+}
+
+static void run_flush(struct md_defer *d)
+{
+    struct md_h1_client *cl = MD_CONTAINER_OF(d, struct md_h1_client, flush);
+    if (cl->closing) {
+        close_now(cl, cl->close_why);
+        return;
+    }
+    pull_request(cl);
+    size_t off = 0;
+    int rc = 0;
+    while (off < cl->out_len) {
+        ssize_t n = send(cl->fd, cl->out + off, cl->out_len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        off += (size_t)n;
+        md_stats_add(cl->cfg.tx_stat, n);
+    }
+    memmove(cl->out, cl->out + off, cl->out_len - off);
+    cl->out_len -= off;
+    if (rc < 0 && rc != -EAGAIN) {
+        close_now(cl, cl->reused && !cl->got_response && cl->s && cl->s->req.taken == 0
+                          ? MD_US_CLOSE_REFUSED
+                          : MD_US_CLOSE_CONN_LOST);
+        return;
+    }
+    if (rc == -EAGAIN)
+        ev_io_start(cl->w->loop, &cl->wio);
+    else
+        ev_io_stop(cl->w->loop, &cl->wio);
+    if (cl->resp_done && (cl->req_sent || cl->eof) && cl->out_len == 0) {
+        bool keep = !cl->eof && cl->req_sent && llhttp_should_keep_alive(&cl->parser);
+        stream_end(cl, MD_US_CLOSE_DONE);
+        if (!keep) {
+            close_now(cl, MD_US_CLOSE_DONE);
+            return;
+        }
+        cl->resp_done = cl->req_sent = cl->got_response = false;
+        cl->event(cl->owner, cl, true); /* idle: back to the pool */
+        return;
+    }
+    if (cl->eof) { /* closed before the exchange could finish */
+        close_now(cl, MD_US_CLOSE_CONN_LOST);
+        return;
+    }
+    bool read = !cl->paused;
+    if (read && !ev_is_active(&cl->rio))
+        ev_io_start(cl->w->loop, &cl->rio);
+    else if (!read && ev_is_active(&cl->rio))
+        ev_io_stop(cl->w->loop, &cl->rio);
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct md_h1_client *cl = MD_CONTAINER_OF(io, struct md_h1_client, rio);
+    uint8_t buf[READ_BUF];
+    ssize_t n = recv(cl->fd, buf, sizeof(buf), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n > 0) {
+        md_stats_add(cl->cfg.rx_stat, n);
+        if (!cl->s) { /* bytes while idle: the connection cannot be trusted */
+            close_now(cl, MD_US_CLOSE_CONN_LOST);
+            return;
+        }
+        llhttp_errno_t e = llhttp_execute(&cl->parser, (const char *)buf, (size_t)n);
+        if (e == HPE_PAUSED) {
+            llhttp_resume(&cl->parser); /* bytes after a complete response are ignored */
+        } else if (e != HPE_OK) {
+            MD_LOG(MD_LOG_INFO, "http1_upstream_bad_response", "upstream=%s err=\"%s\"",
+                   cl->cfg.label, llhttp_get_error_reason(&cl->parser));
+            close_now(cl, MD_US_CLOSE_RESET);
+            return;
+        }
+        want_flush(cl);
+        return;
+    }
+    /* EOF or error. A response delimited by the close ends here. */
+    if (n == 0 && cl->s && cl->got_response) {
+        llhttp_finish(&cl->parser);
+        if (cl->resp_done) {
+            cl->eof = true;
+            ev_io_stop(loop, io);
+            want_flush(cl);
+            return;
+        }
+    }
+    /* Nothing of the response came on a reused connection and nothing of the
+     * body was taken: the peer closed it idle, the request is safe to send again. */
+    close_now(cl, cl->reused && !cl->got_response && cl->s && cl->s->req.taken == 0
+                      ? MD_US_CLOSE_REFUSED
+                      : MD_US_CLOSE_CONN_LOST);
+}
+
+static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    run_flush(&MD_CONTAINER_OF(io, struct md_h1_client, wio)->flush);
+}
+
+static void us_headers_ready(void *side) {}
+static void us_data_ready(void *side)
+{
+    want_flush(side);
+}
+
+static void us_consumed(void *side, size_t n)
+{
+    struct md_h1_client *cl = side;
+    if (cl->paused && cl->s && cl->s->resp.body.len < RESP_BODY_HIGH / 2) {
+        cl->paused = false;
+        want_flush(cl);
+    }
+}
+
+static void us_reset(void *side, uint32_t h2_error)
+{
+    /* An HTTP/1.1 request cannot be cancelled but by closing. */
+    struct md_h1_client *cl = side;
+    md_stats_add(cl->cfg.rq_active_stat, -1);
+    cl->s = NULL;
+    cl->closing = true;
+    cl->close_why = MD_US_CLOSE_DONE;
+    want_flush(cl);
+}
+
+static const struct md_stream_side_ops us_ops = {
+    .headers_ready = us_headers_ready,
+    .data_ready = us_data_ready,
+    .consumed = us_consumed,
+    .reset = us_reset,
+};
+
+static void settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
+struct md_h1_client *md_h1_client_new(struct md_worker *w, int fd,
+                                      const struct md_h1_client_cfg *cfg,
+                                      md_h1_client_event_cb *event, void *owner)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, settings_init);
+    struct md_h1_client *cl = calloc(1, sizeof(*cl));
+    if (!cl) {
+        close(fd);
+        return NULL;
+    }
+    cl->w = w;
+    cl->fd = fd;
+    cl->cfg = *cfg;
+    cl->event = event;
+    cl->owner = owner;
+    llhttp_init(&cl->parser, HTTP_RESPONSE, &settings);
+    cl->parser.data = cl;
+    md_defer_init(&cl->flush, run_flush);
+    ev_io_init(&cl->rio, on_readable, fd, EV_READ);
+    ev_io_init(&cl->wio, on_writable, fd, EV_WRITE);
+    ev_io_start(w->loop, &cl->rio);
+    return cl;
+}
+
+static bool skip_request_field(const struct md_hdr *h)
+{
+    /* Already stripped by the router: connection-specific fields. These are
+     * HTTP/2-only or re-framed here. */
+    static const char *const skip[] = {"te", "content-length", "host"};
+    for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+        if (h->name_len == strlen(skip[i]) && memcmp(h->name, skip[i], h->name_len) == 0)
+            return true;
+    return h->name_len && h->name[0] == ':';
+}
+
+int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reused)
+{
+    const struct md_hdr *method = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, ":method");
+    const struct md_hdr *path = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, ":path");
+    const struct md_hdr *auth = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, ":authority");
+    const struct md_hdr *len = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, "content-length");
+    if (!method || !path)
+        return MD_EPROTO;
+    cl->out_len = 0;
+    int rc = out_printf(cl, "%.*s %.*s HTTP/1.1\r\nhost: %.*s\r\n", (int)method->value_len,
+                        method->value, (int)path->value_len, path->value,
+                        auth ? (int)auth->value_len : 0, auth ? auth->value : "");
+    for (size_t i = 0; rc == 0 && i < s->n_us_hdrs; i++) {
+        const struct md_hdr *h = &s->us_hdrs[i];
+        if (!skip_request_field(h))
+            rc = out_printf(cl, "%.*s: %.*s\r\n", (int)h->name_len, h->name, (int)h->value_len,
+                            h->value);
+    }
+    bool body = !s->req.headers_end;
+    cl->chunked = body && !len;
+    if (rc == 0 && body && len)
+        rc = out_printf(cl, "content-length: %.*s\r\n", (int)len->value_len, len->value);
+    if (rc == 0 && cl->chunked)
+        rc = out_append(cl, "transfer-encoding: chunked\r\n", 28);
+    if (rc == 0)
+        rc = out_append(cl, "\r\n", 2);
+    if (rc < 0)
+        return rc;
+    cl->s = s;
+    cl->reused = reused;
+    cl->head = method->value_len == 4 && memcmp(method->value, "HEAD", 4) == 0;
+    cl->req_sent = !body;
+    cl->resp_done = cl->got_response = cl->paused = false;
+    s->us = cl;
+    s->us_ops = &us_ops;
+    md_stats_add(cl->cfg.rq_active_stat, 1);
+    want_flush(cl);
+    return 0;
+}
