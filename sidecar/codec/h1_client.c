@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "codec/h1_client.h"
 
+#include "codec/h1_field.h"
 #include "core/err.h"
+#include "core/outbuf.h"
 #include "core/log.h"
 #include "loop/worker.h"
 #include "router/router.h"
@@ -29,13 +31,9 @@ struct md_h1_client {
     struct md_h1_client_cfg cfg;
     md_h1_client_event_cb *event;
     void *owner;
-    uint8_t *out;
-    size_t out_len, out_cap;
+    struct md_outbuf out;
     struct md_stream *s;
-    char name[256];
-    size_t name_len;
-    char *value;
-    size_t value_len, value_cap;
+    struct md_h1_field field;
     bool reused, got_response, chunked, req_sent, resp_done, head, in_1xx;
     bool paused, closing, eof;
     enum md_us_close close_why;
@@ -51,36 +49,10 @@ static void want_flush(struct md_h1_client *cl)
 
 static int out_append(struct md_h1_client *cl, const void *p, size_t n)
 {
-    if (cl->out_len + n > cl->out_cap) {
-        size_t cap = cl->out_cap ? cl->out_cap : 4096;
-        while (cap < cl->out_len + n)
-            cap *= 2;
-        uint8_t *o = realloc(cl->out, cap);
-        if (!o)
-            return MD_ENOMEM;
-        cl->out = o;
-        cl->out_cap = cap;
-    }
-    memcpy(cl->out + cl->out_len, p, n);
-    cl->out_len += n;
-    return 0;
+    return md_outbuf_append(&cl->out, p, n);
 }
 
-static int out_printf(struct md_h1_client *cl, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int out_printf(struct md_h1_client *cl, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *buf;
-    int n = vasprintf(&buf, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return MD_ENOMEM;
-    int rc = out_append(cl, buf, (size_t)n);
-    free(buf);
-    return rc;
-}
+#define out_printf(cl, ...) md_outbuf_printf(&(cl)->out, __VA_ARGS__)
 
 /* Ends the stream for the router (once). */
 static void stream_end(struct md_h1_client *cl, enum md_us_close why)
@@ -103,8 +75,8 @@ static void teardown(struct md_h1_client *cl)
         close(cl->fd);
         cl->fd = -1;
     }
-    free(cl->out);
-    free(cl->value);
+    md_outbuf_fini(&cl->out);
+    md_h1_field_fini(&cl->field);
 }
 
 void md_h1_client_free(struct md_h1_client *cl)
@@ -126,7 +98,7 @@ static void close_now(struct md_h1_client *cl, enum md_us_close why)
 static int on_message_begin(llhttp_t *p)
 {
     struct md_h1_client *cl = p->data;
-    cl->name_len = cl->value_len = 0;
+    md_h1_field_reset(&cl->field);
     cl->in_1xx = false;
     return cl->s ? 0 : -1; /* a response nobody asked for */
 }
@@ -134,50 +106,30 @@ static int on_message_begin(llhttp_t *p)
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct md_h1_client *cl = p->data;
-    if (cl->name_len + len >= sizeof(cl->name))
-        return -1;
-    for (size_t i = 0; i < len; i++)
-        cl->name[cl->name_len++] = (char)((at[i] >= 'A' && at[i] <= 'Z') ? at[i] + 32 : at[i]);
-    return 0;
+    return md_h1_field_name(&cl->field, at, len);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct md_h1_client *cl = p->data;
-    if (cl->value_len + len > cl->value_cap) {
-        size_t cap = cl->value_cap ? cl->value_cap : 256;
-        while (cap < cl->value_len + len)
-            cap *= 2;
-        if (cap > 1024 * 1024)
-            return -1;
-        char *v = realloc(cl->value, cap);
-        if (!v)
-            return -1;
-        cl->value = v;
-        cl->value_cap = cap;
-    }
-    memcpy(cl->value + cl->value_len, at, len);
-    cl->value_len += len;
-    return 0;
+    return md_h1_field_value(&cl->field, at, len, 1024 * 1024);
 }
 
 static int on_header_value_complete(llhttp_t *p)
 {
     struct md_h1_client *cl = p->data;
-    size_t n = cl->name_len;
-    cl->name_len = 0;
-    size_t vlen = cl->value_len;
-    cl->value_len = 0;
+    struct md_h1_field *f = &cl->field;
+    size_t n = f->name_len, vlen = f->value_len;
+    md_h1_field_reset(f);
     if (cl->in_1xx || !cl->s)
         return 0;
     /* Framing and connection fields are HTTP/1's; the downstream frames anew. */
     static const char *const skip[] = {"connection", "keep-alive", "transfer-encoding",
                                        "proxy-connection", "upgrade"};
     for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
-        if (n == strlen(skip[i]) && memcmp(cl->name, skip[i], n) == 0)
+        if (n == strlen(skip[i]) && memcmp(f->name, skip[i], n) == 0)
             return 0;
-    return md_stream_add_header(cl->s, &cl->s->resp, cl->name, n, cl->value ? cl->value : "",
-                                vlen) < 0
+    return md_stream_add_header(cl->s, &cl->s->resp, f->name, n, md_h1_field_value_ptr(f), vlen) < 0
                ? -1
                : 0;
 }
@@ -240,7 +192,7 @@ static void pull_request(struct md_h1_client *cl)
 {
     struct md_stream *s = cl->s;
     uint8_t buf[16384];
-    while (s && !cl->req_sent && cl->out_len < OUT_HIGH) {
+    while (s && !cl->req_sent && cl->out.len < OUT_HIGH) {
         size_t n = md_stream_take(s, &s->req, buf, sizeof(buf));
         if (n) {
             if (cl->chunked)
@@ -267,21 +219,7 @@ static void run_flush(struct md_defer *d)
         return;
     }
     pull_request(cl);
-    size_t off = 0;
-    int rc = 0;
-    while (off < cl->out_len) {
-        ssize_t n = send(cl->fd, cl->out + off, cl->out_len - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            break;
-        }
-        off += (size_t)n;
-        md_stats_add(cl->cfg.tx_stat, n);
-    }
-    memmove(cl->out, cl->out + off, cl->out_len - off);
-    cl->out_len -= off;
+    int rc = md_outbuf_write(&cl->out, cl->fd, cl->cfg.tx_stat);
     if (rc < 0 && rc != -EAGAIN) {
         close_now(cl, cl->reused && !cl->got_response && cl->s && cl->s->req.taken == 0
                           ? MD_US_CLOSE_REFUSED
@@ -292,7 +230,7 @@ static void run_flush(struct md_defer *d)
         ev_io_start(cl->w->loop, &cl->wio);
     else
         ev_io_stop(cl->w->loop, &cl->wio);
-    if (cl->resp_done && (cl->req_sent || cl->eof) && cl->out_len == 0) {
+    if (cl->resp_done && (cl->req_sent || cl->eof) && cl->out.len == 0) {
         bool keep = !cl->eof && cl->req_sent && llhttp_should_keep_alive(&cl->parser);
         stream_end(cl, MD_US_CLOSE_DONE);
         if (!keep) {
@@ -450,7 +388,7 @@ int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reuse
     const struct md_hdr *len = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, "content-length");
     if (!method || !path)
         return MD_EPROTO;
-    cl->out_len = 0;
+    cl->out.len = 0;
     int rc = out_printf(cl, "%.*s %.*s HTTP/1.1\r\nhost: %.*s\r\n", (int)method->value_len,
                         method->value, (int)path->value_len, path->value,
                         auth ? (int)auth->value_len : 0, auth ? auth->value : "");

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "codec/h1_server.h"
 
-#include "codec/grpc.h"
+#include "codec/h1_field.h"
+#include "core/addr.h"
+#include "core/outbuf.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "http/stream.h"
@@ -38,15 +40,11 @@ struct h1c {
     llhttp_t parser;
     uint8_t in[READ_BUF]; /* read but not parsed yet (paused between requests) */
     size_t in_len;
-    uint8_t *out;
-    size_t out_len, out_cap;
+    struct md_outbuf out;
     struct md_stream *s; /* the request being served */
     char url[MAX_URL];
     size_t url_len;
-    char name[256];
-    size_t name_len;
-    char *value; /* header value being gathered (malloc'd, bounded) */
-    size_t value_len, value_cap;
+    struct md_h1_field field; /* header field being gathered */
     size_t header_bytes, n_headers;
     int error_status;         /* refused while parsing: 400/413/414/431 */
     const char *error_reason; /* ours, when llhttp's would not say it */
@@ -87,38 +85,17 @@ static void conn_free(struct h1c *c, bool reset)
     md_list_remove(&c->link);
     md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_CX_ACTIVE), -1);
     __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
-    free(c->out);
-    free(c->value);
+    md_outbuf_fini(&c->out);
+    md_h1_field_fini(&c->field);
     free(c);
 }
 
 static int out_append(struct h1c *c, const void *p, size_t n)
 {
-    if (c->out_len + n > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 4096;
-        while (cap < c->out_len + n)
-            cap *= 2;
-        uint8_t *o = realloc(c->out, cap);
-        if (!o)
-            return MD_ENOMEM;
-        c->out = o;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_len, p, n);
-    c->out_len += n;
-    return 0;
+    return md_outbuf_append(&c->out, p, n);
 }
 
-static int out_printf(struct h1c *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int out_printf(struct h1c *c, const char *fmt, ...)
-{
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    return out_append(c, buf, n < (int)sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
-}
+#define out_printf(c, ...) md_outbuf_printf(&(c)->out, __VA_ARGS__)
 
 static const char *reason(int status)
 {
@@ -170,7 +147,8 @@ static void refuse(struct h1c *c, int status, const char *why)
 static int on_message_begin(llhttp_t *p)
 {
     struct h1c *c = p->data;
-    c->url_len = c->name_len = c->value_len = 0;
+    c->url_len = 0;
+    md_h1_field_reset(&c->field);
     c->header_bytes = c->n_headers = 0;
     c->error_status = 0;
     c->error_reason = NULL;
@@ -209,14 +187,10 @@ static int count_header_bytes(struct h1c *c, size_t len)
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     struct h1c *c = p->data;
-    if (count_header_bytes(c, len) < 0)
-        return -1;
-    if (c->name_len + len >= sizeof(c->name)) {
+    if (count_header_bytes(c, len) < 0 || md_h1_field_name(&c->field, at, len) < 0) {
         c->error_status = 431;
         return -1;
     }
-    for (size_t i = 0; i < len; i++) /* HTTP/2 and the router see lower case */
-        c->name[c->name_len++] = (char)((at[i] >= 'A' && at[i] <= 'Z') ? at[i] + 32 : at[i]);
     return 0;
 }
 
@@ -225,27 +199,15 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     struct h1c *c = p->data;
     if (count_header_bytes(c, len) < 0)
         return -1;
-    if (c->value_len + len > c->value_cap) {
-        size_t cap = c->value_cap ? c->value_cap : 256;
-        while (cap < c->value_len + len)
-            cap *= 2;
-        char *v = realloc(c->value, cap);
-        if (!v)
-            return -1;
-        c->value = v;
-        c->value_cap = cap;
-    }
-    memcpy(c->value + c->value_len, at, len);
-    c->value_len += len;
-    return 0;
+    return md_h1_field_value(&c->field, at, len, c->l->http.h2.max_header_list_size);
 }
 
 static int on_header_value_complete(llhttp_t *p)
 {
     struct h1c *c = p->data;
     /* RFC 9112 §5.2: obs-fold must be refused (llhttp passes it through). */
-    if (memchr(c->value ? c->value : "", '\n', c->value_len) ||
-        memchr(c->value ? c->value : "", '\r', c->value_len)) {
+    const char *v = md_h1_field_value_ptr(&c->field);
+    if (memchr(v, '\n', c->field.value_len) || memchr(v, '\r', c->field.value_len)) {
         c->error_status = 400;
         c->error_reason = "obsolete line folding in a header field";
         return -1;
@@ -254,9 +216,9 @@ static int on_header_value_complete(llhttp_t *p)
         c->error_status = 431;
         return -1;
     }
-    int rc = md_stream_add_header(c->s, &c->s->req, c->name, c->name_len, c->value ? c->value : "",
-                                  c->value_len);
-    c->name_len = c->value_len = 0;
+    int rc = md_stream_add_header(c->s, &c->s->req, c->field.name, c->field.name_len, v,
+                                  c->field.value_len);
+    md_h1_field_reset(&c->field);
     return rc < 0 ? -1 : 0;
 }
 
@@ -386,8 +348,8 @@ static void pull_body(struct h1c *c)
 {
     struct md_stream *s = c->s;
     uint8_t buf[16384];
-    while (c->out_len < OUT_HIGH && !c->resp_done) {
-        size_t want = OUT_HIGH - c->out_len < sizeof(buf) ? OUT_HIGH - c->out_len : sizeof(buf);
+    while (c->out.len < OUT_HIGH && !c->resp_done) {
+        size_t want = OUT_HIGH - c->out.len < sizeof(buf) ? OUT_HIGH - c->out.len : sizeof(buf);
         size_t n = md_stream_take(s, &s->resp, buf, want);
         if (n && !c->head_request) {
             if (c->chunked)
@@ -413,27 +375,6 @@ static void pull_body(struct h1c *c)
     }
 }
 
-/* Writes c->out. Returns 0, -EAGAIN or another -errno. */
-static int write_out(struct h1c *c)
-{
-    size_t off = 0;
-    int rc = 0;
-    while (off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            break;
-        }
-        off += (size_t)n;
-        md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_TX_BYTES), n);
-    }
-    memmove(c->out, c->out + off, c->out_len - off);
-    c->out_len -= off;
-    return rc;
-}
-
 static void run_flush(struct md_defer *d)
 {
     struct h1c *c = MD_CONTAINER_OF(d, struct h1c, flush);
@@ -441,14 +382,16 @@ static void run_flush(struct md_defer *d)
     for (int round = 0; round < 64; round++) {
         if (c->s && c->resp_head_sent)
             pull_body(c);
-        int rc = c->out_len ? write_out(c) : 0;
+        int rc = c->out.len ? md_outbuf_write(&c->out, c->fd,
+                                              md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_TX_BYTES))
+                            : 0;
         if (rc < 0 && rc != -EAGAIN) {
             conn_free(c, true);
             return;
         }
         if (c->s && c->resp_done && c->req_done)
             end_exchange(c);
-        if (c->closing && (c->out_len == 0 || c->abort_close)) {
+        if (c->closing && (c->out.len == 0 || c->abort_close)) {
             conn_free(c, c->abort_close);
             return;
         }
@@ -459,11 +402,11 @@ static void run_flush(struct md_defer *d)
         parse(c); /* a pipelined request may be waiting */
         /* Go round again only if that started something that may answer at once. */
         if (!(c->s && !had) && c->in_len == before &&
-            !(c->s && c->resp_head_sent && !c->resp_done && c->out_len < OUT_HIGH &&
+            !(c->s && c->resp_head_sent && !c->resp_done && c->out.len < OUT_HIGH &&
               c->s->resp.body.len))
             break;
     }
-    bool blocked = c->out_len > 0;
+    bool blocked = c->out.len > 0;
     if (blocked && !ev_is_active(&c->wio))
         ev_io_start(loop, &c->wio);
     else if (!blocked && ev_is_active(&c->wio))
@@ -607,16 +550,7 @@ void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, i
     c->fd = fd;
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer_ip,
-                      sizeof(c->peer_ip));
-        else if (ss.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer_ip,
-                      sizeof(c->peer_ip));
-    }
+    md_addr_peer_ip(fd, c->peer_ip, sizeof(c->peer_ip));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     md_defer_init(&c->flush, run_flush);

@@ -56,9 +56,7 @@ void md_h2conn_fini(struct md_h2conn *c)
         nghttp2_session_del(c->sess);
         c->sess = NULL;
     }
-    free(c->out);
-    c->out = NULL;
-    c->out_len = c->out_cap = 0;
+    md_outbuf_fini(&c->out);
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
@@ -94,52 +92,14 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
     run_flush(&c->flush);
 }
 
-/* Writes c->out. Returns 0 when all was written, -EAGAIN, or another -errno. */
-static int write_out(struct md_h2conn *c)
-{
-    size_t off = 0;
-    while (off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + off, c->out_len - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            int err = -errno;
-            memmove(c->out, c->out + off, c->out_len - off);
-            c->out_len -= off;
-            return err;
-        }
-        off += (size_t)n;
-        md_stats_add(c->tx_stat, n);
-    }
-    c->out_len = 0;
-    return 0;
-}
-
-static int append_out(struct md_h2conn *c, const uint8_t *p, size_t n)
-{
-    if (c->out_len + n > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : BATCH;
-        while (cap < c->out_len + n)
-            cap *= 2;
-        uint8_t *o = realloc(c->out, cap);
-        if (!o)
-            return MD_ENOMEM;
-        c->out = o;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_len, p, n);
-    c->out_len += n;
-    return 0;
-}
-
 static void run_flush(struct md_defer *d)
 {
     struct md_h2conn *c = MD_CONTAINER_OF(d, struct md_h2conn, flush);
     int rc = 0;
     /* Gather frames into one buffer and write it in one call per batch. */
     while (c->fd >= 0 && c->sess) {
-        if (c->out_len >= BATCH) {
-            rc = write_out(c);
+        if (c->out.len >= BATCH) {
+            rc = md_outbuf_write(&c->out, c->fd, c->tx_stat);
             if (rc < 0)
                 break;
         }
@@ -150,10 +110,10 @@ static void run_flush(struct md_defer *d)
             break;
         }
         if (n == 0) {
-            rc = c->out_len ? write_out(c) : 0;
+            rc = c->out.len ? md_outbuf_write(&c->out, c->fd, c->tx_stat) : 0;
             break;
         }
-        if (append_out(c, data, (size_t)n) < 0) {
+        if (md_outbuf_append(&c->out, data, (size_t)n) < 0) {
             md_h2conn_close(c, "out_of_memory", true);
             break;
         }
@@ -162,12 +122,12 @@ static void run_flush(struct md_defer *d)
         ev_io_start(c->w->loop, &c->wio);
     } else if (rc < 0) {
         md_h2conn_close(c, md_err_str(rc), false);
-        c->out_len = 0;
+        c->out.len = 0;
     } else {
         ev_io_stop(c->w->loop, &c->wio);
     }
     /* Stop reading while output piles up: the peer must read first. */
-    bool pause = c->out_len > MD_H2_OUT_LIMIT;
+    bool pause = c->out.len > MD_H2_OUT_LIMIT;
     if (pause && ev_is_active(&c->rio))
         ev_io_stop(c->w->loop, &c->rio);
     else if (!pause && !ev_is_active(&c->rio) && !c->closing && c->fd >= 0)
@@ -175,8 +135,8 @@ static void run_flush(struct md_defer *d)
 
     bool done =
         c->sess && !nghttp2_session_want_read(c->sess) && !nghttp2_session_want_write(c->sess);
-    if ((c->closing && (c->out_len == 0 || rc < 0 || c->reset_on_close)) ||
-        (done && c->out_len == 0)) {
+    if ((c->closing && (c->out.len == 0 || rc < 0 || c->reset_on_close)) ||
+        (done && c->out.len == 0)) {
         if (!c->closing)
             c->close_reason = "session_done";
         c->closing = true;

@@ -7,6 +7,7 @@
 #define MESHD_CODEC_H2_CONN_H
 
 #include "core/arena.h"
+#include "core/outbuf.h"
 #include "http/hdrs.h"
 #include "loop/worker.h"
 
@@ -28,8 +29,7 @@ struct md_h2conn {
     nghttp2_session *sess; /* owned */
     ev_io rio, wio;
     struct md_defer flush; /* queued whenever there may be output */
-    uint8_t *out;          /* bytes from mem_send not yet written */
-    size_t out_len, out_cap;
+    struct md_outbuf out;  /* bytes from mem_send not yet written */
     bool closing;        /* close at the next flush */
     bool reset_on_close; /* close with RST */
     const char *close_reason;

@@ -3,6 +3,7 @@
 
 #include "codec/grpc.h"
 #include "codec/h2_conn.h"
+#include "core/addr.h"
 #include "core/log.h"
 #include "http/stream.h"
 #include "router/router.h"
@@ -331,17 +332,7 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, i
     c->h2.rx_stat = md_stats_l(st, l->idx, MD_LSTAT_RX_BYTES);
     c->h2.tx_stat = md_stats_l(st, l->idx, MD_LSTAT_TX_BYTES);
 
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    c->peer_ip[0] = '\0';
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer_ip,
-                      sizeof(c->peer_ip));
-        else if (ss.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer_ip,
-                      sizeof(c->peer_ip));
-    }
+    md_addr_peer_ip(fd, c->peer_ip, sizeof(c->peer_ip));
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 

@@ -22,4 +22,8 @@ int md_addr_parse(const char *ip, uint32_t port, struct md_addr *out);
 /* Writes "1.2.3.4:80" or "[::1]:80" into |buf| (MD_ADDR_STRLEN bytes). */
 const char *md_addr_format(const struct sockaddr *sa, char *buf);
 
+/* Writes the connected peer's IP (no port) of socket |fd| into |buf|
+ * (INET6_ADDRSTRLEN bytes); "" when unknown. */
+void md_addr_peer_ip(int fd, char *buf, size_t len);
+
 #endif

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "core/outbuf.h"
+
+#include "core/err.h"
+#include "core/stats.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+void md_outbuf_fini(struct md_outbuf *o)
+{
+    free(o->data);
+    o->data = NULL;
+    o->len = o->cap = 0;
+}
+
+int md_outbuf_append(struct md_outbuf *o, const void *p, size_t n)
+{
+    if (o->len + n > o->cap) {
+        size_t cap = o->cap ? o->cap : 4096;
+        while (cap < o->len + n)
+            cap *= 2;
+        uint8_t *d = realloc(o->data, cap);
+        if (!d)
+            return MD_ENOMEM;
+        o->data = d;
+        o->cap = cap;
+    }
+    memcpy(o->data + o->len, p, n);
+    o->len += n;
+    return 0;
+}
+
+int md_outbuf_printf(struct md_outbuf *o, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return MD_EINVAL;
+    if ((size_t)n < sizeof(small))
+        return md_outbuf_append(o, small, (size_t)n);
+    char *big = malloc((size_t)n + 1); /* long header lines are rare */
+    if (!big)
+        return MD_ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = md_outbuf_append(o, big, (size_t)n);
+    free(big);
+    return rc;
+}
+
+int md_outbuf_write(struct md_outbuf *o, int fd, uint64_t *tx_stat)
+{
+    size_t off = 0;
+    int rc = 0;
+    while (off < o->len) {
+        ssize_t n = send(fd, o->data + off, o->len - off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        off += (size_t)n;
+        if (tx_stat)
+            md_stats_add(tx_stat, n);
+    }
+    memmove(o->data, o->data + off, o->len - off);
+    o->len -= off;
+    return rc;
+}

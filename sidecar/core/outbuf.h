@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Bytes waiting for a socket: appended by a codec, written with as few
+ * send(2) calls as possible. Growth is bounded by its callers, which stop
+ * producing while it is above their high-water mark. */
+#ifndef MESHD_CORE_OUTBUF_H
+#define MESHD_CORE_OUTBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct md_outbuf {
+    uint8_t *data; /* owned */
+    size_t len, cap;
+};
+
+void md_outbuf_fini(struct md_outbuf *o);
+/* Returns 0 or MD_ENOMEM (nothing appended then). */
+int md_outbuf_append(struct md_outbuf *o, const void *p, size_t n);
+int md_outbuf_printf(struct md_outbuf *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Writes as much as the socket takes, counting bytes into |tx_stat| (may be
+ * NULL). Returns 0 when empty, -EAGAIN when the socket is full, or -errno. */
+int md_outbuf_write(struct md_outbuf *o, int fd, uint64_t *tx_stat);
+
+#endif
