@@ -221,7 +221,11 @@ def meshd(request, meshd_bin, meshctl_bin, proto_path, workdir, ports):
 #                proto/test/v1/echo.proto into a tmp dir: (pb2, pb2_grpc, dir)
 # grpc_backend   per test: factory(name="echo") -> started env.grpc_backend.GrpcBackend
 #                (a separate server process), stopped by PID at teardown
-# h2_backend     per test: factory(name="h2") -> started env.h2_backend.H2Backend
+# h2_backend     per test: factory(name="h2", **kw) -> started env.h2_backend.H2Backend
+#                (kw: max_concurrent_streams, answer_pings)
+# h2_limits      per test: factory(backend_kw={}, concurrency=1, **values) ->
+#                (H2Backend, Meshd): bundles/h2_limits (listener http2 options,
+#                cluster http2_pool) in front of a fresh H2Backend
 # through        per test: factory(bundle, direct_port, **values) -> the port a client
 #                uses: meshd's {listen_port} (meshd started from the bundle), or
 #                with MESHD_IT_DIRECT=1 the backend's own port `direct_port`, to
@@ -280,8 +284,8 @@ def h2_backend():
 
     started = []
 
-    def make(name="h2"):
-        b = H2Backend(name=name)
+    def make(name="h2", **kw):
+        b = H2Backend(name=name, **kw)
         started.append(b)
         return b.start()
 
@@ -368,5 +372,32 @@ def h2_service(h2_backend, through, backends):
         if "{down_port}" in load_bundle(bundle) and "down_port" not in values:
             values["down_port"] = backends.refusing().port
         return b, through(bundle, b.port, route_timeout_ms=route_timeout_ms, **values)
+
+    return make
+
+
+H2_LIMITS_DEFAULTS = {
+    "listener_max_streams": 0,
+    "route_timeout_ms": 0,
+    "pool_max_streams": 0,
+    "max_connections": 0,
+    "pool_idle_ms": 0,
+    "keepalive_ms": 0,
+}
+
+
+@pytest.fixture
+def h2_limits(h2_backend, meshd):
+    """Factory: h2_limits(backend_kw=None, concurrency=1, **values) ->
+    (H2Backend, Meshd) for bundles/h2_limits.textproto; values not given are
+    0 (meshd's defaults). One worker by default, so every downstream
+    connection shares one upstream pool."""
+
+    def make(backend_kw=None, concurrency=1, **values):
+        b = h2_backend(**(backend_kw or {}))
+        vals = {**H2_LIMITS_DEFAULTS, **values}
+        vals.setdefault("upstream_port", b.port)
+        m = meshd("h2_limits", concurrency=concurrency, **vals)
+        return b, m
 
     return make

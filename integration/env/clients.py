@@ -661,3 +661,475 @@ def grpcurl(*args, timeout=60, input_bytes=None):
     assert exe, "grpcurl is not on PATH"
     argv = [exe, *map(str, args)]
     return ToolResult(argv, _run_tool(argv, timeout=timeout, input_bytes=input_bytes))
+
+
+class H2MultiClient(H2Client):
+    """An H2Client that keeps many streams open at once on its connection.
+
+        c = H2MultiClient(port)
+        sid = c.start(headers, body=b"" | bytes | source with take()/len())
+        c.wait(lambda: c.responses[sid].ended, timeout, what="...")
+        c.responses[sid] -> H2Response (plus .length and .sha256() of the body)
+
+    Nothing happens on the socket except inside start()/flush()/pump()/
+    wait(): a test that stops calling them stops reading (the peer's sends
+    then stall on flow control: our stream windows are python3-h2's 65535
+    bytes, and DATA is acknowledged as it is read). keep_data=False keeps
+    only each body's length and sha256.
+    GOAWAY: self.goaway = (error_code, last_stream_id), and streams above
+    the last id are marked refused (H2Response.goaway); the others go on.
+    The connection's end: self.eof = "eof" | "rst"."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=DEFAULT_TIMEOUT, validate=True, keep_data=True,
+                 conn_window=16 * 1024 * 1024):
+        import h2.config
+        import h2.connection
+
+        self.timeout = timeout
+        self.sock = connect(port, timeout=timeout, host=host)
+        cfg = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding="utf-8",
+            validate_outbound_headers=validate,
+            normalize_outbound_headers=validate,
+            validate_inbound_headers=False,
+        )
+        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn.initiate_connection()
+        if conn_window > 65535:
+            self.conn.increment_flow_control_window(conn_window - 65535)
+        self.sock.sendall(self.conn.data_to_send())
+        self.closed = None
+        self.keep_data = keep_data
+        self.responses = {}
+        self.goaway = None
+        self.eof = None
+        self._pending = {}  # sid -> [body source, trailers, end_stream]
+        self.body_sent = {}  # sid -> request body bytes handed to the socket
+        self._inbuf = bytearray()
+
+    def start(self, headers, body=b"", end_stream=True, trailers=None, flush=True):
+        """Open a stream: send its HEADERS (and as much body as the windows
+        allow; the rest goes out in pump()). Returns the stream id.
+        flush=False only queues the frames: flush() then writes every queued
+        stream's frames in one go (the peer reads them in one batch)."""
+        from env.h2_backend import BytesSource
+
+        sid = self.conn.get_next_available_stream_id()
+        src = body if hasattr(body, "take") else BytesSource(body)
+        last = not len(src) and not trailers and end_stream
+        self.conn.send_headers(sid, headers, end_stream=last)
+        r = H2Response()
+        r.length = 0
+        r._sha = hashlib.sha256()
+        r.sha256 = r._sha.hexdigest
+        self.responses[sid] = r
+        self.body_sent[sid] = 0
+        if not last:
+            self._pending[sid] = [src, trailers, end_stream]
+        if flush:
+            self.flush()
+        return sid
+
+    def flush(self):
+        self._send_pending()
+        self._write()
+
+    def _write(self):
+        out = self.conn.data_to_send()
+        if out:
+            self.sock.sendall(out)
+
+    def _send_pending(self):
+        import h2.exceptions
+
+        for sid, p in list(self._pending.items()):
+            src, trailers, end_stream = p
+            r = self.responses[sid]
+            if r.reset is not None or r.goaway is not None:
+                del self._pending[sid]
+                continue
+            try:
+                for i in range(4096):  # bounded per call
+                    if not len(src):
+                        break
+                    if i and i % 64 == 0:
+                        self._write()  # ~1 MiB at a time
+                    win = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+                    if win <= 0:
+                        break
+                    chunk = src.take(win)
+                    done = not len(src) and not trailers and end_stream
+                    self.conn.send_data(sid, chunk, end_stream=done)
+                    self.body_sent[sid] += len(chunk)
+                if not len(src):
+                    if trailers:
+                        self.conn.send_headers(sid, trailers, end_stream=True)
+                    del self._pending[sid]
+            except h2.exceptions.StreamClosedError:
+                del self._pending[sid]
+
+    def pump(self, timeout=None):
+        """Send what the windows allow, then read once (waiting at most
+        `timeout` seconds) and dispatch. Returns False once the connection
+        has ended (EOF or reset), True otherwise."""
+        self._send_pending()
+        self._write()
+        if self.eof is not None:
+            return False
+        self.sock.settimeout(self.timeout if timeout is None else max(timeout, 0.001))
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return True
+        except ConnectionResetError:
+            self.eof = "rst"
+            return False
+        if not data:
+            self.eof = "eof"
+            return False
+        self._dispatch(self.conn.receive_data(self._take_goaways(data)))
+        self._send_pending()
+        self._write()
+        return True
+
+    def _take_goaways(self, data):
+        """GOAWAY frames are handled here, not by python3-h2, whose state
+        machine would refuse every frame after one (RFC 9113 §6.8: streams
+        up to the last stream id go on). Returns the other frames' bytes."""
+        self._inbuf += data
+        out = bytearray()
+        i = 0
+        n = len(self._inbuf)
+        while i + 9 <= n:
+            length = int.from_bytes(self._inbuf[i : i + 3], "big")
+            if i + 9 + length > n:
+                break
+            if self._inbuf[i + 3] == 0x7:  # GOAWAY
+                last, code = struct.unpack(">II", bytes(self._inbuf[i + 9 : i + 17]))
+                self.goaway = (code, last & 0x7FFFFFFF)
+                self.closed = code
+                for sid, r in self.responses.items():
+                    if sid > self.goaway[1] and not r.ended and r.reset is None and r.goaway is None:
+                        r.goaway = code  # refused: never processed
+                        r.events.append("goaway")
+            else:
+                out += self._inbuf[i : i + 9 + length]
+            i += 9 + length
+        del self._inbuf[:i]
+        return bytes(out)
+
+    def wait(self, pred, timeout=None, what="condition"):
+        """pump() until pred() holds (returns its value). Fails after
+        `timeout` seconds, or if the connection ends first and pred() does
+        not hold then."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        for _ in range(10_000_000):
+            v = pred()
+            if v:
+                return v
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if not self.pump(min(left, 0.5)):
+                v = pred()
+                if v:
+                    return v
+                raise AssertionError(f"connection ended ({self.eof}, goaway={self.goaway}) before {what}; "
+                                     f"responses: {self.responses}")
+        raise AssertionError(f"timed out after {limit}s waiting for {what}; responses: {self.responses}")
+
+    def done(self, sid):
+        """The stream is over: ended, reset, or refused by a GOAWAY."""
+        r = self.responses[sid]
+        return r.ended or r.reset is not None or r.goaway is not None
+
+    def _dispatch(self, events):
+        import h2.events as ev
+
+        for e in events:
+            sid = getattr(e, "stream_id", None)
+            r = self.responses.get(sid) if sid else None
+            if r is None:
+                if isinstance(e, ev.DataReceived):
+                    self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                continue
+            if isinstance(e, ev.InformationalResponseReceived):
+                r.informational.append(list(e.headers))
+            elif isinstance(e, ev.ResponseReceived):
+                r.headers = list(e.headers)
+                r.events.append("headers")
+            elif isinstance(e, ev.DataReceived):
+                if self.keep_data:
+                    r.data += e.data
+                r.length += len(e.data)
+                r._sha.update(e.data)
+                if not r.events or r.events[-1] != "data":
+                    r.events.append("data")
+                self.conn.acknowledge_received_data(e.flow_controlled_length, sid)
+            elif isinstance(e, ev.TrailersReceived):
+                r.trailers = list(e.headers)
+                r.events.append("trailers")
+            elif isinstance(e, ev.StreamEnded):
+                r.ended = True
+                r.events.append("end")
+            elif isinstance(e, ev.StreamReset):
+                r.reset = int(e.error_code)
+                r.events.append("reset")
+
+
+# -- raw HTTP/2 frames -------------------------------------------------------------
+# For what python3-h2 refuses to send (floods, illegal sequences). Frames are
+# built with hyperframe and header blocks with hpack.
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_ERRORS = {
+    0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 3: "FLOW_CONTROL_ERROR", 4: "SETTINGS_TIMEOUT",
+    5: "STREAM_CLOSED", 6: "FRAME_SIZE_ERROR", 7: "REFUSED_STREAM", 8: "CANCEL", 9: "COMPRESSION_ERROR",
+    10: "CONNECT_ERROR", 11: "ENHANCE_YOUR_CALM", 12: "INADEQUATE_SECURITY", 13: "HTTP_1_1_REQUIRED",
+}
+
+
+class RawFrame:
+    """One received frame: type (int), flags (int), stream (int), payload
+    (bytes), and for HEADERS the decoded `headers` [(name, value)] (str) of
+    the whole block, for GOAWAY `last_stream_id` and `error_code`, for
+    RST_STREAM `error_code`."""
+
+    NAMES = {0: "DATA", 1: "HEADERS", 2: "PRIORITY", 3: "RST_STREAM", 4: "SETTINGS", 5: "PUSH_PROMISE",
+             6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE", 9: "CONTINUATION"}
+
+    def __init__(self, ftype, flags, stream, payload):
+        self.type = ftype
+        self.flags = flags
+        self.stream = stream
+        self.payload = payload
+        self.headers = None
+        self.error_code = None
+        self.last_stream_id = None
+        if ftype == 7 and len(payload) >= 8:
+            self.last_stream_id = struct.unpack(">I", payload[:4])[0] & 0x7FFFFFFF
+            self.error_code = struct.unpack(">I", payload[4:8])[0]
+        elif ftype == 3 and len(payload) >= 4:
+            self.error_code = struct.unpack(">I", payload[:4])[0]
+
+    @property
+    def name(self):
+        return self.NAMES.get(self.type, f"type{self.type}")
+
+    def __repr__(self):
+        extra = ""
+        if self.error_code is not None:
+            extra = f" {H2_ERRORS.get(self.error_code, self.error_code)}"
+        if self.last_stream_id is not None:
+            extra += f" last_stream_id={self.last_stream_id}"
+        if self.headers is not None:
+            extra += f" {self.headers}"
+        return f"<{self.name} stream={self.stream} flags={self.flags:#x} len={len(self.payload)}{extra}>"
+
+
+class RawH2:
+    """A raw HTTP/2 (h2c prior knowledge) client: the test builds and sends
+    frames as bytes (any sequence, legal or not), and reads frames back.
+
+        c = RawH2(port)                 # sends the preface and a SETTINGS frame
+        c.send(c.headers(1, hdrs, end_stream=True) + c.rst_stream(1, 8))
+        c.read_until(lambda f: f.type == GOAWAY, timeout) -> the frame, or None
+                                                 if the connection ended first
+    Received SETTINGS are acknowledged when auto_ack_settings is True (the
+    default); c.frames holds every frame received; c.eof is None, "eof" or
+    "rst" once the connection ended."""
+
+    DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
+    END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+
+    def __init__(self, port, host="127.0.0.1", timeout=DEFAULT_TIMEOUT, settings=(), auto_ack_settings=True,
+                 preface=True):
+        import hpack
+
+        self.sock = connect(port, timeout=timeout, host=host)
+        self.timeout = timeout
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        self.decoder.max_header_list_size = 1 << 24
+        self.auto_ack_settings = auto_ack_settings
+        self.frames = []
+        self.eof = None
+        self._buf = bytearray()
+        self._block = None  # (stream, bytearray) of a header block being received
+        if preface:
+            self.send(H2_PREFACE + self.settings(settings))
+
+    # -- building frames ------------------------------------------------------------
+    @staticmethod
+    def frame(ftype, flags, stream, payload=b""):
+        return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
+
+    def settings(self, entries=(), ack=False):
+        payload = b"".join(struct.pack(">HI", k, v) for k, v in entries)
+        return self.frame(self.SETTINGS, self.ACK if ack else 0, 0, payload)
+
+    def header_block(self, headers):
+        return self.encoder.encode(headers)
+
+    def headers(self, stream, headers, end_stream=True, end_headers=True, block=None):
+        flags = (self.END_STREAM if end_stream else 0) | (self.END_HEADERS if end_headers else 0)
+        return self.frame(self.HEADERS, flags, stream, self.header_block(headers) if block is None else block)
+
+    def continuation(self, stream, fragment, end_headers=False):
+        return self.frame(self.CONTINUATION, self.END_HEADERS if end_headers else 0, stream, fragment)
+
+    def data(self, stream, payload, end_stream=False):
+        return self.frame(self.DATA, self.END_STREAM if end_stream else 0, stream, payload)
+
+    def rst_stream(self, stream, code=8):
+        return self.frame(self.RST_STREAM, 0, stream, struct.pack(">I", code))
+
+    def ping(self, opaque=b"\0" * 8, ack=False):
+        return self.frame(self.PING, self.ACK if ack else 0, 0, opaque)
+
+    def window_update(self, stream, increment):
+        return self.frame(self.WINDOW_UPDATE, 0, stream, struct.pack(">I", increment))
+
+    def goaway(self, last_stream_id=0, code=0):
+        return self.frame(self.GOAWAY, 0, 0, struct.pack(">II", last_stream_id, code))
+
+    # -- I/O --------------------------------------------------------------------------
+    def send(self, data):
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(data)
+
+    def send_nowait(self, data, timeout=30.0):
+        """Send as much of `data` as the peer takes, without waiting for it
+        to read: stops when the socket has accepted nothing for 1 s (the
+        peer stopped reading) or the peer closed. Returns the bytes sent."""
+        view = memoryview(data)
+        sent = 0
+        self.sock.setblocking(False)
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        try:
+            for _ in range(10_000_000):
+                if sent >= len(view):
+                    break
+                try:
+                    sent += self.sock.send(view[sent : sent + (1 << 20)])
+                    last = time.monotonic()
+                    continue
+                except BlockingIOError:
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                now = time.monotonic()
+                if now - last >= 1.0 or now >= deadline:
+                    break
+                time.sleep(0.005)  # poll interval
+        finally:
+            self.sock.settimeout(self.timeout)
+        return sent
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _parse(self):
+        out = []
+        while len(self._buf) >= 9:
+            length = int.from_bytes(self._buf[0:3], "big")
+            if len(self._buf) < 9 + length:
+                break
+            ftype, flags = self._buf[3], self._buf[4]
+            stream = int.from_bytes(self._buf[5:9], "big") & 0x7FFFFFFF
+            payload = bytes(self._buf[9 : 9 + length])
+            del self._buf[: 9 + length]
+            f = RawFrame(ftype, flags, stream, payload)
+            if ftype in (self.HEADERS, self.CONTINUATION):
+                frag = payload
+                if ftype == self.HEADERS:
+                    pad = payload[0] if flags & 0x8 else 0
+                    frag = payload[1:] if flags & 0x8 else payload
+                    if flags & 0x20:
+                        frag = frag[5:]
+                    if pad:
+                        frag = frag[:-pad]
+                    self._block = (stream, bytearray(frag))
+                elif self._block is not None:
+                    self._block[1].extend(frag)
+                if flags & self.END_HEADERS and self._block is not None:
+                    f.headers = [
+                        (k.decode() if isinstance(k, bytes) else k, v.decode() if isinstance(v, bytes) else v)
+                        for k, v in self.decoder.decode(bytes(self._block[1]))
+                    ]
+                    self._block = None
+            if ftype == self.SETTINGS and not flags & self.ACK and self.auto_ack_settings:
+                try:  # never blocks: a peer that stopped reading gets no ACK
+                    self.sock.send(self.settings(ack=True), socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
+            out.append(f)
+        self.frames.extend(out)
+        return out
+
+    def read(self, timeout=None):
+        """Read once (waiting at most `timeout` s); returns the new frames.
+        Sets self.eof when the connection ended."""
+        if self.eof is not None:
+            return []
+        self.sock.settimeout(self.timeout if timeout is None else max(timeout, 0.001))
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return []
+        except ConnectionResetError:
+            self.eof = "rst"
+            return []
+        if not data:
+            self.eof = "eof"
+            return []
+        self._buf += data
+        return self._parse()
+
+    def read_until(self, pred, timeout=None):
+        """Read until a frame satisfies pred (returned), the connection ends
+        (None) or `timeout` passes (AssertionError)."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        for f in self.frames:
+            if pred(f):
+                return f
+        for _ in range(10_000_000):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for f in self.read(min(left, 0.5)):
+                if pred(f):
+                    return f
+            if self.eof is not None:
+                return None
+        raise AssertionError(f"no matching frame within {limit}s; last frames: {self.frames[-10:]}")
+
+    def read_to_end(self, timeout=None):
+        """Read until the connection ends; returns how ("eof" | "rst").
+        Fails after `timeout` s."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        for _ in range(10_000_000):
+            if self.eof is not None:
+                return self.eof
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.read(min(left, 0.5))
+        raise AssertionError(f"connection still open after {limit}s; last frames: {self.frames[-10:]}")
+
+    def goaways(self):
+        return [f for f in self.frames if f.type == self.GOAWAY]

@@ -12,6 +12,13 @@ which the tests ask Observe() what the server saw, without going through meshd.
     b.wait_call(id, pred, timeout)  -> the call's record once pred(record) holds
     b.stop()                        -> SIGTERM by PID, bounded wait, SIGKILL last
 
+    b.arrive(barrier, count)        -> joins a barrier from the control port
+
+ServerStream with `barrier` set sends its first response, then waits at the
+barrier (with barrier_count, barrier_timeout_ms) before the rest: a gate the
+test opens with arrive(barrier, barrier_count). (Unary waits at it before
+answering.)
+
 Each call's record (JSON from Observe):
   id, method, seq (arrival order), peer, metadata [[key, base64 value], ...]
   (as the server received them, in order, reserved gRPC headers excluded),
@@ -184,6 +191,17 @@ class GrpcBackend:
 
     def calls(self, id=""):
         return self.observations(id)["calls"]
+
+    def arrive(self, barrier, count, timeout=30.0):
+        """Wait at `barrier` as one of `count` calls (a Unary call on the
+        control port, not through the proxy): releases the calls waiting
+        there once `count` have arrived. Returns the response."""
+        pb, _ = import_stubs(self.stubs_dir)
+        return self._stub.Unary(
+            pb.EchoRequest(id=f"arrive-{barrier}", barrier=barrier, barrier_count=count,
+                           barrier_timeout_ms=int(timeout * 1000)),
+            timeout=timeout + 5,
+        )
 
     def wait_call(self, id, pred=lambda c: True, timeout=15.0, what=None):
         """Poll until a call with this id exists and pred(call) holds; returns
@@ -428,6 +446,12 @@ def _serve(args):
                     if req.reset_after and i == req.reset_after:
                         ctx.cancel()  # RST_STREAM(CANCEL) to the client
                         return
+                    if i == 1 and req.barrier:
+                        # A gate: the first response is out, the rest waits
+                        # for the barrier (e.g. arrive() from the test).
+                        ok, seen = call.barrier(req)
+                        if not ok:
+                            ctx.abort(grpc.StatusCode.ABORTED, f"barrier {req.barrier}: {seen} of {req.barrier_count}")
                     if i and not call.sleep(req.interval_ms):
                         return
                     yield pb.EchoResponse(id=req.id, seq=i, payload=response_payload(req), server=args.name)

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int md_h1_field_name(struct md_h1_field *f, const char *at, size_t len)
 {
@@ -37,4 +38,19 @@ void md_h1_field_fini(struct md_h1_field *f)
     free(f->value);
     f->value = NULL;
     f->value_len = f->value_cap = f->name_len = 0;
+}
+
+bool md_h1_connection_lists(const char *value, size_t len, const char *name, size_t name_len)
+{
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && value[i] != ',' && value[i] != ' ' && value[i] != '\t')
+            i++;
+        if (i - start == name_len && strncasecmp(value + start, name, name_len) == 0)
+            return true;
+    }
+    return false;
 }

@@ -5,6 +5,7 @@
 #ifndef MESHD_CODEC_H1_FIELD_H
 #define MESHD_CODEC_H1_FIELD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct md_h1_field {
@@ -19,11 +20,18 @@ int md_h1_field_name(struct md_h1_field *f, const char *at, size_t len);
 /* Returns 0, or -1 when the value would pass |max| bytes or memory runs out. */
 int md_h1_field_value(struct md_h1_field *f, const char *at, size_t len, size_t max);
 /* Forgets the field (keeps the value buffer for the next one). */
-static inline void md_h1_field_reset(struct md_h1_field *f) { f->name_len = f->value_len = 0; }
+static inline void md_h1_field_reset(struct md_h1_field *f)
+{
+    f->name_len = f->value_len = 0;
+}
 static inline const char *md_h1_field_value_ptr(const struct md_h1_field *f)
 {
     return f->value ? f->value : "";
 }
 void md_h1_field_fini(struct md_h1_field *f);
+
+/* Does a Connection header value (comma-separated tokens, any case) name the
+ * field |name| (lower case)? Those fields are hop-by-hop (RFC 9110 §7.6.1). */
+bool md_h1_connection_lists(const char *value, size_t len, const char *name, size_t name_len);
 
 #endif

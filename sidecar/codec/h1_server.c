@@ -51,8 +51,12 @@ struct h1c {
     bool req_done, resp_head_sent, resp_done, chunked, head_request, keep_alive;
     bool paused_body; /* reading stopped: the upstream is behind */
     bool closing, draining;
-    bool abort_close; /* close with RST: a response was cut short */
-    bool peer_eof;    /* the client half-closed */
+    bool abort_close;     /* close with RST: a response was cut short */
+    bool peer_eof;        /* the client half-closed */
+    bool http10;          /* the current request is HTTP/1.0 */
+    bool close_delimited; /* HTTP/1.0 client, length unknown: the body ends with the close */
+    /* obs-fold scan of the raw header section (llhttp folds silently) */
+    bool hs_line_start, hs_cr, hs_over;
     char peer_ip[INET6_ADDRSTRLEN];
 };
 
@@ -70,6 +74,7 @@ static void conn_free(struct h1c *c, bool reset)
     if (c->s) {
         struct md_stream *s = c->s;
         c->s = NULL;
+        md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), -1);
         md_router_on_downstream_closed(s, c->resp_done && c->req_done ? 0 : 8 /* CANCEL */);
         md_stream_detach_ds(s);
     }
@@ -131,6 +136,9 @@ static void refuse(struct h1c *c, int status, const char *why)
 {
     MD_LOG(MD_LOG_INFO, "http1_bad_request", "listener=%s peer=%s status=%d reason=\"%s\"",
            c->l->name, c->peer_ip, status, why);
+    md_stats_add(md_stats_l(c->w->stats, c->l->idx,
+                            status == 431 ? MD_LSTAT_RQ_TOO_LARGE : MD_LSTAT_RQ_BAD_REQUEST),
+                 1);
     if (!c->resp_head_sent) {
         char body[160];
         int n = snprintf(body, sizeof(body), "%s\n", why);
@@ -153,6 +161,7 @@ static int on_message_begin(llhttp_t *p)
     c->error_status = 0;
     c->error_reason = NULL;
     c->req_done = c->resp_head_sent = c->resp_done = c->chunked = c->head_request = false;
+    c->close_delimited = false;
     c->s = md_stream_new(c->w, c->l, c, &ds_ops);
     if (!c->s)
         return -1;
@@ -202,16 +211,28 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return md_h1_field_value(&c->field, at, len, c->l->http.h2.max_header_list_size);
 }
 
+/* RFC 9110 §5.6.2 tchar */
+static bool is_token(const char *s, size_t n)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || strchr(extra, ch)))
+            return false; /* names are lower-cased already */
+    }
+    return n > 0;
+}
+
 static int on_header_value_complete(llhttp_t *p)
 {
     struct h1c *c = p->data;
-    /* RFC 9112 §5.2: obs-fold must be refused (llhttp passes it through). */
-    const char *v = md_h1_field_value_ptr(&c->field);
-    if (memchr(v, '\n', c->field.value_len) || memchr(v, '\r', c->field.value_len)) {
+    if (!is_token(c->field.name, c->field.name_len)) {
+        /* RFC 9112 §5.1: no whitespace between the name and the colon. */
         c->error_status = 400;
-        c->error_reason = "obsolete line folding in a header field";
+        c->error_reason = "invalid header field name";
         return -1;
     }
+    const char *v = md_h1_field_value_ptr(&c->field); /* obs-fold: see obs_fold() */
     if (++c->n_headers > MAX_HEADERS) {
         c->error_status = 431;
         return -1;
@@ -246,10 +267,13 @@ static int to_h2_shape(struct h1c *c)
     if (host)
         v[n++] = (struct md_hdr){":authority", 10, host->value, host->value_len};
     v[n++] = (struct md_hdr){":path", 5, path, c->url_len};
+    const struct md_hdr *conn = md_hdrs_find(q->hdrs, q->n_hdrs, "connection");
     for (size_t i = 0; i < q->n_hdrs; i++) {
         const struct md_hdr *h = &q->hdrs[i];
         if (name_eq(h, "host") || name_eq(h, "expect"))
             continue; /* Host is :authority; Expect was answered here */
+        if (conn && md_h1_connection_lists(conn->value, conn->value_len, h->name, h->name_len))
+            continue; /* RFC 9110 §7.6.1: fields the Connection header names are hop-by-hop */
         v[n++] = *h;
     }
     q->hdrs = v;
@@ -264,6 +288,22 @@ static int on_headers_complete(llhttp_t *p)
     if (c->url_len == 0 || c->url[0] != '/') {
         /* origin-form only: absolute-form and CONNECT are for forward proxies */
         c->error_status = 400;
+        return -1;
+    }
+    c->http10 = p->http_major == 1 && p->http_minor == 0;
+    size_t hosts = 0;
+    for (size_t i = 0; i < s->req.n_hdrs; i++)
+        hosts += name_eq(&s->req.hdrs[i], "host");
+    if (hosts > 1 || (hosts == 0 && !c->http10)) {
+        /* RFC 9112 §3.2: exactly one Host in HTTP/1.1 */
+        c->error_status = 400;
+        c->error_reason = hosts ? "more than one Host header" : "missing Host header";
+        return -1;
+    }
+    if (c->http10 && (p->flags & F_CHUNKED)) {
+        /* RFC 9112 §6.1: HTTP/1.0 knows no chunked framing */
+        c->error_status = 400;
+        c->error_reason = "Transfer-Encoding in an HTTP/1.0 request";
         return -1;
     }
     const struct md_hdr *expect = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, "expect");
@@ -307,11 +347,43 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* the next request waits until this one is answered */
 }
 
+/* llhttp joins obs-fold lines silently; RFC 9112 §5.2 lets a proxy refuse
+ * them, and smuggling defences want that. Scans the raw header section.
+ * Returns true when a header line starts with SP or HT. */
+static bool obs_fold(struct h1c *c, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n && !c->hs_over; i++) {
+        uint8_t ch = p[i];
+        if (c->hs_line_start && (ch == ' ' || ch == '\t'))
+            return true;
+        if (c->hs_line_start && ch == '\n') {
+            c->hs_over = true; /* empty line: the section ended */
+        } else if (c->hs_line_start && ch == '\r') {
+            c->hs_cr = true; /* an empty line, if LF follows */
+            c->hs_line_start = false;
+            continue;
+        } else if (c->hs_cr && ch == '\n') {
+            c->hs_over = true;
+        }
+        c->hs_cr = false;
+        c->hs_line_start = ch == '\n';
+    }
+    return false;
+}
+
 /* Feeds buffered input to the parser: up to the end of a request, whose
  * answer the next one waits for (pipelining answers in order). */
 static void parse(struct h1c *c)
 {
     while (c->in_len > 0 && !c->closing && !(c->s && c->req_done)) {
+        if (!c->s) { /* a new request line starts here */
+            c->hs_line_start = c->hs_cr = c->hs_over = false;
+        }
+        if (obs_fold(c, c->in, c->in_len)) {
+            c->error_reason = "obsolete line folding in a header field";
+            refuse(c, 400, c->error_reason);
+            return;
+        }
         llhttp_errno_t e = llhttp_execute(&c->parser, (const char *)c->in, c->in_len);
         size_t used = c->in_len;
         if (e == HPE_PAUSED) {
@@ -358,6 +430,12 @@ static void pull_body(struct h1c *c)
             if (c->chunked)
                 out_append(c, "\r\n", 2);
         }
+        if (s->resp.body.len == 0 && s->reset_after_body) {
+            /* The upstream reset mid-response: cut the connection so the client
+             * cannot take the truncated body for a whole one. */
+            c->closing = c->abort_close = true;
+            return;
+        }
         if (s->resp.body.len == 0 && s->resp.end) {
             if (c->chunked) {
                 out_append(c, "0\r\n", 3);
@@ -400,6 +478,14 @@ static void run_flush(struct md_defer *d)
         size_t before = c->in_len;
         bool had = c->s != NULL;
         parse(c); /* a pipelined request may be waiting */
+        if (c->peer_eof && c->in_len == 0 && (!c->s || !c->req_done)) {
+            if (c->s) { /* the client left in the middle of a request */
+                conn_free(c, false);
+                return;
+            }
+            c->closing = true;
+            continue;
+        }
         /* Go round again only if that started something that may answer at once. */
         if (!(c->s && !had) && c->in_len == before &&
             !(c->s && c->resp_head_sent && !c->resp_done && c->out.len < OUT_HIGH &&
@@ -424,15 +510,17 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
-    if (n < 0 || (n == 0 && (!c->s || !c->req_done))) {
-        /* Gone, or gone mid-request: nothing more can be answered. */
-        conn_free(c, n < 0);
+    if (n < 0) {
+        conn_free(c, true);
         return;
     }
     if (n == 0) {
-        /* Half-closed after a whole request: answer it, then close. */
-        c->keep_alive = false;
+        /* Half-closed: what was sent in full is still answered, in order. */
         c->peer_eof = true;
+        if (c->in_len == 0 && (!c->s || !c->req_done)) {
+            conn_free(c, false); /* nothing left to answer, or gone mid-request */
+            return;
+        }
         want_flush(c);
         return;
     }
@@ -473,9 +561,12 @@ static void ds_headers_ready(void *side)
     }
     c->chunked = false;
     if (!no_body && !has_length) {
-        if (s->resp.headers_end)
+        if (s->resp.headers_end) {
             out_append(c, "content-length: 0\r\n", 19);
-        else {
+        } else if (c->http10) {
+            c->close_delimited = true; /* HTTP/1.0 has no chunks: the close ends it */
+            c->keep_alive = false;
+        } else {
             out_append(c, "transfer-encoding: chunked\r\n", 28);
             c->chunked = true;
         }
@@ -512,6 +603,10 @@ static void ds_reset(void *side, uint32_t h2_error)
     c->keep_alive = false;
     c->closing = true;
     c->abort_close = c->resp_head_sent; /* a cut-short response must not look complete */
+    if (!c->resp_head_sent)             /* nothing sent yet: an answer is still possible */
+        md_outbuf_printf(&c->out, "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; "
+                                  "charset=utf-8\r\ncontent-length: 15\r\nconnection: "
+                                  "close\r\n\r\nupstream reset\n");
     want_flush(c);
 }
 

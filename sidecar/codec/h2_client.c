@@ -27,8 +27,10 @@ struct md_h2_client {
     struct md_list streams;
     size_t n_streams;
     bool goaway;
+    bool settings_seen; /* the peer's stream limit is known */
     bool ping_outstanding;
-    ev_tstamp last_active;
+    ev_tstamp last_active; /* a stream started or ended */
+    ev_tstamp last_ping;
     ev_timer tick; /* keepalive PING and idle close */
 };
 
@@ -109,9 +111,15 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
 static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
 {
     struct md_h2_client *cl = user;
-    cl->last_active = ev_now(cl->h2.w->loop);
     if (frame->hd.type == NGHTTP2_GOAWAY) {
         cl->goaway = true;
+        return 0;
+    }
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK) &&
+        !cl->settings_seen) {
+        cl->settings_seen = true;
+        if (cl->cfg.ready)
+            cl->cfg.ready(cl->owner, cl);
         return 0;
     }
     if (frame->hd.type == NGHTTP2_PING && (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
@@ -234,18 +242,22 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     struct md_h2_client *cl = MD_CONTAINER_OF(t, struct md_h2_client, tick);
     if (cl->h2.closing)
         return;
+    ev_tstamp now = ev_now(loop);
+    if (cl->n_streams == 0 && now - cl->last_active >= cl->cfg.idle_timeout_ms / 1000.0 - 0.001) {
+        nghttp2_session_terminate_session(cl->h2.sess, NGHTTP2_NO_ERROR);
+        md_h2conn_close(&cl->h2, "idle_timeout", false);
+        return;
+    }
+    if (now - cl->last_ping < cl->cfg.keepalive_interval_ms / 1000.0 - 0.001)
+        return;
     if (cl->ping_outstanding) {
         MD_LOG(MD_LOG_WARN, "h2_upstream_keepalive_timeout", "upstream=%s", cl->cfg.label);
         md_h2conn_close(&cl->h2, "keepalive_timeout", true);
         return;
     }
-    if (cl->n_streams == 0 && ev_now(loop) - cl->last_active >= cl->cfg.idle_timeout_ms / 1000.0) {
-        nghttp2_session_terminate_session(cl->h2.sess, NGHTTP2_NO_ERROR);
-        md_h2conn_close(&cl->h2, "idle_timeout", false);
-        return;
-    }
     nghttp2_submit_ping(cl->h2.sess, NGHTTP2_FLAG_NONE, NULL);
     cl->ping_outstanding = true;
+    cl->last_ping = now;
     md_h2conn_want_flush(&cl->h2);
 }
 
@@ -286,9 +298,13 @@ struct md_h2_client *md_h2_client_new(struct md_worker *w, int fd,
     nghttp2_submit_settings(cl->h2.sess, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(cl->h2.sess, NGHTTP2_FLAG_NONE, 0,
                                           (int32_t)cfg->h2->initial_connection_window);
-    cl->last_active = ev_now(w->loop);
+    cl->last_active = cl->last_ping = ev_now(w->loop);
     ev_init(&cl->tick, on_tick);
-    cl->tick.repeat = cfg->keepalive_interval_ms / 1000.0;
+    /* One timer serves both: it ticks at the shorter of the two periods. */
+    uint32_t tick_ms = cfg->keepalive_interval_ms < cfg->idle_timeout_ms
+                           ? cfg->keepalive_interval_ms
+                           : cfg->idle_timeout_ms;
+    cl->tick.repeat = tick_ms / 1000.0;
     ev_timer_again(w->loop, &cl->tick);
     md_h2conn_init(&cl->h2, w, fd, on_conn_free);
     md_h2conn_want_flush(&cl->h2);
@@ -298,6 +314,11 @@ struct md_h2_client *md_h2_client_new(struct md_worker *w, int fd,
 size_t md_h2_client_load(const struct md_h2_client *cl)
 {
     return cl->n_streams;
+}
+
+bool md_h2_client_ready(const struct md_h2_client *cl)
+{
+    return cl->settings_seen;
 }
 
 bool md_h2_client_usable(const struct md_h2_client *cl)
@@ -337,6 +358,7 @@ int md_h2_client_submit(struct md_h2_client *cl, struct md_stream *s)
     cs->id = id;
     md_list_insert_tail(&cl->streams, &cs->link);
     cl->n_streams++;
+    cl->last_active = ev_now(cl->h2.w->loop);
     md_stats_add(cl->cfg.rq_active_stat, 1);
     s->us = cs;
     s->us_ops = &us_ops;

@@ -18,6 +18,9 @@ struct md_h2_client;
 /* Called (from a deferred flush, never inside nghttp2) when the connection
  * is gone; its streams were already told. |owner| is the pool's. */
 typedef void md_h2_client_closed_cb(void *owner, struct md_h2_client *cl);
+/* Called once, when the peer's first SETTINGS arrived: its stream limit is
+ * known from then on. */
+typedef void md_h2_client_ready_cb(void *owner, struct md_h2_client *cl);
 
 struct md_h2_client_cfg {
     const struct md_snap_h2_opts *h2;
@@ -25,6 +28,7 @@ struct md_h2_client_cfg {
     uint32_t idle_timeout_ms;
     uint64_t *rx_stat, *tx_stat, *rq_active_stat;
     const char *label; /* "cluster/ep" for logs; must outlive the connection */
+    md_h2_client_ready_cb *ready;
 };
 
 /* Wraps the connected socket |fd| (taken). Returns NULL on ENOMEM (fd closed). */
@@ -37,6 +41,8 @@ size_t md_h2_client_load(const struct md_h2_client *cl);
 /* Streams it can still take now: min(ours, the peer's MAX_CONCURRENT_STREAMS) - load;
  * 0 after GOAWAY or when closing. */
 size_t md_h2_client_capacity(const struct md_h2_client *cl);
+/* True once the peer's SETTINGS arrived (its stream limit is known). */
+bool md_h2_client_ready(const struct md_h2_client *cl);
 /* False after GOAWAY, a failed PING, or when closing. */
 bool md_h2_client_usable(const struct md_h2_client *cl);
 

@@ -74,9 +74,15 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         md_stats_add(c->rx_stat, n);
         ssize_t used = nghttp2_session_mem_recv(c->sess, buf, (size_t)n);
         if (used < 0) {
-            /* nghttp2 has queued a GOAWAY where the protocol allows: send it,
-             * then close. */
-            MD_LOG(MD_LOG_INFO, "h2_protocol_error", "err=\"%s\"", nghttp2_strerror((int)used));
+            /* For floods and some framing errors nghttp2 queues no GOAWAY
+             * itself: say why before closing, and count it. */
+            uint32_t code =
+                used == NGHTTP2_ERR_FLOODED || used == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+                    ? NGHTTP2_ENHANCE_YOUR_CALM
+                    : NGHTTP2_PROTOCOL_ERROR;
+            nghttp2_session_terminate_session(c->sess, code);
+            md_h2conn_count_proto_error(c);
+            MD_LOG(MD_LOG_WARN, "h2_protocol_error", "err=\"%s\"", nghttp2_strerror((int)used));
             md_h2conn_close(c, nghttp2_strerror((int)used), false);
             break;
         }
@@ -167,5 +173,16 @@ nghttp2_option *md_h2_options(void)
     nghttp2_option_set_max_settings(opt, 32);
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
+    /* Until the peer's SETTINGS arrive (one round trip), send one stream at a
+     * time: a peer with a low limit would otherwise refuse the rest. */
+    nghttp2_option_set_peer_max_concurrent_streams(opt, 1);
     return opt;
+}
+
+void md_h2conn_count_proto_error(struct md_h2conn *c)
+{
+    if (c->proto_err_counted || !c->proto_err_stat)
+        return;
+    c->proto_err_counted = true;
+    md_stats_add(c->proto_err_stat, 1);
 }

@@ -35,6 +35,8 @@ struct md_h2conn {
     const char *close_reason;
     md_h2conn_cb *on_free;       /* the owner releases everything; called from the flush */
     uint64_t *rx_stat, *tx_stat; /* bytes counters (borrowed slots) */
+    uint64_t *proto_err_stat;    /* protocol errors and floods (once per connection); may be NULL */
+    bool proto_err_counted;
 };
 
 /* Converts |n| headers to an nghttp2 name/value array allocated in |a| (nghttp2
@@ -58,6 +60,9 @@ static inline void md_h2conn_want_flush(struct md_h2conn *c)
 /* Marks the connection for closing with |reason| (for logs); it is freed at
  * the next flush. */
 void md_h2conn_close(struct md_h2conn *c, const char *reason, bool reset);
+
+/* Counts a protocol error or flood on this connection (at most once). */
+void md_h2conn_count_proto_error(struct md_h2conn *c);
 
 /* Immediately stops watchers and closes the socket, without calling on_free
  * (the owner is tearing down). */

@@ -204,7 +204,7 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void
 {
     struct h2sc *c = user;
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
-        md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_H2_GOAWAY_ERROR), 1);
+        md_h2conn_count_proto_error(&c->h2);
         MD_LOG(MD_LOG_WARN, "h2_goaway_sent", "listener=%s peer=%s error=%s", c->l->name,
                c->peer_ip, nghttp2_http2_strerror(frame->goaway.error_code));
     }
@@ -331,6 +331,7 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, i
     md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_CX_ACTIVE), 1);
     c->h2.rx_stat = md_stats_l(st, l->idx, MD_LSTAT_RX_BYTES);
     c->h2.tx_stat = md_stats_l(st, l->idx, MD_LSTAT_TX_BYTES);
+    c->h2.proto_err_stat = md_stats_l(st, l->idx, MD_LSTAT_H2_GOAWAY_ERROR);
 
     md_addr_peer_ip(fd, c->peer_ip, sizeof(c->peer_ip));
     int one = 1;

@@ -23,8 +23,13 @@ const struct md_stat_desc md_lstat_desc[MD_LSTAT__N] = {
                              "Requests that hit their deadline (504 / DEADLINE_EXCEEDED).", false},
     [MD_LSTAT_RQ_DS_RESET] = {"meshd_listener_http_rq_downstream_reset_total",
                               "Streams the client reset before they completed.", false},
-    [MD_LSTAT_RQ_TOO_LARGE] = {"meshd_listener_http_rq_header_too_large_total",
-                               "Requests whose header block exceeded max_header_list_size.", false},
+    [MD_LSTAT_RQ_TOO_LARGE] =
+        {"meshd_listener_http_rq_header_too_large_total",
+         "Requests whose header block exceeded max_header_list_size (or too many fields).", false},
+    [MD_LSTAT_RQ_BAD_REQUEST] = {"meshd_listener_http_rq_bad_request_total",
+                                 "HTTP/1 requests refused while parsing (400, 414): malformed "
+                                 "or smuggling attempts.",
+                                 false},
     [MD_LSTAT_H2_GOAWAY_ERROR] = {"meshd_listener_http2_protocol_error_total",
                                   "Connections closed with GOAWAY for a protocol error or flood.",
                                   false},

@@ -64,6 +64,8 @@ int md_local_reply_build(struct md_stream *s, int http_status, int grpc_status, 
             rc = add(s, "content-length", len);
         if (rc == 0)
             rc = md_bq_append(&h->body, body, (size_t)n);
+        if (rc == 0)
+            h->body_bytes += (uint64_t)n;
         h->headers_end = false;
     }
     h->headers_done = true;

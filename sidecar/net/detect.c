@@ -54,6 +54,7 @@ static void decide(struct detect *d)
         /* Could still be either: wait for the rest without spinning on a
          * readable socket. */
         ev_io_stop(d->w->loop, &d->io);
+        ev_timer_stop(d->w->loop, &d->timer); /* setting an active timer is ignored */
         ev_timer_set(&d->timer, REPEEK_S, 0.);
         ev_timer_start(d->w->loop, &d->timer);
         return;
@@ -81,6 +82,9 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         finish(d, false);
         return;
     }
+    /* Re-peek; the deadline stays armed while undecided. */
+    ev_timer_set(t, d->deadline - ev_now(loop), 0.);
+    ev_timer_start(loop, t);
     ev_io_start(loop, &d->io);
     decide(d);
 }

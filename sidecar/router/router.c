@@ -50,6 +50,46 @@ static bool in_adds(const struct md_hdr *h, const struct md_snap_header *add, si
     return false;
 }
 
+static const char *hdr_value(const struct md_hdr *h, size_t n, const char *name, int *len)
+{
+    const struct md_hdr *x = md_hdrs_find(h, n, name);
+    *len = x ? (int)(x->value_len > 200 ? 200 : x->value_len) : 1;
+    return x ? x->value : "-";
+}
+
+/* One line per request, when it ends: the access log. */
+static void access_log(const struct md_stream *s, uint32_t h2_error)
+{
+    const struct md_half *q = &s->req, *r = &s->resp;
+    int ml, pl, al, sl, gl;
+    const char *method = hdr_value(q->hdrs, q->n_hdrs, ":method", &ml);
+    const char *path = hdr_value(q->hdrs, q->n_hdrs, ":path", &pl);
+    const char *auth = hdr_value(q->hdrs, q->n_hdrs, ":authority", &al);
+    const char *status = hdr_value(r->hdrs, r->n_hdrs, ":status", &sl);
+    const char *grpc = hdr_value(r->trailers, r->n_trailers, "grpc-status", &gl);
+    if (grpc[0] == '-')
+        grpc = hdr_value(r->hdrs, r->n_hdrs, "grpc-status", &gl);
+    md_log(MD_LOG_INFO, "http_access",
+           "stream=%d.%llu listener=%s method=%.*s authority=\"%.*s\" path=\"%.*s\" route=%s "
+           "cluster=%s status=%.*s grpc_status=%.*s req_bytes=%llu resp_bytes=%llu "
+           "duration_ms=%.1f local_reply=%d reset=%s",
+           s->w->id, (unsigned long long)s->id, s->listener->name, ml, method, al, auth, pl, path,
+           s->route ? s->route->name : "-", s->route ? s->w->snap->clusters[s->cluster].name : "-",
+           s->resp_started ? sl : 1, s->resp_started ? status : "-", gl, grpc,
+           (unsigned long long)q->body_bytes, (unsigned long long)r->body_bytes,
+           (ev_now(s->w->loop) - s->started) * 1000.0, s->local_reply,
+           h2_error ? nghttp2_http2_strerror(h2_error) : "-");
+}
+
+/* Resets the downstream side; its codec will not report the end, so the
+ * access log line is written here. */
+static void reset_downstream(struct md_stream *s, uint32_t h2_error)
+{
+    if (s->ds && md_log_enabled(MD_LOG_INFO))
+        access_log(s, h2_error);
+    md_stream_reset_ds(s, h2_error);
+}
+
 static void reply(struct md_stream *s, int http_status, int grpc_status, const char *detail)
 {
     md_stream_reset_us(s, NGHTTP2_CANCEL);
@@ -59,7 +99,7 @@ static void reply(struct md_stream *s, int http_status, int grpc_status, const c
     if (dropped && s->ds)
         s->ds_ops->consumed(s->ds, dropped);
     if (md_local_reply_build(s, http_status, grpc_status, detail) < 0) {
-        md_stream_reset_ds(s, NGHTTP2_INTERNAL_ERROR);
+        reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
         return;
     }
     s->resp_started = true;
@@ -79,7 +119,7 @@ void md_router_local_reply(struct md_stream *s, enum md_reply_kind kind, const c
     };
     if (s->resp_started) {
         md_stream_reset_us(s, NGHTTP2_CANCEL);
-        md_stream_reset_ds(s, NGHTTP2_INTERNAL_ERROR);
+        reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
         return;
     }
     reply(s, map[kind].http, map[kind].grpc, detail);
@@ -114,13 +154,13 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         md_stream_reset_us(s, NGHTTP2_CANCEL);
         md_bq_clear(&s->resp.body);
         if (md_local_reply_trailers(s, MD_GRPC_DEADLINE_EXCEEDED, why) < 0) {
-            md_stream_reset_ds(s, NGHTTP2_INTERNAL_ERROR);
+            reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
             return;
         }
         md_stream_end(s, &s->resp);
     } else {
         md_stream_reset_us(s, NGHTTP2_CANCEL);
-        md_stream_reset_ds(s, NGHTTP2_CANCEL);
+        reset_downstream(s, NGHTTP2_CANCEL);
     }
 }
 
@@ -332,7 +372,7 @@ void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uin
             s->reset_after_body = h2_error ? h2_error : NGHTTP2_INTERNAL_ERROR;
             md_stream_notify_data(s, true);
         } else {
-            md_stream_reset_ds(s, h2_error ? h2_error : NGHTTP2_INTERNAL_ERROR);
+            reset_downstream(s, h2_error ? h2_error : NGHTTP2_INTERNAL_ERROR);
         }
         break;
     case MD_US_CLOSE_REFUSED:
@@ -353,42 +393,11 @@ void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uin
                        0) {
             md_stream_end(s, &s->resp); /* what arrived is delivered, then the status */
         } else {
-            md_stream_reset_ds(s, NGHTTP2_INTERNAL_ERROR);
+            reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
         }
         break;
     }
     md_stream_detach_us(s);
-}
-
-static const char *hdr_value(const struct md_hdr *h, size_t n, const char *name, int *len)
-{
-    const struct md_hdr *x = md_hdrs_find(h, n, name);
-    *len = x ? (int)(x->value_len > 200 ? 200 : x->value_len) : 1;
-    return x ? x->value : "-";
-}
-
-/* One line per request, when it ends: the access log. */
-static void access_log(const struct md_stream *s, uint32_t h2_error)
-{
-    const struct md_half *q = &s->req, *r = &s->resp;
-    int ml, pl, al, sl, gl;
-    const char *method = hdr_value(q->hdrs, q->n_hdrs, ":method", &ml);
-    const char *path = hdr_value(q->hdrs, q->n_hdrs, ":path", &pl);
-    const char *auth = hdr_value(q->hdrs, q->n_hdrs, ":authority", &al);
-    const char *status = hdr_value(r->hdrs, r->n_hdrs, ":status", &sl);
-    const char *grpc = hdr_value(r->trailers, r->n_trailers, "grpc-status", &gl);
-    if (grpc[0] == '-')
-        grpc = hdr_value(r->hdrs, r->n_hdrs, "grpc-status", &gl);
-    md_log(MD_LOG_INFO, "http_access",
-           "stream=%d.%llu listener=%s method=%.*s authority=\"%.*s\" path=\"%.*s\" route=%s "
-           "cluster=%s status=%.*s grpc_status=%.*s req_bytes=%llu resp_bytes=%llu "
-           "duration_ms=%.1f local_reply=%d reset=%s",
-           s->w->id, (unsigned long long)s->id, s->listener->name, ml, method, al, auth, pl, path,
-           s->route ? s->route->name : "-", s->route ? s->w->snap->clusters[s->cluster].name : "-",
-           s->resp_started ? sl : 1, s->resp_started ? status : "-", gl, grpc,
-           (unsigned long long)q->body_bytes, (unsigned long long)r->body_bytes,
-           (ev_now(s->w->loop) - s->started) * 1000.0, s->local_reply,
-           h2_error ? nghttp2_http2_strerror(h2_error) : "-");
 }
 
 void md_router_on_downstream_closed(struct md_stream *s, uint32_t h2_error)
@@ -396,5 +405,9 @@ void md_router_on_downstream_closed(struct md_stream *s, uint32_t h2_error)
     if (md_log_enabled(MD_LOG_INFO))
         access_log(s, h2_error);
     ev_timer_stop(s->w->loop, &s->timer);
+    /* A finished exchange lets the upstream side end on its own: resetting
+     * it would cost an HTTP/1.1 upstream its kept-alive connection. */
+    if (h2_error == 0 && s->resp.end && s->req.end && s->req.body.len == 0)
+        return;
     md_stream_reset_us(s, h2_error && h2_error != NGHTTP2_NO_ERROR ? h2_error : NGHTTP2_CANCEL);
 }

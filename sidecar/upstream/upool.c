@@ -72,6 +72,12 @@ static bool connected(const struct pconn *pc)
     return pc->cl || pc->h1;
 }
 
+/* Can take a stream now: an HTTP/2 peer's limit must be known first. */
+static bool ready(const struct pconn *pc)
+{
+    return pc->h1 || (pc->cl && md_h2_client_ready(pc->cl));
+}
+
 static void pconn_free(struct pconn *pc)
 {
     md_list_remove(&pc->link);
@@ -101,7 +107,33 @@ static void fail_pending(struct pconn *pc, enum md_us_close why)
 
 static void on_client_closed(void *owner, struct md_h2_client *cl)
 {
-    pconn_free(owner);
+    struct pconn *pc = owner;
+    md_list_remove(&pc->link); /* no stream may join it while the waiting ones fail */
+    md_list_init(&pc->link);
+    pc->cl = NULL;
+    fail_pending(pc, MD_US_CLOSE_CONN_LOST);
+    pc->cl = cl; /* still counted as connected in pconn_free */
+    pconn_free(pc);
+}
+
+/* The peer's SETTINGS came: its limit is known. Streams that waited go out up
+ * to that limit; the rest look for room elsewhere (or a new connection). */
+static void on_client_ready(void *owner, struct md_h2_client *cl)
+{
+    struct pconn *pc = owner;
+    struct md_worker *w = pc->pool->w;
+    while (!md_list_empty(&pc->pending)) {
+        struct pending *p = MD_CONTAINER_OF(pc->pending.next, struct pending, link);
+        struct md_stream *s = p->s;
+        md_list_remove(&p->link);
+        pc->n_pending--;
+        free(p);
+        s->us = NULL;
+        int rc =
+            md_h2_client_capacity(cl) > 0 ? md_h2_client_submit(cl, s) : md_upool_acquire(w, s);
+        if (rc < 0)
+            md_router_on_upstream_closed(s, MD_US_CLOSE_CONNECT_FAILED, 0);
+    }
 }
 
 static size_t idle_count(struct md_upool *pool, size_t ep)
@@ -176,6 +208,7 @@ static void on_connected(struct md_connect *c, int fd, const struct md_snap_endp
         .tx_stat = md_stats_c(st, pool->cl->idx, MD_CSTAT_TX_BYTES),
         .rq_active_stat = md_stats_c(st, pool->cl->idx, MD_CSTAT_RQ_ACTIVE),
         .label = pc->label,
+        .ready = on_client_ready,
     };
     if (pool->cl->protocol == MD_CLUSTER_HTTP1) {
         struct md_h1_client_cfg cfg1 = {.rx_stat = cfg.rx_stat,
@@ -196,6 +229,8 @@ static void on_connected(struct md_connect *c, int fd, const struct md_snap_endp
     if (pc->cl)
         md_stats_add(md_stats_c(st, pool->cl->idx, MD_CSTAT_H2_CX_ACTIVE), 1);
     md_stats_add(md_stats_c(st, pool->cl->idx, MD_CSTAT_CX_ACTIVE), 1);
+    if (pc->cl)
+        return; /* HTTP/2: the waiting streams go out when the peer's SETTINGS arrive */
     while (!md_list_empty(&pc->pending)) {
         struct pending *p = MD_CONTAINER_OF(pc->pending.next, struct pending, link);
         struct md_stream *s = p->s;
@@ -259,9 +294,10 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
         if (pc->ep != (size_t)ep || (pc->cl && !md_h2_client_usable(pc->cl)))
             continue;
         n_ep++;
-        /* A connection still connecting takes streams up to our own limit. */
-        size_t room = pc->cl ? md_h2_client_capacity(pc->cl)
-                             : (load(pc) < cl->h2.max_concurrent_streams ? 1 : 0);
+        /* One not ready yet (connecting, or waiting for the peer's SETTINGS)
+         * holds streams up to our own limit; they are spread when it is. */
+        size_t room = ready(pc) ? md_h2_client_capacity(pc->cl)
+                                : (load(pc) < cl->h2.max_concurrent_streams ? 1 : 0);
         if (room && !best)
             best = pc;
         if (!least || load(pc) < load(least))
@@ -282,7 +318,7 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
         ev_init(&best->idle_timer, on_idle_timeout);
         best->idle_timer.repeat = cl->pool_idle_timeout_ms / 1000.0;
     }
-    int rc = connected(best) ? submit(best, s, true) : add_pending(best, s);
+    int rc = ready(best) ? submit(best, s, true) : add_pending(best, s);
     if (rc < 0) {
         if (fresh) {
             md_list_remove(&best->link);
