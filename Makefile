@@ -1,11 +1,11 @@
 # Thin front over CMake. The README's two commands:
 #   make run   install what is missing, build Release, start meshd (default bundle) before a demo app
 #   make test  install what is missing, build Release and ASan+UBSan, run every test in both
-# Other targets: build, build-asan, unit, clean.
+# Other targets: build, build-asan, unit, bench (bench/run.sh: meshd vs peers), clean.
 JOBS ?= $(shell nproc)
 CTEST_FLAGS ?= --output-on-failure -j $(JOBS)
 
-.PHONY: deps build build-asan run test unit clean
+.PHONY: deps build build-asan run test unit bench clean
 
 deps:
 	@./scripts/install-deps.sh
@@ -29,6 +29,9 @@ test: build build-asan
 
 unit: build
 	@cd build/release && ctest $(CTEST_FLAGS) -L 'unit|fuzz'
+
+bench:
+	@./bench/run.sh
 
 clean:
 	rm -rf build

@@ -11,6 +11,8 @@ pkgs=(
   # tests and demo
   python3 python3-grpcio python3-grpc-tools python3-pytest python3-websockets python3-h2
   curl nghttp2-client dnsmasq-base iptables iproute2 openssl procps
+  # benchmark peers and load generators (bench/)
+  nghttp2-proxy haproxy nginx libnginx-mod-stream wrk iperf3
 )
 
 missing=()
