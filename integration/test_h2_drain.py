@@ -49,7 +49,11 @@ def _new_connection_turned_away(port):
     except ConnectionRefusedError:
         return "refused"
     s.close()
-    with RawH2(port, timeout=HANG_GUARD) as c:
+    try:
+        c = RawH2(port, timeout=HANG_GUARD)
+    except ConnectionRefusedError:
+        return "refused"  # the listener closed between the two connects
+    with c:
         try:
             c.send(c.headers(1, [(":method", "GET"), (":scheme", "http"), (":path", "/late"),
                                  (":authority", "localhost")]))
