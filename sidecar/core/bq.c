@@ -7,12 +7,26 @@
 #include <string.h>
 
 #define CHUNK 16384
+/* A queue's first chunk is sized to what arrives when that is small: a gRPC
+ * unary message then costs one small (thread-cache) allocation, not 16 KiB. */
+#define SMALL_MIN 256
 
 struct md_bq_chunk {
     struct md_bq_chunk *next;
-    size_t start, end;
-    unsigned char data[CHUNK];
+    size_t start, end, cap;
+    unsigned char data[];
 };
+
+static struct md_bq_chunk *chunk_new(size_t cap)
+{
+    struct md_bq_chunk *c = malloc(sizeof(*c) + cap);
+    if (c) {
+        c->next = NULL;
+        c->start = c->end = 0;
+        c->cap = cap;
+    }
+    return c;
+}
 
 void md_bq_fini(struct md_bq *q)
 {
@@ -35,12 +49,14 @@ size_t md_bq_clear(struct md_bq *q)
 int md_bq_append(struct md_bq *q, const void *data, size_t len)
 {
     const unsigned char *p = data;
-    /* Count the chunks first so a failed allocation appends nothing. */
-    size_t room = q->tail ? CHUNK - q->tail->end : 0;
-    size_t extra = len > room ? (len - room + CHUNK - 1) / CHUNK : 0;
+    size_t room = q->tail ? q->tail->cap - q->tail->end : 0;
+    size_t rest = len > room ? len - room : 0;
+    /* Make every chunk first, so a failed allocation appends nothing. */
     struct md_bq_chunk *fresh = NULL, **link = &fresh;
-    for (size_t i = 0; i < extra; i++) {
-        struct md_bq_chunk *c = malloc(sizeof(*c));
+    while (rest > 0) {
+        size_t cap =
+            !q->head && !fresh && rest < CHUNK / 4 ? (rest < SMALL_MIN ? SMALL_MIN : rest) : CHUNK;
+        struct md_bq_chunk *c = chunk_new(cap);
         if (!c) {
             while (fresh) {
                 struct md_bq_chunk *n = fresh->next;
@@ -49,10 +65,9 @@ int md_bq_append(struct md_bq *q, const void *data, size_t len)
             }
             return MD_ENOMEM;
         }
-        c->next = NULL;
-        c->start = c->end = 0;
         *link = c;
         link = &c->next;
+        rest -= rest < cap ? rest : cap;
     }
     size_t n = len < room ? len : room;
     if (n) {
@@ -61,7 +76,7 @@ int md_bq_append(struct md_bq *q, const void *data, size_t len)
     }
     size_t done = n;
     for (struct md_bq_chunk *c = fresh; c; c = c->next) {
-        size_t m = len - done < CHUNK ? len - done : CHUNK;
+        size_t m = len - done < c->cap ? len - done : c->cap;
         memcpy(c->data, p + done, m);
         c->end = m;
         done += m;

@@ -31,6 +31,24 @@ static void test_roundtrip_across_chunks(void **state)
     md_bq_fini(&q);
 }
 
+static void test_small_first_chunk_then_large(void **state)
+{
+    /* The first chunk is sized to a small first write; later writes spill
+     * into full chunks without losing order. */
+    struct md_bq q;
+    md_bq_init(&q);
+    static unsigned char in[60000], out[60000];
+    for (size_t i = 0; i < sizeof(in); i++)
+        in[i] = (unsigned char)(i * 13 + 1);
+    assert_int_equal(md_bq_append(&q, in, 5), 0);
+    assert_int_equal(md_bq_append(&q, in + 5, 300), 0);
+    assert_int_equal(md_bq_append(&q, in + 305, sizeof(in) - 305), 0);
+    assert_int_equal(q.len, sizeof(in));
+    assert_int_equal(md_bq_read(&q, out, sizeof(out)), sizeof(out));
+    assert_memory_equal(in, out, sizeof(in));
+    md_bq_fini(&q);
+}
+
 static void test_clear(void **state)
 {
     struct md_bq q;
@@ -47,6 +65,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_across_chunks),
+        cmocka_unit_test(test_small_first_chunk_then_large),
         cmocka_unit_test(test_clear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
