@@ -225,7 +225,7 @@ def meshd(request, meshd_bin, meshctl_bin, proto_path, workdir, ports):
 #                (kw: max_concurrent_streams, answer_pings)
 # h2_limits      per test: factory(backend_kw={}, concurrency=1, **values) ->
 #                (H2Backend, Meshd): bundles/h2_limits (listener http2 options,
-#                cluster http2_pool) in front of a fresh H2Backend
+#                cluster pool) in front of a fresh H2Backend
 # through        per test: factory(bundle, direct_port, **values) -> the port a client
 #                uses: meshd's {listen_port} (meshd started from the bundle), or
 #                with MESHD_IT_DIRECT=1 the backend's own port `direct_port`, to

@@ -76,7 +76,7 @@ static int build_cluster(const Mesh__V1__Cluster *c, size_t idx, struct md_snap_
     }
     out->protocol =
         c->protocol == MESH__V1__CLUSTER__PROTOCOL__HTTP1 ? MD_CLUSTER_HTTP1 : MD_CLUSTER_HTTP2;
-    const Mesh__V1__Cluster__Http2Pool *p = c->http2_pool;
+    const Mesh__V1__Cluster__ConnectionPool *p = c->pool;
     build_h2_opts(p ? p->http2 : NULL, &out->h2);
     out->max_connections_per_endpoint =
         or_default(p ? p->max_connections_per_endpoint : 0, MD_DEFAULT_POOL_MAX_CONNECTIONS);
@@ -473,7 +473,7 @@ static void dump_cluster(FILE *f, const struct md_snap_cluster *c)
             c->name, c->connect_timeout_ms, c->max_connect_attempts);
     for (size_t k = 0; k < c->n_endpoints; k++)
         fprintf(f, "  endpoint: \"%s\"\n", c->endpoints[k].label);
-    fprintf(f, "  protocol: %s\n  http2_pool {\n",
+    fprintf(f, "  protocol: %s\n  pool {\n",
             c->protocol == MD_CLUSTER_HTTP1 ? "HTTP1" : "HTTP2");
     dump_h2(f, 4, &c->h2);
     fprintf(f,

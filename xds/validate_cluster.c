@@ -15,18 +15,18 @@
  * a unit mistake (seconds for ms), like the other timeouts. */
 #define MAX_POOL_TIMER_MS (24u * 3600u * 1000u)
 
-static void check_http2_pool(struct md_errlist *el, const char *res,
-                             const Mesh__V1__Cluster__Http2Pool *p)
+static void check_pool(struct md_errlist *el, const char *res,
+                             const Mesh__V1__Cluster__ConnectionPool *p)
 {
     if (!p)
         return;
-    md_validate_h2_opts(el, res, "http2_pool.http2", p->http2);
-    md_validate_range0(el, res, "http2_pool.max_connections_per_endpoint",
+    md_validate_h2_opts(el, res, "pool.http2", p->http2);
+    md_validate_range0(el, res, "pool.max_connections_per_endpoint",
                        p->max_connections_per_endpoint, 1, MAX_POOL_CONNECTIONS, "");
-    md_validate_range0(el, res, "http2_pool.idle_timeout_ms", p->idle_timeout_ms, 1,
+    md_validate_range0(el, res, "pool.idle_timeout_ms", p->idle_timeout_ms, 1,
                        MAX_POOL_TIMER_MS, " ms");
     /* A floor of 1 s: PINGs faster than that only load the upstream. */
-    md_validate_range0(el, res, "http2_pool.keepalive_interval_ms", p->keepalive_interval_ms, 1000,
+    md_validate_range0(el, res, "pool.keepalive_interval_ms", p->keepalive_interval_ms, 1000,
                        MAX_POOL_TIMER_MS, " ms");
 }
 
@@ -77,6 +77,6 @@ void md_validate_clusters(const Mesh__V1__Bundle *b, struct md_errlist *el)
         check_endpoints(el, res, c);
         md_validate_enum(el, res, "protocol", &mesh__v1__cluster__protocol__descriptor,
                          (int)c->protocol);
-        check_http2_pool(el, res, c->http2_pool);
+        check_pool(el, res, c->pool);
     }
 }

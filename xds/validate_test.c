@@ -447,7 +447,7 @@ struct hfix {
     Mesh__V1__SocketAddress hla;
     Mesh__V1__HttpConnectionManager hcm;
     Mesh__V1__Http2Options lh2, ch2;
-    Mesh__V1__Cluster__Http2Pool pool;
+    Mesh__V1__Cluster__ConnectionPool pool;
     Mesh__V1__RouteConfiguration rc, rc2;
     Mesh__V1__RouteConfiguration *rcs[2];
     Mesh__V1__VirtualHost vh, vh2;
@@ -493,7 +493,7 @@ static void hfix_init(struct hfix *h)
     b->n_clusters = 2; /* app, other */
     mesh__v1__http2_options__init(&h->lh2);
     mesh__v1__http2_options__init(&h->ch2);
-    mesh__v1__cluster__http2_pool__init(&h->pool);
+    mesh__v1__cluster__connection_pool__init(&h->pool);
     h->pool.http2 = &h->ch2;
 
     /* routes[0]: gRPC test.v1.Echo/Unary -> app, 5 s */
@@ -739,7 +739,7 @@ static void test_http_valid_snapshot(void **state)
     static const char *const want[] = {
         "  http {\n    codec: H2C\n    route_config: \"rc\"\n",
         "    stream_idle_timeout_ms: 300000\n",
-        "  protocol: HTTP2\n  http2_pool {\n",
+        "  protocol: HTTP2\n  pool {\n",
         "    max_connections_per_endpoint: 8\n",
         "route_config {\n  name: \"rc\"\n",
         "    domain: \"*.example.com\"\n",
@@ -774,7 +774,7 @@ static void test_http_settings_carried(void **state)
     h.lh2.max_header_list_size = 1024;
     h.hcm.stream_idle_timeout_ms = 1000;
     h.hcm.idle_timeout_ms = 2000;
-    h.f.c.http2_pool = &h.pool;
+    h.f.c.pool = &h.pool;
     h.ch2.max_concurrent_streams = 7;
     h.pool.max_connections_per_endpoint = 2;
     h.pool.idle_timeout_ms = 3000;
@@ -888,27 +888,27 @@ static void test_cluster_http_settings(void **state)
     expect_error(&h.f.b, "cluster \"app\" (clusters[0]): protocol: unknown enum value 3 (known: "
                          "HTTP2, HTTP1)");
     h.f.c.protocol = 0;
-    h.f.c.http2_pool = &h.pool;
+    h.f.c.pool = &h.pool;
     h.pool.max_connections_per_endpoint = 2000;
-    expect_error(&h.f.b, "cluster \"app\" (clusters[0]): http2_pool.max_connections_per_endpoint: "
+    expect_error(&h.f.b, "cluster \"app\" (clusters[0]): pool.max_connections_per_endpoint: "
                          "2000 out of range: 0 for the default, or 1-1024");
     h.pool.max_connections_per_endpoint = 0;
     h.ch2.max_concurrent_streams = 20000;
-    expect_error(&h.f.b, "cluster \"app\" (clusters[0]): http2_pool.http2.max_concurrent_streams: "
+    expect_error(&h.f.b, "cluster \"app\" (clusters[0]): pool.http2.max_concurrent_streams: "
                          "20000 out of range");
     h.ch2.max_concurrent_streams = 0;
     h.ch2.initial_connection_window = 65536;
-    expect_error(&h.f.b, "http2_pool.http2.initial_connection_window: 65536 bytes is less than "
+    expect_error(&h.f.b, "pool.http2.initial_connection_window: 65536 bytes is less than "
                          "the stream window");
     h.ch2.initial_connection_window = 0;
     h.pool.idle_timeout_ms = 90000000;
-    expect_error(&h.f.b, "http2_pool.idle_timeout_ms: 90000000 ms out of range: 0 for the "
+    expect_error(&h.f.b, "pool.idle_timeout_ms: 90000000 ms out of range: 0 for the "
                          "default, or 1-86400000");
     h.pool.idle_timeout_ms = 0;
     h.pool.keepalive_interval_ms = 90000000;
-    expect_error(&h.f.b, "http2_pool.keepalive_interval_ms: 90000000 ms out of range");
+    expect_error(&h.f.b, "pool.keepalive_interval_ms: 90000000 ms out of range");
     h.pool.keepalive_interval_ms = 10;
-    expect_error(&h.f.b, "http2_pool.keepalive_interval_ms: 10 ms out of range: 0 for the "
+    expect_error(&h.f.b, "pool.keepalive_interval_ms: 10 ms out of range: 0 for the "
                          "default, or 1000-86400000");
 }
 
