@@ -6,6 +6,7 @@
 #define MESHD_CORE_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum md_log_level { MD_LOG_DEBUG, MD_LOG_INFO, MD_LOG_WARN, MD_LOG_ERROR };
 
@@ -21,6 +22,12 @@ bool md_log_enabled(enum md_log_level lvl);
  * Values with spaces must be quoted by the caller ("reason=\"...\""). */
 void md_log(enum md_log_level lvl, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Copies |len| bytes of untrusted text (a path, a header) into |dst| (|cap|
+ * bytes, NUL-terminated) for a quoted log value: '"', '\\' and bytes outside
+ * 0x20-0x7e become \xNN, so a client cannot forge keys or lines. Truncates
+ * with "..." when it does not fit. Returns |dst|. */
+const char *md_log_escape(char *dst, size_t cap, const char *src, size_t len);
 
 #define MD_LOG(lvl, event, ...)                                                                    \
     do {                                                                                           \

@@ -53,7 +53,7 @@ static bool in_adds(const struct md_hdr *h, const struct md_snap_header *add, si
 static const char *hdr_value(const struct md_hdr *h, size_t n, const char *name, int *len)
 {
     const struct md_hdr *x = md_hdrs_find(h, n, name);
-    *len = x ? (int)(x->value_len > 200 ? 200 : x->value_len) : 1;
+    *len = x ? (int)(x->value_len > 1024 ? 1024 : x->value_len) : 1;
     return x ? x->value : "-";
 }
 
@@ -69,16 +69,19 @@ static void access_log(const struct md_stream *s, uint32_t h2_error)
     const char *grpc = hdr_value(r->trailers, r->n_trailers, "grpc-status", &gl);
     if (grpc[0] == '-')
         grpc = hdr_value(r->hdrs, r->n_hdrs, "grpc-status", &gl);
+    char m[32], a[256], pa[512];
     md_log(MD_LOG_INFO, "http_access",
-           "stream=%d.%llu listener=%s method=%.*s authority=\"%.*s\" path=\"%.*s\" route=%s "
+           "stream=%d.%llu listener=%s method=%s authority=\"%s\" path=\"%s\" route=%s "
            "cluster=%s status=%.*s grpc_status=%.*s req_bytes=%llu resp_bytes=%llu "
            "duration_ms=%.1f local_reply=%d reset=%s",
-           s->w->id, (unsigned long long)s->id, s->listener->name, ml, method, al, auth, pl, path,
-           s->route ? s->route->name : "-", s->route ? s->w->snap->clusters[s->cluster].name : "-",
-           s->resp_started ? sl : 1, s->resp_started ? status : "-", gl, grpc,
-           (unsigned long long)q->body_bytes, (unsigned long long)r->body_bytes,
-           (ev_now(s->w->loop) - s->started) * 1000.0, s->local_reply,
-           h2_error ? nghttp2_http2_strerror(h2_error) : "-");
+           s->w->id, (unsigned long long)s->id, s->listener->name,
+           md_log_escape(m, sizeof(m), method, (size_t)ml),
+           md_log_escape(a, sizeof(a), auth, (size_t)al),
+           md_log_escape(pa, sizeof(pa), path, (size_t)pl), s->route ? s->route->name : "-",
+           s->route ? s->w->snap->clusters[s->cluster].name : "-", s->resp_started ? sl : 1,
+           s->resp_started ? status : "-", gl, grpc, (unsigned long long)q->body_bytes,
+           (unsigned long long)r->body_bytes, (ev_now(s->w->loop) - s->started) * 1000.0,
+           s->local_reply, h2_error ? nghttp2_http2_strerror(h2_error) : "-");
 }
 
 /* Resets the downstream side; its codec will not report the end, so the
@@ -290,11 +293,12 @@ void md_router_on_request(struct md_stream *s)
     s->route = vh ? md_route_match_route(vh, &in) : NULL;
     if (!s->route) {
         md_stats_add(md_stats_l(s->w->stats, l->idx, MD_LSTAT_RQ_NO_ROUTE), 1);
+        char a[256], p[512];
         MD_LOG(MD_LOG_INFO, "http_no_route",
-               "stream=%d.%llu listener=%s authority=\"%.*s\" path=\"%.*s\"", s->w->id,
-               (unsigned long long)s->id, l->name, (int)in.authority_len,
-               in.authority ? in.authority : "",
-               (int)(path->value_len > 200 ? 200 : path->value_len), path->value);
+               "stream=%d.%llu listener=%s authority=\"%s\" path=\"%s\"", s->w->id,
+               (unsigned long long)s->id, l->name,
+               md_log_escape(a, sizeof(a), in.authority ? in.authority : "", in.authority_len),
+               md_log_escape(p, sizeof(p), path->value, path->value_len));
         md_router_local_reply(s, MD_REPLY_NO_ROUTE,
                               vh ? "no route matched" : "no virtual host matched");
         return;
