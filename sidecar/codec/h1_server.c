@@ -57,6 +57,9 @@ struct h1c {
     bool close_delimited; /* HTTP/1.0 client, length unknown: the body ends with the close */
     /* obs-fold scan of the raw header section (llhttp folds silently) */
     bool hs_line_start, hs_cr, hs_over;
+    /* llhttp 8.1 skips the two bytes after chunk data unchecked: we check them */
+    const uint8_t *exec_end; /* end of the bytes given to llhttp_execute */
+    const char *crlf_want;   /* the rest of a chunk's CRLF still to see, or NULL */
     char peer_ip[INET6_ADDRSTRLEN];
 };
 
@@ -162,6 +165,7 @@ static int on_message_begin(llhttp_t *p)
     c->error_reason = NULL;
     c->req_done = c->resp_head_sent = c->resp_done = c->chunked = c->head_request = false;
     c->close_delimited = false;
+    c->crlf_want = NULL;
     c->s = md_stream_new(c->w, c->l, c, &ds_ops);
     if (!c->s)
         return -1;
@@ -327,9 +331,35 @@ static int on_headers_complete(llhttp_t *p)
     return 0;
 }
 
+/* Checks |n| bytes at |p| against what must follow chunk data. Returns
+ * false on a mismatch; keeps what is still to come in c->crlf_want. */
+static bool chunk_crlf_ok(struct h1c *c, const char *p, size_t n)
+{
+    while (c->crlf_want && *c->crlf_want && n > 0) {
+        if (*p != *c->crlf_want)
+            return false;
+        p++;
+        n--;
+        c->crlf_want++;
+    }
+    if (c->crlf_want && !*c->crlf_want)
+        c->crlf_want = NULL;
+    return true;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct h1c *c = p->data;
+    if ((p->flags & F_CHUNKED) && p->content_length == 0) {
+        /* The chunk's data ends here: CRLF must follow (RFC 9112 §7.1). */
+        const char *end = at + len;
+        c->crlf_want = "\r\n";
+        if (!chunk_crlf_ok(c, end, (size_t)((const char *)c->exec_end - end))) {
+            c->error_status = 400;
+            c->error_reason = "chunk data not followed by CRLF";
+            return -1;
+        }
+    }
     if (c->s && md_stream_body(c->s, &c->s->req, at, len) < 0)
         return -1;
     if (c->s && c->s->req.body.len > REQ_BODY_HIGH)
@@ -384,6 +414,11 @@ static void parse(struct h1c *c)
             refuse(c, 400, c->error_reason);
             return;
         }
+        if (c->crlf_want && !chunk_crlf_ok(c, (const char *)c->in, c->in_len)) {
+            refuse(c, 400, "chunk data not followed by CRLF");
+            return;
+        }
+        c->exec_end = c->in + c->in_len;
         llhttp_errno_t e = llhttp_execute(&c->parser, (const char *)c->in, c->in_len);
         size_t used = c->in_len;
         if (e == HPE_PAUSED) {
