@@ -151,3 +151,32 @@ def test_http1_request_starting_like_the_preface_in_two_writes(h1_service):
         c.send(wire[1:])
         r = c.read_response()
         assert r.status == 200 and r.body == b"hello", r
+
+
+def test_detection_outcomes_counted_per_listener(h1_service):
+    """Each AUTO connection is counted by what its first bytes said: two
+    HTTP/1.1, one h2c, and one that closed before saying anything."""
+    svc = h1_service()
+    for _ in range(2):
+        c = svc.conn(auto=True)
+        c.send(request_bytes("GET", "/plain/count"))
+        assert c.read_response().status == 200
+        c.close()
+    r = h2_get(svc.auto_port, "/plain/count")
+    assert r.status == 200, r
+    s = socket.create_connection(("127.0.0.1", svc.auto_port), timeout=HANG_GUARD)
+    s.close()
+
+    def counted():
+        st = svc.meshd.stats()
+        got = tuple(st.get(f"meshd_listener_detect_{k}_total", listener="auto_in") for k in ("http1", "http2", "none"))
+        return got if got == (2, 1, 1) else None
+
+    deadline = time.monotonic() + HANG_GUARD
+    got = counted()
+    while got is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling a counter, not waiting for readiness
+        got = counted()
+    st = svc.meshd.stats()
+    assert got == (2, 1, 1), {k: st.get(f"meshd_listener_detect_{k}_total", listener="auto_in")
+                              for k in ("http1", "http2", "none")}

@@ -30,6 +30,15 @@ const struct md_stat_desc md_lstat_desc[MD_LSTAT__N] = {
                                  "HTTP/1 requests refused while parsing (400, 414): malformed "
                                  "or smuggling attempts.",
                                  false},
+    [MD_LSTAT_DETECT_H2] = {"meshd_listener_detect_http2_total",
+                            "AUTO listeners: connections that began with the HTTP/2 preface.",
+                            false},
+    [MD_LSTAT_DETECT_HTTP1] = {"meshd_listener_detect_http1_total",
+                               "AUTO listeners: connections handed to HTTP/1.1.", false},
+    [MD_LSTAT_DETECT_NONE] = {"meshd_listener_detect_none_total",
+                              "AUTO listeners: connections closed or timed out before their first "
+                              "bytes decided.",
+                              false},
     [MD_LSTAT_H2_GOAWAY_ERROR] = {"meshd_listener_http2_protocol_error_total",
                                   "Connections closed with GOAWAY for a protocol error or flood.",
                                   false},

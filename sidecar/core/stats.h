@@ -23,6 +23,9 @@ enum md_lstat {
     MD_LSTAT_RQ_TOO_LARGE,    /* header block over max_header_list_size */
     MD_LSTAT_RQ_BAD_REQUEST,  /* HTTP/1 requests refused while parsing (400/414) */
     MD_LSTAT_H2_GOAWAY_ERROR, /* connections closed for protocol errors or floods */
+    MD_LSTAT_DETECT_H2,       /* AUTO: connections detected as h2c */
+    MD_LSTAT_DETECT_HTTP1,    /* AUTO: connections detected as HTTP/1.1 */
+    MD_LSTAT_DETECT_NONE,     /* AUTO: closed or timed out before a decision */
     MD_LSTAT__N
 };
 

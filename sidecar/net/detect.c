@@ -31,6 +31,8 @@ struct detect {
 static void finish(struct detect *d, bool keep)
 {
     struct md_worker *w = d->w;
+    if (!keep)
+        md_stats_add(md_stats_l(w->stats, d->l->idx, MD_LSTAT_DETECT_NONE), 1);
     ev_io_stop(w->loop, &d->io);
     ev_timer_stop(w->loop, &d->timer);
     md_list_remove(&d->link);
@@ -63,6 +65,7 @@ static void decide(struct detect *d)
     const struct md_snap_listener *l = d->l;
     int fd = d->fd;
     finish(d, true);
+    md_stats_add(md_stats_l(w->stats, l->idx, h2 ? MD_LSTAT_DETECT_H2 : MD_LSTAT_DETECT_HTTP1), 1);
     if (h2)
         md_h2_server_start(w, l, fd);
     else
