@@ -124,11 +124,8 @@ static int on_header_value_complete(llhttp_t *p)
     if (cl->in_1xx || !cl->s)
         return 0;
     /* Framing and connection fields are HTTP/1's; the downstream frames anew. */
-    static const char *const skip[] = {"connection", "keep-alive", "transfer-encoding",
-                                       "proxy-connection", "upgrade"};
-    for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
-        if (n == strlen(skip[i]) && memcmp(f->name, skip[i], n) == 0)
-            return 0;
+    if (md_hdr_name_is_connection_specific(f->name, n))
+        return 0;
     return md_stream_add_header(cl->s, &cl->s->resp, f->name, n, md_h1_field_value_ptr(f), vlen) < 0
                ? -1
                : 0;
@@ -373,11 +370,8 @@ static bool skip_request_field(const struct md_hdr *h)
 {
     /* Already stripped by the router: connection-specific fields. These are
      * HTTP/2-only or re-framed here. */
-    static const char *const skip[] = {"te", "content-length", "host"};
-    for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
-        if (h->name_len == strlen(skip[i]) && memcmp(h->name, skip[i], h->name_len) == 0)
-            return true;
-    return h->name_len && h->name[0] == ':';
+    return md_hdr_is(h, "te") || md_hdr_is(h, "content-length") || md_hdr_is(h, "host") ||
+           (h->name_len && h->name[0] == ':');
 }
 
 int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reused)

@@ -85,11 +85,10 @@ static void conn_free(struct h1c *c, bool reset)
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     ev_timer_stop(w->loop, &c->idle);
-    if (reset) {
-        struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    }
-    close(c->fd);
+    if (reset)
+        md_sock_close_reset(c->fd);
+    else
+        close(c->fd);
     md_list_remove(&c->link);
     md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_CX_ACTIVE), -1);
     __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
@@ -247,12 +246,6 @@ static int on_header_value_complete(llhttp_t *p)
     return rc < 0 ? -1 : 0;
 }
 
-static bool name_eq(const struct md_hdr *h, const char *n)
-{
-    size_t len = strlen(n);
-    return h->name_len == len && memcmp(h->name, n, len) == 0;
-}
-
 /* HTTP/2-shaped request: pseudo-headers first, then the fields except Host
  * (it becomes :authority) and the HTTP/1 framing fields. */
 static int to_h2_shape(struct h1c *c)
@@ -274,7 +267,7 @@ static int to_h2_shape(struct h1c *c)
     const struct md_hdr *conn = md_hdrs_find(q->hdrs, q->n_hdrs, "connection");
     for (size_t i = 0; i < q->n_hdrs; i++) {
         const struct md_hdr *h = &q->hdrs[i];
-        if (name_eq(h, "host") || name_eq(h, "expect"))
+        if (md_hdr_is(h, "host") || md_hdr_is(h, "expect"))
             continue; /* Host is :authority; Expect was answered here */
         if (conn && md_h1_connection_lists(conn->value, conn->value_len, h->name, h->name_len))
             continue; /* RFC 9110 §7.6.1: fields the Connection header names are hop-by-hop */
@@ -297,7 +290,7 @@ static int on_headers_complete(llhttp_t *p)
     c->http10 = p->http_major == 1 && p->http_minor == 0;
     size_t hosts = 0;
     for (size_t i = 0; i < s->req.n_hdrs; i++)
-        hosts += name_eq(&s->req.hdrs[i], "host");
+        hosts += md_hdr_is(&s->req.hdrs[i], "host");
     if (hosts > 1 || (hosts == 0 && !c->http10)) {
         /* RFC 9112 §3.2: exactly one Host in HTTP/1.1 */
         c->error_status = 400;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "codec/h2_conn.h"
 
+#include "core/addr.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -45,11 +46,10 @@ void md_h2conn_fini(struct md_h2conn *c)
     if (c->fd >= 0) {
         ev_io_stop(c->w->loop, &c->rio);
         ev_io_stop(c->w->loop, &c->wio);
-        if (c->reset_on_close) {
-            struct linger lg = {.l_onoff = 1, .l_linger = 0};
-            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-        }
-        close(c->fd);
+        if (c->reset_on_close)
+            md_sock_close_reset(c->fd);
+        else
+            close(c->fd);
         c->fd = -1;
     }
     if (c->sess) {

@@ -2,6 +2,7 @@
 #include "codec/tcp_proxy.h"
 
 #include "core/buf.h"
+#include "core/addr.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "loop/worker.h"
@@ -70,12 +71,10 @@ static void side_close(struct ev_loop *loop, struct side *s, bool reset)
         return;
     ev_io_stop(loop, &s->rio);
     ev_io_stop(loop, &s->wio);
-    if (reset) {
-        /* SO_LINGER 0: close sends RST instead of FIN. */
-        struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    }
-    close(s->fd);
+    if (reset)
+        md_sock_close_reset(s->fd);
+    else
+        close(s->fd);
     s->fd = -1;
 }
 
@@ -336,9 +335,7 @@ void md_tcp_proxy_start(struct md_worker *w, const struct md_snap_listener *l, i
     struct session *s = calloc(1, sizeof(*s));
     if (!s) {
         MD_LOG(MD_LOG_ERROR, "out_of_memory", "listener=%s what=tcp_session", l->name);
-        struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-        close(fd);
+        md_sock_close_reset(fd);
         return;
     }
     s->w = w;

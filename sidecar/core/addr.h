@@ -22,6 +22,9 @@ int md_addr_parse(const char *ip, uint32_t port, struct md_addr *out);
 /* Writes "1.2.3.4:80" or "[::1]:80" into |buf| (MD_ADDR_STRLEN bytes). */
 const char *md_addr_format(const struct sockaddr *sa, char *buf);
 
+/* Closes |fd| with a reset (SO_LINGER 0): the peer sees RST, not FIN. */
+void md_sock_close_reset(int fd);
+
 /* Writes the connected peer's IP (no port) of socket |fd| into |buf|
  * (INET6_ADDRSTRLEN bytes); "" when unknown. */
 void md_addr_peer_ip(int fd, char *buf, size_t len);

@@ -4,8 +4,10 @@
 #ifndef MESHD_HTTP_HDRS_H
 #define MESHD_HTTP_HDRS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct md_hdr {
     const char *name; /* lower case (HTTP/2); pseudo-headers start with ':' */
@@ -13,5 +15,17 @@ struct md_hdr {
     const char *value;
     size_t value_len;
 };
+
+/* Is |h| named |name| (lower case)? */
+static inline bool md_hdr_is(const struct md_hdr *h, const char *name)
+{
+    size_t n = strlen(name);
+    return h->name_len == n && memcmp(h->name, name, n) == 0;
+}
+
+/* Is |name|/|len| a connection-specific field (RFC 9113 §8.2.2; RFC 9110
+ * §7.6.1): connection, keep-alive, proxy-connection, transfer-encoding,
+ * upgrade? TE is the caller's to judge (HTTP/2 allows "te: trailers"). */
+bool md_hdr_name_is_connection_specific(const char *name, size_t len);
 
 #endif

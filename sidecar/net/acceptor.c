@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "net/acceptor.h"
 
+#include "core/addr.h"
 #include "core/list.h"
 
 #include <errno.h>
@@ -40,11 +41,8 @@ static void shed_one(struct md_acceptor *a)
         return;
     close(*a->reserve_fd);
     int fd = accept4(a->fd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd >= 0) {
-        struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-        close(fd);
-    }
+    if (fd >= 0)
+        md_sock_close_reset(fd);
     *a->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 

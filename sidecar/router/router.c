@@ -16,28 +16,19 @@
 /* A stream refused by an upstream (GOAWAY) is sent again at most this often. */
 #define MAX_REFUSED_RETRIES 3
 
-static bool name_is(const struct md_hdr *h, const char *name)
-{
-    size_t n = strlen(name);
-    return h->name_len == n && memcmp(h->name, name, n) == 0;
-}
-
 /* RFC 9113 §8.2.2: connection-specific fields must not be forwarded. */
 static bool hop_by_hop(const struct md_hdr *h)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (name_is(h, names[i]))
-            return true;
+    if (md_hdr_name_is_connection_specific(h->name, h->name_len))
+        return true;
     /* TE is allowed with the value "trailers" only (gRPC sends it). */
-    return name_is(h, "te") && !(h->value_len == 8 && strncasecmp(h->value, "trailers", 8) == 0);
+    return md_hdr_is(h, "te") && !(h->value_len == 8 && strncasecmp(h->value, "trailers", 8) == 0);
 }
 
 static bool in_names(const struct md_hdr *h, char *const *names, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (name_is(h, names[i]))
+        if (md_hdr_is(h, names[i]))
             return true;
     return false;
 }
@@ -206,7 +197,7 @@ static int build_upstream_headers(struct md_stream *s)
     for (size_t i = 0; i < q->n_hdrs; i++) {
         struct md_hdr h = q->hdrs[i];
         if (h.name_len && h.name[0] == ':') {
-            if (name_is(&h, ":path") && r->prefix_rewrite && r->kind == MD_PATH_MATCH_PREFIX &&
+            if (md_hdr_is(&h, ":path") && r->prefix_rewrite && r->kind == MD_PATH_MATCH_PREFIX &&
                 h.value_len >= r->path_len) {
                 size_t len = r->prefix_rewrite_len + h.value_len - r->path_len;
                 char *p = md_arena_alloc(&s->arena, len + 1);
@@ -223,9 +214,9 @@ static int build_upstream_headers(struct md_stream *s)
         if (hop_by_hop(&h) || in_names(&h, r->req_remove, r->n_req_remove) ||
             in_adds(&h, r->req_add, r->n_req_add))
             continue;
-        if (name_is(&h, "grpc-timeout") && s->deadline)
+        if (md_hdr_is(&h, "grpc-timeout") && s->deadline)
             continue; /* replaced by the remaining budget below */
-        if (name_is(&h, "x-forwarded-for") && !have_xff && s->peer_ip && s->peer_ip[0]) {
+        if (md_hdr_is(&h, "x-forwarded-for") && !have_xff && s->peer_ip && s->peer_ip[0]) {
             have_xff = true;
             char *v = md_arena_alloc(&s->arena, h.value_len + strlen(s->peer_ip) + 3);
             if (!v)
@@ -233,7 +224,7 @@ static int build_upstream_headers(struct md_stream *s)
             h.value_len = (size_t)sprintf(v, "%.*s, %s", (int)h.value_len, h.value, s->peer_ip);
             h.value = v;
         }
-        have_rid |= name_is(&h, "x-request-id");
+        have_rid |= md_hdr_is(&h, "x-request-id");
         out[n++] = h;
     }
     for (size_t i = 0; i < r->n_req_add; i++)
