@@ -76,7 +76,8 @@ def det_digest(total, seed=0):
 class TCPServer:
     """Base: listener + accept thread + one handler thread per connection."""
 
-    def __init__(self, backlog=1024):
+    def __init__(self, backlog=1024, name=None):
+        self._thread_name = name or type(self).__name__
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(backlog)
@@ -97,7 +98,7 @@ class TCPServer:
     # -- lifecycle -------------------------------------------------------
     def start(self):
         self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=f"{type(self).__name__}:{self.port}", daemon=True
+            target=self._accept_loop, name=f"{self._thread_name}:{self.port}", daemon=True
         )
         self._accept_thread.start()
         return self
@@ -148,16 +149,21 @@ class TCPServer:
                     break
                 except OSError:
                     return
-                conn.setblocking(True)
-                conn.settimeout(IO_TIMEOUT)
                 with self._lock:
                     self.accepted += 1
-                    self.active += 1
-                    self.peak_active = max(self.peak_active, self.active)
                     self._conns.add(conn)
-                    t = threading.Thread(target=self._run, args=(conn,), daemon=True)
+                    t = self._thread_for(conn, self.accepted)
                     self._threads.append(t)
                 t.start()
+
+    def _thread_for(self, conn, cid):
+        """The thread that serves |conn| (the |cid|-th accepted); called with
+        the lock held. This server: a blocking socket and handle()."""
+        conn.setblocking(True)
+        conn.settimeout(IO_TIMEOUT)
+        self.active += 1
+        self.peak_active = max(self.peak_active, self.active)
+        return threading.Thread(target=self._run, args=(conn,), daemon=True)
 
     def _run(self, conn):
         try:

@@ -390,27 +390,36 @@ class H2Response:
         )
 
 
+def h2_client_session(port, host, timeout, validate, conn_window):
+    """Connects and starts a python3-h2 client session (preface, SETTINGS,
+    the connection window opened to |conn_window|). Returns (socket, H2Connection).
+    validate=False lets headers through that HTTP/2 forbids."""
+    import h2.config
+    import h2.connection
+
+    sock = connect(port, timeout=timeout, host=host)
+    cfg = h2.config.H2Configuration(
+        client_side=True,
+        header_encoding="utf-8",
+        validate_outbound_headers=validate,
+        normalize_outbound_headers=validate,
+        validate_inbound_headers=False,
+    )
+    conn = h2.connection.H2Connection(config=cfg)
+    conn.initiate_connection()
+    if conn_window > 65535:
+        conn.increment_flow_control_window(conn_window - 65535)
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
 class H2Client:
     """A raw HTTP/2 client over h2c prior knowledge, one request at a time.
     validate=False sends headers HTTP/2 forbids (to test the proxy's rules)."""
 
     def __init__(self, port, host="127.0.0.1", timeout=DEFAULT_TIMEOUT, validate=True):
-        import h2.config
-        import h2.connection
-
         self.timeout = timeout
-        self.sock = connect(port, timeout=timeout, host=host)
-        cfg = h2.config.H2Configuration(
-            client_side=True,
-            header_encoding="utf-8",
-            validate_outbound_headers=validate,
-            normalize_outbound_headers=validate,
-            validate_inbound_headers=False,
-        )
-        self.conn = h2.connection.H2Connection(config=cfg)
-        self.conn.initiate_connection()
-        self.conn.increment_flow_control_window(16 * 1024 * 1024 - 65535)
-        self.sock.sendall(self.conn.data_to_send())
+        self.sock, self.conn = h2_client_session(port, host, timeout, validate, 16 * 1024 * 1024)
         self.closed = None  # GOAWAY error code once received
 
     def close(self):
@@ -682,23 +691,8 @@ class H2MultiClient(H2Client):
 
     def __init__(self, port, host="127.0.0.1", timeout=DEFAULT_TIMEOUT, validate=True, keep_data=True,
                  conn_window=16 * 1024 * 1024):
-        import h2.config
-        import h2.connection
-
         self.timeout = timeout
-        self.sock = connect(port, timeout=timeout, host=host)
-        cfg = h2.config.H2Configuration(
-            client_side=True,
-            header_encoding="utf-8",
-            validate_outbound_headers=validate,
-            normalize_outbound_headers=validate,
-            validate_inbound_headers=False,
-        )
-        self.conn = h2.connection.H2Connection(config=cfg)
-        self.conn.initiate_connection()
-        if conn_window > 65535:
-            self.conn.increment_flow_control_window(conn_window - 65535)
-        self.sock.sendall(self.conn.data_to_send())
+        self.sock, self.conn = h2_client_session(port, host, timeout, validate, conn_window)
         self.closed = None
         self.keep_data = keep_data
         self.responses = {}

@@ -87,10 +87,10 @@ import collections
 import hashlib
 import os
 import select
-import socket
 import threading
 import time
 import urllib.parse
+from env.backends import TCPServer
 
 KNOWN_BODY = b"hello from the h2 backend\n"
 IO_TIMEOUT = 60.0
@@ -170,7 +170,7 @@ class _Stream:
         self.live = None  # the live record in H2Backend.streams
 
 
-class H2Backend:
+class H2Backend(TCPServer):
     def __init__(self, name="h2", max_concurrent_streams=None, answer_pings=True):
         import h2.config  # noqa: F401 - fail early if python3-h2 is missing
 
@@ -182,50 +182,8 @@ class H2Backend:
         self._released = set()
         self._cmds = {}  # cid -> deque of commands run by the connection's thread
         self._wakers = {}  # cid -> write end of the connection's wake pipe
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(256)
-        self.lsock.setblocking(False)
-        self.port = self.lsock.getsockname()[1]
+        super().__init__(backlog=256, name="h2")
         self.requests = []
-        self.errors = []
-        self.accepted = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = []
-        self._conns = set()
-        self._accept_thread = None
-
-    # -- lifecycle ---------------------------------------------------------------
-    def start(self):
-        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"h2:{self.port}", daemon=True)
-        self._accept_thread.start()
-        return self
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def stop(self, join_timeout=10.0):
-        self._stop.set()
-        if self._accept_thread is not None:
-            self._accept_thread.join(join_timeout)
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-        with self._lock:
-            conns, threads = list(self._conns), list(self._threads)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        deadline = time.monotonic() + join_timeout
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
 
     def requests_for(self, path_prefix):
         with self._lock:
@@ -281,28 +239,8 @@ class H2Backend:
                 pass
 
     # -- server ------------------------------------------------------------------
-    def _accept_loop(self):
-        while not self._stop.is_set():
-            try:
-                r, _, _ = select.select([self.lsock], [], [], 0.1)
-            except (OSError, ValueError):
-                return
-            if not r:
-                continue
-            for _ in range(256):  # bounded burst per wakeup
-                try:
-                    conn, _ = self.lsock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    return
-                with self._lock:
-                    self.accepted += 1
-                    cid = self.accepted
-                    self._conns.add(conn)
-                    t = threading.Thread(target=self._serve_conn, args=(conn, cid), daemon=True)
-                    self._threads.append(t)
-                t.start()
+    def _thread_for(self, conn, cid):
+        return threading.Thread(target=self._serve_conn, args=(conn, cid), daemon=True)
 
     def _serve_conn(self, sock, cid):
         import h2.config
