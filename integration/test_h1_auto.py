@@ -2,8 +2,9 @@
 """A listener with codec AUTO serves HTTP/1.1 and h2c (prior knowledge) on
 one port, told apart by the first bytes: curl --http1.1, curl
 --http2-prior-knowledge and grpcio (to the gRPC backend) all work on the
-same port, at the same time; anything that is not the HTTP/2 preface is
-HTTP/1.1 (so junk gets an HTTP/1.1 400); and a client whose first bytes
+same port, at the same time; without a tcp_fallback, anything that is not
+the HTTP/2 preface or TLS is HTTP/1.1 (so junk gets an HTTP/1.1 400; the
+fallback cases are test_detect.py's); and a client whose first bytes
 arrive in more than one TCP segment is still told apart right."""
 import socket
 import time
@@ -100,14 +101,21 @@ def test_all_three_at_once_on_one_port(h1_service, echo_stubs, workdir):
 
 @pytest.mark.parametrize("first", [b"GET /", b"\x16\x03\x01\x00\xa5", b"PRI * HTTP/1.1\r\n"],
                          ids=["http1", "tls-hello", "preface-lookalike"])
-def test_not_the_preface_means_http1(h1_service, first):
-    """Bytes that are not the HTTP/2 preface go to the HTTP/1.1 codec: a
-    request is served, junk gets an HTTP/1.1 400 and a close."""
+def test_not_the_preface_without_fallback(h1_service, first):
+    """Bytes that are not the HTTP/2 preface go to the HTTP/1.1 codec when
+    the listener has no tcp_fallback: a request is served, junk gets an
+    HTTP/1.1 400 and a close; a TLS ClientHello is closed."""
     svc = h1_service()
     with H1Conn(svc.auto_port) as c:
         if first == b"GET /":
             c.send(request_bytes("GET", "/plain/notpri"))
             assert c.read_response().status == 200
+        elif first.startswith(b"\x16"):
+            # TLS on a listener without TLS or a tcp_fallback: nothing can
+            # answer it in a way a TLS client understands, so it is closed.
+            c.send(first + b"junk junk\r\n\r\n")
+            assert c.expect_closed() in ("eof", "rst")
+            assert svc.stat("meshd_listener_detect_none_total", listener="auto_in") == 1
         else:
             c.send(first + b"junk junk\r\n\r\n")
             r = c.read_response()

@@ -87,6 +87,9 @@ static int build_cluster(const Mesh__V1__Cluster *c, size_t idx, struct md_snap_
     return 0;
 }
 
+static void build_tcp_proxy(const Mesh__V1__Bundle *b, const Mesh__V1__TcpProxy *tp,
+                            struct md_snap_tcp_proxy *out);
+
 static int build_listener(const Mesh__V1__Bundle *b, const Mesh__V1__Listener *l, size_t idx,
                           struct md_snap_listener *out)
 {
@@ -108,15 +111,26 @@ static int build_listener(const Mesh__V1__Bundle *b, const Mesh__V1__Listener *l
         out->http.stream_idle_timeout_ms =
             or_default(h->stream_idle_timeout_ms, MD_DEFAULT_STREAM_IDLE_TIMEOUT_MS);
         out->http.idle_timeout_ms = or_default(h->idle_timeout_ms, MD_DEFAULT_HTTP_IDLE_TIMEOUT_MS);
+        if (!h->tcp_fallback)
+            return 0;
+        out->http.tcp_fallback = true;
+        out->http.detect_timeout_ms =
+            or_default(h->detect_timeout_ms, MD_DEFAULT_DETECT_TIMEOUT_MS);
+        build_tcp_proxy(b, h->tcp_fallback, &out->tcp);
         return 0;
     }
-    const Mesh__V1__TcpProxy *tp = l->tcp_proxy;
     out->handler = MD_HANDLER_TCP_PROXY;
-    out->tcp.cluster = (size_t)md_validate_find_cluster(b, tp->cluster);
-    out->tcp.idle_timeout_ms = or_default(tp->idle_timeout_ms, MD_DEFAULT_IDLE_TIMEOUT_MS);
-    out->tcp.buffer_limit = or_default(tp->buffer_limit_bytes, MD_DEFAULT_BUFFER_LIMIT);
-    out->tcp.splice = !tp->disable_splice;
+    build_tcp_proxy(b, l->tcp_proxy, &out->tcp);
     return 0;
+}
+
+static void build_tcp_proxy(const Mesh__V1__Bundle *b, const Mesh__V1__TcpProxy *tp,
+                            struct md_snap_tcp_proxy *out)
+{
+    out->cluster = (size_t)md_validate_find_cluster(b, tp->cluster);
+    out->idle_timeout_ms = or_default(tp->idle_timeout_ms, MD_DEFAULT_IDLE_TIMEOUT_MS);
+    out->buffer_limit = or_default(tp->buffer_limit_bytes, MD_DEFAULT_BUFFER_LIMIT);
+    out->splice = !tp->disable_splice;
 }
 
 static int build_header_adds(Mesh__V1__HeaderValue *const *hv, size_t n,
@@ -234,6 +248,13 @@ static int build_action(const Mesh__V1__Bundle *b, const Mesh__V1__RouteAction *
     if (rc == 0)
         rc = build_header_removes(a->response_headers_to_remove, a->n_response_headers_to_remove,
                                   &out->resp_remove, &out->n_resp_remove);
+    out->refuse_upgrades = a->refuse_upgrades;
+    static char *const default_upgrades[] = {MD_DEFAULT_UPGRADE};
+    if (rc == 0 && !a->refuse_upgrades)
+        rc = a->n_upgrade_types
+                 ? build_header_removes(a->upgrade_types, a->n_upgrade_types, &out->upgrades,
+                                        &out->n_upgrades)
+                 : build_header_removes(default_upgrades, 1, &out->upgrades, &out->n_upgrades);
     return rc;
 }
 
@@ -376,6 +397,7 @@ static void free_route(struct md_snap_route *r)
     free_headers(r->resp_add, r->n_resp_add);
     free_names(r->req_remove, r->n_req_remove);
     free_names(r->resp_remove, r->n_resp_remove);
+    free_names(r->upgrades, r->n_upgrades);
 }
 
 static void free_route_config(struct md_snap_route_config *rc)
@@ -446,6 +468,17 @@ static void dump_h2(FILE *f, int indent, const struct md_snap_h2_opts *h2)
             "", h2->max_header_list_size, indent, "");
 }
 
+static void dump_tcp_proxy(FILE *f, const struct md_snapshot *snap, int indent, const char *key,
+                           const struct md_snap_tcp_proxy *t)
+{
+    fprintf(f,
+            "%*s%s {\n%*scluster: \"%s\"\n%*sidle_timeout_ms: %u\n"
+            "%*sbuffer_limit_bytes: %u\n%*ssplice: %s\n%*s}\n",
+            indent, "", key, indent + 2, "", snap->clusters[t->cluster].name, indent + 2, "",
+            t->idle_timeout_ms, indent + 2, "", t->buffer_limit, indent + 2, "",
+            t->splice ? "true" : "false", indent, "");
+}
+
 static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct md_snap_listener *l)
 {
     fprintf(f, "listener {\n  name: \"%s\"\n  address: \"%s\"\n", l->name, l->label);
@@ -454,15 +487,17 @@ static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct 
         fprintf(f, "  http {\n    codec: %s\n    route_config: \"%s\"\n", codecs[l->http.codec],
                 snap->route_configs[l->http.route_config].name);
         dump_h2(f, 4, &l->http.h2);
-        fprintf(f, "    stream_idle_timeout_ms: %u\n    idle_timeout_ms: %u\n  }\n}\n",
+        fprintf(f, "    stream_idle_timeout_ms: %u\n    idle_timeout_ms: %u\n",
                 l->http.stream_idle_timeout_ms, l->http.idle_timeout_ms);
+        if (l->http.tcp_fallback) {
+            fprintf(f, "    detect_timeout_ms: %u\n", l->http.detect_timeout_ms);
+            dump_tcp_proxy(f, snap, 4, "tcp_fallback", &l->tcp);
+        }
+        fprintf(f, "  }\n}\n");
         return;
     }
-    fprintf(f,
-            "  tcp_proxy {\n    cluster: \"%s\"\n    idle_timeout_ms: %u\n"
-            "    buffer_limit_bytes: %u\n    splice: %s\n  }\n}\n",
-            snap->clusters[l->tcp.cluster].name, l->tcp.idle_timeout_ms, l->tcp.buffer_limit,
-            l->tcp.splice ? "true" : "false");
+    dump_tcp_proxy(f, snap, 2, "tcp_proxy", &l->tcp);
+    fprintf(f, "}\n");
 }
 
 static void dump_cluster(FILE *f, const struct md_snap_cluster *c)
@@ -473,8 +508,7 @@ static void dump_cluster(FILE *f, const struct md_snap_cluster *c)
             c->name, c->connect_timeout_ms, c->max_connect_attempts);
     for (size_t k = 0; k < c->n_endpoints; k++)
         fprintf(f, "  endpoint: \"%s\"\n", c->endpoints[k].label);
-    fprintf(f, "  protocol: %s\n  pool {\n",
-            c->protocol == MD_CLUSTER_HTTP1 ? "HTTP1" : "HTTP2");
+    fprintf(f, "  protocol: %s\n  pool {\n", c->protocol == MD_CLUSTER_HTTP1 ? "HTTP1" : "HTTP2");
     dump_h2(f, 4, &c->h2);
     fprintf(f,
             "    max_connections_per_endpoint: %u\n    idle_timeout_ms: %u\n"
@@ -545,6 +579,9 @@ static void dump_route(FILE *f, const struct md_snapshot *snap, const struct md_
     dump_names(f, "request_header_to_remove", r->req_remove, r->n_req_remove);
     dump_headers(f, "response_header_to_add", r->resp_add, r->n_resp_add);
     dump_names(f, "response_header_to_remove", r->resp_remove, r->n_resp_remove);
+    if (r->refuse_upgrades)
+        fprintf(f, "        refuse_upgrades: true\n");
+    dump_names(f, "upgrade_types", r->upgrades, r->n_upgrades);
     fprintf(f, "      }\n    }\n");
 }
 

@@ -70,6 +70,9 @@ struct md_snap_route {
     size_t n_req_add, n_req_remove, n_resp_add, n_resp_remove;
     struct md_snap_header *req_add, *resp_add;
     char **req_remove, **resp_remove; /* lower case */
+    bool refuse_upgrades;
+    size_t n_upgrades;
+    char **upgrades; /* lower case; none configured: "websocket" */
 };
 
 enum md_domain_kind {
@@ -131,6 +134,8 @@ struct md_snap_http {
     struct md_snap_h2_opts h2;
     uint32_t stream_idle_timeout_ms;
     uint32_t idle_timeout_ms;
+    bool tcp_fallback;          /* AUTO: non-HTTP connections go to the listener's tcp */
+    uint32_t detect_timeout_ms; /* AUTO with tcp_fallback: silence means server-first */
 };
 
 struct md_snap_tcp_proxy {
@@ -146,7 +151,7 @@ struct md_snap_listener {
     struct md_addr addr;
     char label[MD_ADDR_STRLEN];
     enum md_snap_handler handler;
-    struct md_snap_tcp_proxy tcp; /* MD_HANDLER_TCP_PROXY */
+    struct md_snap_tcp_proxy tcp; /* MD_HANDLER_TCP_PROXY, or http.tcp_fallback */
     struct md_snap_http http;     /* MD_HANDLER_HTTP */
 };
 
@@ -173,6 +178,8 @@ struct md_snapshot {
 #define MD_DEFAULT_H2_MAX_HEADER_LIST (64u * 1024u)
 #define MD_DEFAULT_STREAM_IDLE_TIMEOUT_MS (300u * 1000u)
 #define MD_DEFAULT_HTTP_IDLE_TIMEOUT_MS (3600u * 1000u)
+#define MD_DEFAULT_DETECT_TIMEOUT_MS 100u
+#define MD_DEFAULT_UPGRADE "websocket"
 #define MD_DEFAULT_POOL_MAX_CONNECTIONS 8u
 #define MD_DEFAULT_POOL_IDLE_TIMEOUT_MS (300u * 1000u)
 #define MD_DEFAULT_KEEPALIVE_INTERVAL_MS (30u * 1000u)

@@ -16,15 +16,15 @@
 #define MAX_POOL_TIMER_MS (24u * 3600u * 1000u)
 
 static void check_pool(struct md_errlist *el, const char *res,
-                             const Mesh__V1__Cluster__ConnectionPool *p)
+                       const Mesh__V1__Cluster__ConnectionPool *p)
 {
     if (!p)
         return;
     md_validate_h2_opts(el, res, "pool.http2", p->http2);
     md_validate_range0(el, res, "pool.max_connections_per_endpoint",
                        p->max_connections_per_endpoint, 1, MAX_POOL_CONNECTIONS, "");
-    md_validate_range0(el, res, "pool.idle_timeout_ms", p->idle_timeout_ms, 1,
-                       MAX_POOL_TIMER_MS, " ms");
+    md_validate_range0(el, res, "pool.idle_timeout_ms", p->idle_timeout_ms, 1, MAX_POOL_TIMER_MS,
+                       " ms");
     /* A floor of 1 s: PINGs faster than that only load the upstream. */
     md_validate_range0(el, res, "pool.keepalive_interval_ms", p->keepalive_interval_ms, 1000,
                        MAX_POOL_TIMER_MS, " ms");

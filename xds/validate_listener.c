@@ -9,20 +9,24 @@
 #include <string.h>
 
 #define MAX_IDLE_TIMEOUT_MS (24u * 3600u * 1000u)
+#define MAX_DETECT_TIMEOUT_MS 10000u
 #define MIN_BUFFER (4u * 1024u)
 #define MAX_BUFFER (16u * 1024u * 1024u)
 
+/* |at| names the message: "tcp_proxy" or "http.tcp_fallback". */
 static void check_tcp_proxy(const Mesh__V1__Bundle *b, struct md_errlist *el, const char *res,
-                            const Mesh__V1__TcpProxy *tp)
+                            const char *at, const Mesh__V1__TcpProxy *tp)
 {
+    char f[64];
+    snprintf(f, sizeof(f), "%s.cluster", at);
     if (!tp->cluster[0])
-        md_errlist_add(el, res, "tcp_proxy.cluster", "required");
+        md_errlist_add(el, res, f, "required");
     else if (md_validate_find_cluster(b, tp->cluster) < 0)
-        md_errlist_add(el, res, "tcp_proxy.cluster", "unknown cluster \"%.80s\"", tp->cluster);
-    md_validate_range0(el, res, "tcp_proxy.idle_timeout_ms", tp->idle_timeout_ms, 1,
-                       MAX_IDLE_TIMEOUT_MS, " ms");
-    md_validate_range0(el, res, "tcp_proxy.buffer_limit_bytes", tp->buffer_limit_bytes, MIN_BUFFER,
-                       MAX_BUFFER, " bytes");
+        md_errlist_add(el, res, f, "unknown cluster \"%.80s\"", tp->cluster);
+    snprintf(f, sizeof(f), "%s.idle_timeout_ms", at);
+    md_validate_range0(el, res, f, tp->idle_timeout_ms, 1, MAX_IDLE_TIMEOUT_MS, " ms");
+    snprintf(f, sizeof(f), "%s.buffer_limit_bytes", at);
+    md_validate_range0(el, res, f, tp->buffer_limit_bytes, MIN_BUFFER, MAX_BUFFER, " bytes");
 }
 
 static void check_http(const Mesh__V1__Bundle *b, struct md_errlist *el, const char *res,
@@ -40,6 +44,17 @@ static void check_http(const Mesh__V1__Bundle *b, struct md_errlist *el, const c
                        MAX_IDLE_TIMEOUT_MS, " ms");
     md_validate_range0(el, res, "http.idle_timeout_ms", h->idle_timeout_ms, 1, MAX_IDLE_TIMEOUT_MS,
                        " ms");
+    bool auto_codec = h->codec == MESH__V1__HTTP_CONNECTION_MANAGER__CODEC__AUTO;
+    if (h->tcp_fallback && !auto_codec)
+        md_errlist_add(el, res, "http.tcp_fallback", "only for codec AUTO");
+    else if (h->tcp_fallback)
+        check_tcp_proxy(b, el, res, "http.tcp_fallback", h->tcp_fallback);
+    if (h->detect_timeout_ms && !(auto_codec && h->tcp_fallback))
+        md_errlist_add(el, res, "http.detect_timeout_ms",
+                       "only for codec AUTO with a tcp_fallback (where silence leads)");
+    else
+        md_validate_range0(el, res, "http.detect_timeout_ms", h->detect_timeout_ms, 1,
+                           MAX_DETECT_TIMEOUT_MS, " ms");
 }
 
 static bool same_addr(const struct md_addr *a, const struct md_addr *b)
@@ -81,7 +96,7 @@ void md_validate_listeners(const Mesh__V1__Bundle *b, struct md_errlist *el)
         }
         switch (l->handler_case) {
         case MESH__V1__LISTENER__HANDLER_TCP_PROXY:
-            check_tcp_proxy(b, el, res, l->tcp_proxy);
+            check_tcp_proxy(b, el, res, "tcp_proxy", l->tcp_proxy);
             break;
         case MESH__V1__LISTENER__HANDLER_HTTP: check_http(b, el, res, l->http); break;
         default:

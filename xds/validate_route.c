@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAX_ROUTE_TIMEOUT_MS (24u * 3600u * 1000u)
 #define MAX_TOTAL_WEIGHT 1000000u
@@ -249,6 +250,40 @@ static void check_header_removes(struct md_errlist *el, const char *res, const c
     }
 }
 
+/* Upgrade tokens (RFC 9110 §7.8): tchar only, each once, never h2c. */
+static void check_upgrades(struct md_errlist *el, const char *res, const char *rp,
+                           const Mesh__V1__RouteAction *a)
+{
+    char f[FIELD_LEN], cb[8];
+    if (a->refuse_upgrades && a->n_upgrade_types) {
+        fieldf(f, rp, "route.upgrade_types");
+        md_errlist_add(el, res, f, "must be empty when refuse_upgrades is set");
+        return;
+    }
+    for (size_t i = 0; i < a->n_upgrade_types; i++) {
+        const char *t = a->upgrade_types[i];
+        char sfx[48];
+        snprintf(sfx, sizeof(sfx), "route.upgrade_types[%zu]", i);
+        fieldf(f, rp, sfx);
+        const unsigned char *p = (const unsigned char *)t;
+        while (*p && is_tchar(*p))
+            p++;
+        if (!t[0])
+            md_errlist_add(el, res, f, "empty");
+        else if (*p)
+            md_errlist_add(el, res, f, "\"%.80s\": character %s is not allowed in a protocol token",
+                           t, show_char(cb, *p));
+        else if (strcasecmp(t, "h2c") == 0)
+            md_errlist_add(el, res, f,
+                           "\"h2c\" cannot be tunnelled: meshd speaks HTTP/2 to the client itself");
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(t, a->upgrade_types[j]) == 0) {
+                md_errlist_add(el, res, f, "\"%.80s\" repeats upgrade_types[%zu]", t, j);
+                break;
+            }
+    }
+}
+
 static void check_action(const Mesh__V1__Bundle *b, struct md_errlist *el, const char *res,
                          const char *rp, const Mesh__V1__RouteAction *a,
                          const Mesh__V1__RouteMatch *m)
@@ -289,6 +324,7 @@ static void check_action(const Mesh__V1__Bundle *b, struct md_errlist *el, const
                       a->n_response_headers_to_add);
     check_header_removes(el, res, rp, "response_headers_to_remove", a->response_headers_to_remove,
                          a->n_response_headers_to_remove);
+    check_upgrades(el, res, rp, a);
 }
 
 /* "*", "*.suffix", "prefix.*" or a host name / bracketed IPv6 literal. */

@@ -35,10 +35,30 @@ const struct md_stat_desc md_lstat_desc[MD_LSTAT__N] = {
                             false},
     [MD_LSTAT_DETECT_HTTP1] = {"meshd_listener_detect_http1_total",
                                "AUTO listeners: connections handed to HTTP/1.1.", false},
+    [MD_LSTAT_DETECT_TLS] = {"meshd_listener_detect_tls_total",
+                             "AUTO listeners: connections that began with a TLS ClientHello, "
+                             "proxied to tcp_fallback.",
+                             false},
+    [MD_LSTAT_DETECT_TCP] = {"meshd_listener_detect_tcp_total",
+                             "AUTO listeners: connections that began with neither HTTP nor TLS, "
+                             "proxied to tcp_fallback.",
+                             false},
+    [MD_LSTAT_DETECT_TIMEOUT] = {"meshd_listener_detect_timeout_total",
+                                 "AUTO listeners: clients silent for detect_timeout_ms "
+                                 "(server-first protocols), proxied to tcp_fallback.",
+                                 false},
     [MD_LSTAT_DETECT_NONE] = {"meshd_listener_detect_none_total",
-                              "AUTO listeners: connections closed or timed out before their first "
-                              "bytes decided.",
+                              "AUTO listeners: connections closed before their first bytes "
+                              "decided, or TLS with no tcp_fallback to take it.",
                               false},
+    [MD_LSTAT_UPGRADE] = {"meshd_listener_http_upgrade_total",
+                          "Upgraded requests (WebSocket and other Upgrade / extended CONNECT) "
+                          "the upstream accepted: tunnels opened.",
+                          false},
+    [MD_LSTAT_UPGRADE_REFUSED] = {"meshd_listener_http_rq_upgrade_refused_total",
+                                  "Upgrade requests meshd refused: not allowed on the route "
+                                  "(403) or the cluster speaks HTTP/2 (501).",
+                                  false},
     [MD_LSTAT_H2_GOAWAY_ERROR] = {"meshd_listener_http2_protocol_error_total",
                                   "Connections closed with GOAWAY for a protocol error or flood.",
                                   false},

@@ -25,7 +25,12 @@ enum md_lstat {
     MD_LSTAT_H2_GOAWAY_ERROR, /* connections closed for protocol errors or floods */
     MD_LSTAT_DETECT_H2,       /* AUTO: connections detected as h2c */
     MD_LSTAT_DETECT_HTTP1,    /* AUTO: connections detected as HTTP/1.1 */
-    MD_LSTAT_DETECT_NONE,     /* AUTO: closed or timed out before a decision */
+    MD_LSTAT_DETECT_TLS,      /* AUTO: a TLS ClientHello, proxied to tcp_fallback */
+    MD_LSTAT_DETECT_TCP,      /* AUTO: other bytes, proxied to tcp_fallback */
+    MD_LSTAT_DETECT_TIMEOUT,  /* AUTO: silence (server-first), proxied to tcp_fallback */
+    MD_LSTAT_DETECT_NONE,     /* AUTO: closed before a decision, or nowhere to go */
+    MD_LSTAT_UPGRADE,         /* upgraded exchanges (101): tunnels opened */
+    MD_LSTAT_UPGRADE_REFUSED, /* upgrade requests meshd refused (403 / 501) */
     MD_LSTAT__N
 };
 

@@ -3,6 +3,7 @@
 
 #include "codec/h1_server.h"
 #include "codec/h2_server.h"
+#include "codec/tcp_proxy.h"
 #include "core/log.h"
 #include "loop/worker.h"
 
@@ -15,7 +16,9 @@
 /* RFC 9113 §3.4 */
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN (sizeof(PREFACE) - 1)
-/* A preface split across segments: look again this soon. */
+/* Longer than any method token (the longest registered, UPDATEREDIRECTREF, is 17). */
+#define MAX_METHOD 20
+/* Bytes that only began to arrive: look again this soon. */
 #define REPEEK_S 0.002
 
 struct detect {
@@ -25,51 +28,138 @@ struct detect {
     int fd;
     ev_io io;
     ev_timer timer;
-    ev_tstamp deadline;
+    ev_tstamp idle_deadline;   /* nothing decided by then: closed */
+    ev_tstamp silent_deadline; /* nothing received by then: server-first (0: never) */
 };
 
-static void finish(struct detect *d, bool keep)
+enum md_detect_kind md_detect_classify(const uint8_t *b, size_t n)
+{
+    if (n == 0)
+        return MD_DETECT_MORE;
+    if (memcmp(b, PREFACE, n < PREFACE_LEN ? n : PREFACE_LEN) == 0)
+        return n >= PREFACE_LEN ? MD_DETECT_H2 : MD_DETECT_MORE;
+    /* TLS record: handshake (22), then the major version 3 (RFC 8446 §5.1) */
+    if (b[0] == 0x16)
+        return n == 1 ? MD_DETECT_MORE : b[1] == 3 ? MD_DETECT_TLS : MD_DETECT_OTHER;
+    /* RFC 9112 §3: method SP; registered methods are upper case, '-' and '_' */
+    for (size_t i = 0; i < n && i <= MAX_METHOD; i++) {
+        uint8_t c = b[i];
+        if (c == ' ')
+            return i > 0 ? MD_DETECT_HTTP1 : MD_DETECT_OTHER;
+        if (!((c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
+            return MD_DETECT_OTHER;
+    }
+    return n <= MAX_METHOD ? MD_DETECT_MORE : MD_DETECT_OTHER;
+}
+
+static void finish(struct detect *d)
 {
     struct md_worker *w = d->w;
-    if (!keep)
-        md_stats_add(md_stats_l(w->stats, d->l->idx, MD_LSTAT_DETECT_NONE), 1);
     ev_io_stop(w->loop, &d->io);
     ev_timer_stop(w->loop, &d->timer);
     md_list_remove(&d->link);
-    if (!keep)
-        close(d->fd);
     free(d);
+}
+
+static void close_undecided(struct detect *d, const char *why)
+{
+    MD_LOG(MD_LOG_DEBUG, "detect_closed", "listener=%s reason=%s", d->l->name, why);
+    md_stats_add(md_stats_l(d->w->stats, d->l->idx, MD_LSTAT_DETECT_NONE), 1);
+    close(d->fd);
+    finish(d);
+}
+
+/* Hands the connection to what |k| says (MD_DETECT_MORE: silence). */
+static void hand_over(struct detect *d, enum md_detect_kind k)
+{
+    struct md_worker *w = d->w;
+    const struct md_snap_listener *l = d->l;
+    int fd = d->fd;
+    bool fallback = l->http.tcp_fallback;
+    enum md_lstat stat;
+    void (*start)(struct md_worker *, const struct md_snap_listener *, int);
+    switch (k) {
+    case MD_DETECT_H2:
+        stat = MD_LSTAT_DETECT_H2;
+        start = md_h2_server_start;
+        break;
+    case MD_DETECT_HTTP1:
+        stat = MD_LSTAT_DETECT_HTTP1;
+        start = md_h1_server_start;
+        break;
+    case MD_DETECT_TLS:
+        if (!fallback) {
+            MD_LOG(MD_LOG_INFO, "detect_tls_refused",
+                   "listener=%s reason=\"TLS ClientHello on a listener without TLS or "
+                   "tcp_fallback\"",
+                   l->name);
+            close_undecided(d, "tls");
+            return;
+        }
+        stat = MD_LSTAT_DETECT_TLS;
+        start = md_tcp_proxy_start;
+        break;
+    case MD_DETECT_OTHER:
+        /* No fallback: HTTP/1.1 answers it with a 400 that says why. */
+        stat = fallback ? MD_LSTAT_DETECT_TCP : MD_LSTAT_DETECT_HTTP1;
+        start = fallback ? md_tcp_proxy_start : md_h1_server_start;
+        break;
+    default:
+        stat = MD_LSTAT_DETECT_TIMEOUT;
+        start = md_tcp_proxy_start;
+        break;
+    }
+    finish(d);
+    md_stats_add(md_stats_l(w->stats, l->idx, stat), 1);
+    start(w, l, fd);
+}
+
+static void arm(struct detect *d, ev_tstamp at)
+{
+    struct ev_loop *loop = d->w->loop;
+    ev_tstamp after = at - ev_now(loop);
+    ev_timer_stop(loop, &d->timer); /* setting an active timer is ignored */
+    ev_timer_set(&d->timer, after > 0 ? after : 0, 0.);
+    ev_timer_start(loop, &d->timer);
 }
 
 static void decide(struct detect *d)
 {
-    char buf[PREFACE_LEN];
+    uint8_t buf[PREFACE_LEN];
     ssize_t n = recv(d->fd, buf, sizeof(buf), MSG_PEEK);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n <= 0) {
-        finish(d, false);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        close_undecided(d, n == 0 ? "eof" : "error");
         return;
     }
-    bool h2 = memcmp(buf, PREFACE, (size_t)n) == 0;
-    if (h2 && (size_t)n < PREFACE_LEN) {
-        /* Could still be either: wait for the rest without spinning on a
-         * readable socket. */
-        ev_io_stop(d->w->loop, &d->io);
-        ev_timer_stop(d->w->loop, &d->timer); /* setting an active timer is ignored */
-        ev_timer_set(&d->timer, REPEEK_S, 0.);
-        ev_timer_start(d->w->loop, &d->timer);
+    struct ev_loop *loop = d->w->loop;
+    ev_tstamp now = ev_now(loop);
+    enum md_detect_kind k = md_detect_classify(buf, n > 0 ? (size_t)n : 0);
+    if (k != MD_DETECT_MORE) {
+        hand_over(d, k);
         return;
     }
-    struct md_worker *w = d->w;
-    const struct md_snap_listener *l = d->l;
-    int fd = d->fd;
-    finish(d, true);
-    md_stats_add(md_stats_l(w->stats, l->idx, h2 ? MD_LSTAT_DETECT_H2 : MD_LSTAT_DETECT_HTTP1), 1);
-    if (h2)
-        md_h2_server_start(w, l, fd);
-    else
-        md_h1_server_start(w, l, fd);
+    if (d->silent_deadline && now >= d->silent_deadline) {
+        /* Silence: a server-first protocol. A client that began and stalled
+         * goes where its first bytes point, and that codec's timeouts apply. */
+        hand_over(d, n < 0                  ? MD_DETECT_MORE
+                     : buf[0] == PREFACE[0] ? MD_DETECT_H2
+                     : buf[0] == 0x16       ? MD_DETECT_TLS
+                                            : MD_DETECT_HTTP1);
+        return;
+    }
+    if (now >= d->idle_deadline) {
+        close_undecided(d, "idle_timeout");
+        return;
+    }
+    ev_tstamp next = d->silent_deadline ? d->silent_deadline : d->idle_deadline;
+    if (n < 0) { /* silent so far */
+        ev_io_start(loop, &d->io);
+        arm(d, next);
+        return;
+    }
+    /* A prefix only: wait for the rest without spinning on a readable socket. */
+    ev_io_stop(loop, &d->io);
+    arm(d, now + REPEEK_S < next ? now + REPEEK_S : next);
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
@@ -79,17 +169,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 
 static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    struct detect *d = MD_CONTAINER_OF(t, struct detect, timer);
-    if (ev_now(loop) >= d->deadline) {
-        MD_LOG(MD_LOG_DEBUG, "detect_timeout", "listener=%s", d->l->name);
-        finish(d, false);
-        return;
-    }
-    /* Re-peek; the deadline stays armed while undecided. */
-    ev_timer_set(t, d->deadline - ev_now(loop), 0.);
-    ev_timer_start(loop, t);
-    ev_io_start(loop, &d->io);
-    decide(d);
+    decide(MD_CONTAINER_OF(t, struct detect, timer));
 }
 
 void md_detect_start(struct md_worker *w, const struct md_snap_listener *l, int fd)
@@ -102,18 +182,22 @@ void md_detect_start(struct md_worker *w, const struct md_snap_listener *l, int 
     d->w = w;
     d->l = l;
     d->fd = fd;
-    /* A client that says nothing gets the listener's idle timeout. */
+    ev_tstamp now = ev_now(w->loop);
+    /* A client that says nothing and has nowhere else to go gets the
+     * listener's idle timeout. */
     double idle = l->http.idle_timeout_ms / 1000.0;
-    d->deadline = ev_now(w->loop) + (idle > 0 ? idle : 3600);
+    d->idle_deadline = now + (idle > 0 ? idle : 3600);
+    if (l->http.tcp_fallback)
+        d->silent_deadline = now + l->http.detect_timeout_ms / 1000.0;
     ev_io_init(&d->io, on_readable, fd, EV_READ);
-    ev_timer_init(&d->timer, on_timer, d->deadline - ev_now(w->loop), 0.);
+    ev_init(&d->timer, on_timer);
     ev_io_start(w->loop, &d->io);
-    ev_timer_start(w->loop, &d->timer);
+    arm(d, d->silent_deadline ? d->silent_deadline : d->idle_deadline);
     md_list_insert_tail(&w->detecting, &d->link);
 }
 
 void md_detect_close_all(struct md_worker *w)
 {
     while (!md_list_empty(&w->detecting))
-        finish(MD_CONTAINER_OF(w->detecting.next, struct detect, link), false);
+        close_undecided(MD_CONTAINER_OF(w->detecting.next, struct detect, link), "shutdown");
 }
