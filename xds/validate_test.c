@@ -880,6 +880,65 @@ static void test_http_listener_timeouts(void **state)
     expect_error(&h.f.b, WEB "http.idle_timeout_ms: 86400001 ms out of range");
 }
 
+static void test_http_listener_detection(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    Mesh__V1__TcpProxy tp = MESH__V1__TCP_PROXY__INIT;
+    tp.cluster = "app";
+    h.hcm.tcp_fallback = &tp;
+    expect_error(&h.f.b, WEB "http.tcp_fallback: only for codec AUTO");
+    h.hcm.codec = MESH__V1__HTTP_CONNECTION_MANAGER__CODEC__AUTO;
+    tp.cluster = "nope";
+    expect_error(&h.f.b, WEB "http.tcp_fallback.cluster: unknown cluster \"nope\"");
+    tp.cluster = "app";
+    h.hcm.detect_timeout_ms = 10001;
+    expect_error(&h.f.b, WEB "http.detect_timeout_ms: 10001 ms out of range: 0 for the default, "
+                             "or 1-10000");
+    h.hcm.tcp_fallback = NULL;
+    h.hcm.detect_timeout_ms = 50;
+    expect_error(&h.f.b, WEB "http.detect_timeout_ms: only for codec AUTO with a tcp_fallback");
+
+    h.hcm.tcp_fallback = &tp;
+    struct md_snapshot *snap = NULL;
+    assert_int_equal(md_snapshot_build(&h.f.b, &snap), 0);
+    const struct md_snap_listener *l = &snap->listeners[1]; /* web */
+    assert_true(l->http.tcp_fallback);
+    assert_int_equal(l->http.detect_timeout_ms, 50);
+    assert_int_equal(l->tcp.buffer_limit, MD_DEFAULT_BUFFER_LIMIT);
+    md_snapshot_unref(snap);
+}
+
+static void test_route_upgrades(void **state)
+{
+    struct hfix h;
+    hfix_init(&h);
+    char *types[] = {"WebSocket", "h2c", "x y", "websocket", ""};
+    h.a[1].upgrade_types = types;
+    h.a[1].n_upgrade_types = 5;
+    expect_error(&h.f.b, R(0, 1) "route.upgrade_types[1]: \"h2c\" cannot be tunnelled");
+    expect_error(&h.f.b, R(0, 1) "route.upgrade_types[2]: \"x y\": character \\x20 is not "
+                                 "allowed in a protocol token");
+    expect_error(&h.f.b, R(0, 1) "route.upgrade_types[3]: \"websocket\" repeats upgrade_types[0]");
+    expect_error(&h.f.b, R(0, 1) "route.upgrade_types[4]: empty");
+    h.a[1].n_upgrade_types = 1;
+    h.a[1].refuse_upgrades = true;
+    expect_error(&h.f.b, R(0, 1) "route.upgrade_types: must be empty when refuse_upgrades is set");
+    h.a[1].n_upgrade_types = 0;
+
+    struct md_snapshot *snap = NULL;
+    h.a[2].upgrade_types = types;
+    h.a[2].n_upgrade_types = 1;
+    assert_int_equal(md_snapshot_build(&h.f.b, &snap), 0);
+    const struct md_snap_vhost *vh = &snap->route_configs[0].vhosts[0];
+    assert_int_equal(vh->routes[0].n_upgrades, 1); /* the default */
+    assert_string_equal(vh->routes[0].upgrades[0], "websocket");
+    assert_true(vh->routes[1].refuse_upgrades);
+    assert_int_equal(vh->routes[1].n_upgrades, 0);
+    assert_string_equal(vh->routes[2].upgrades[0], "websocket"); /* lower-cased */
+    md_snapshot_unref(snap);
+}
+
 static void test_cluster_http_settings(void **state)
 {
     struct hfix h;
@@ -1273,6 +1332,8 @@ int main(void)
         cmocka_unit_test(test_route_action_weighted),
         cmocka_unit_test(test_route_prefix_rewrite),
         cmocka_unit_test(test_route_header_edits),
+        cmocka_unit_test(test_route_upgrades),
+        cmocka_unit_test(test_http_listener_detection),
         cmocka_unit_test(test_http_all_errors_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

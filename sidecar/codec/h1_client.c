@@ -2,6 +2,7 @@
 #include "codec/h1_client.h"
 
 #include "codec/h1_field.h"
+#include "core/addr.h"
 #include "core/err.h"
 #include "core/outbuf.h"
 #include "core/log.h"
@@ -36,6 +37,9 @@ struct md_h1_client {
     struct md_h1_field field;
     bool reused, got_response, chunked, req_sent, resp_done, head, in_1xx;
     bool paused, closing, eof;
+    bool tunnel;  /* upgraded (101): raw bytes both ways until both FINs */
+    bool shut_wr; /* the tunnel's request side ended: FIN sent */
+    bool abort;   /* close with RST: the other side was reset */
     enum md_us_close close_why;
 };
 
@@ -72,7 +76,10 @@ static void teardown(struct md_h1_client *cl)
     if (cl->fd >= 0) {
         ev_io_stop(cl->w->loop, &cl->rio);
         ev_io_stop(cl->w->loop, &cl->wio);
-        close(cl->fd);
+        if (cl->abort)
+            md_sock_close_reset(cl->fd);
+        else
+            close(cl->fd);
         cl->fd = -1;
     }
     md_outbuf_fini(&cl->out);
@@ -137,7 +144,9 @@ static int on_headers_complete(llhttp_t *p)
     struct md_stream *s = cl->s;
     int status = llhttp_get_status_code(p);
     cl->got_response = true;
-    if (status >= 100 && status < 200) {
+    if (status == 101 && s->upgrade) {
+        cl->tunnel = true; /* the response is the tunnel: its bytes come raw */
+    } else if (status >= 100 && status < 200) {
         cl->in_1xx = true; /* interim: not forwarded */
         s->resp.n_hdrs = 0;
         return 0;
@@ -151,8 +160,9 @@ static int on_headers_complete(llhttp_t *p)
     struct md_hdr st = s->resp.hdrs[n];
     memmove(s->resp.hdrs + 1, s->resp.hdrs, n * sizeof(st));
     s->resp.hdrs[0] = st;
-    bool body = !cl->head && status != 204 && status != 304 &&
-                ((p->flags & F_CHUNKED) || p->content_length > 0 || llhttp_message_needs_eof(p));
+    bool body = cl->tunnel ||
+                (!cl->head && status != 204 && status != 304 &&
+                 ((p->flags & F_CHUNKED) || p->content_length > 0 || llhttp_message_needs_eof(p)));
     s->resp.headers_done = true;
     s->resp.headers_end = s->resp.end = !body;
     md_router_on_response(s);
@@ -178,6 +188,8 @@ static int on_message_complete(llhttp_t *p)
         cl->in_1xx = false;
         return 0;
     }
+    if (cl->tunnel)
+        return HPE_PAUSED; /* the rest are the tunnel's bytes, whatever llhttp thinks */
     if (cl->s && !cl->s->resp.end)
         md_stream_end(cl->s, &cl->s->resp);
     cl->resp_done = true;
@@ -208,11 +220,70 @@ static void pull_request(struct md_h1_client *cl)
     }
 }
 
+/* Tunnel bytes from the upstream: the response body, with backpressure. */
+static int tunnel_in(struct md_h1_client *cl, const uint8_t *p, size_t n)
+{
+    struct md_stream *s = cl->s;
+    if (!s || n == 0)
+        return 0;
+    if (md_stream_body(s, &s->resp, p, n) < 0)
+        return MD_ENOMEM;
+    if (cl->s && cl->s->resp.body.len > RESP_BODY_HIGH)
+        cl->paused = true;
+    return 0;
+}
+
+static void tunnel_out(struct md_h1_client *cl)
+{
+    struct md_stream *s = cl->s;
+    uint8_t buf[16384];
+    while (s && cl->out.len < OUT_HIGH) {
+        size_t n = md_stream_take(s, &s->req, buf, sizeof(buf));
+        if (n == 0)
+            break;
+        out_append(cl, buf, n);
+    }
+}
+
+/* The tunnel's flush: FIN follows the client's once its bytes are out; the
+ * exchange is over when both directions have ended. */
+static void tunnel_flush(struct md_h1_client *cl)
+{
+    struct md_stream *s = cl->s;
+    tunnel_out(cl);
+    int rc = md_outbuf_write(&cl->out, cl->fd, cl->cfg.tx_stat);
+    if (rc < 0 && rc != -EAGAIN) {
+        close_now(cl, MD_US_CLOSE_CONN_LOST);
+        return;
+    }
+    if (s && s->req.end && s->req.body.len == 0 && cl->out.len == 0 && !cl->shut_wr) {
+        shutdown(cl->fd, SHUT_WR);
+        cl->shut_wr = true;
+    }
+    if (cl->shut_wr && cl->eof) {
+        close_now(cl, MD_US_CLOSE_DONE);
+        return;
+    }
+    if (rc == -EAGAIN)
+        ev_io_start(cl->w->loop, &cl->wio);
+    else
+        ev_io_stop(cl->w->loop, &cl->wio);
+    bool read = !cl->paused && !cl->eof;
+    if (read && !ev_is_active(&cl->rio))
+        ev_io_start(cl->w->loop, &cl->rio);
+    else if (!read && ev_is_active(&cl->rio))
+        ev_io_stop(cl->w->loop, &cl->rio);
+}
+
 static void run_flush(struct md_defer *d)
 {
     struct md_h1_client *cl = MD_CONTAINER_OF(d, struct md_h1_client, flush);
     if (cl->closing) {
         close_now(cl, cl->close_why);
+        return;
+    }
+    if (cl->tunnel) {
+        tunnel_flush(cl);
         return;
     }
     pull_request(cl);
@@ -256,6 +327,20 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     ssize_t n = recv(cl->fd, buf, sizeof(buf), 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
+    if (cl->tunnel && n >= 0) {
+        if (n > 0)
+            md_stats_add(cl->cfg.rx_stat, n);
+        if (n == 0) {
+            cl->eof = true; /* the upstream's FIN ends the response */
+            if (cl->s)
+                md_stream_end(cl->s, &cl->s->resp);
+        } else if (tunnel_in(cl, buf, (size_t)n) < 0) {
+            close_now(cl, MD_US_CLOSE_RESET);
+            return;
+        }
+        want_flush(cl);
+        return;
+    }
     if (n > 0) {
         md_stats_add(cl->cfg.rx_stat, n);
         if (!cl->s) { /* bytes while idle: the connection cannot be trusted */
@@ -263,7 +348,13 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         llhttp_errno_t e = llhttp_execute(&cl->parser, (const char *)buf, (size_t)n);
-        if (e == HPE_PAUSED) {
+        if ((e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) && cl->tunnel) {
+            const uint8_t *at = (const uint8_t *)llhttp_get_error_pos(&cl->parser);
+            if (tunnel_in(cl, at, (size_t)(buf + n - at)) < 0) {
+                close_now(cl, MD_US_CLOSE_RESET);
+                return;
+            }
+        } else if (e == HPE_PAUSED) {
             llhttp_resume(&cl->parser); /* bytes after a complete response are ignored */
         } else if (e != HPE_OK) {
             MD_LOG(MD_LOG_INFO, "http1_upstream_bad_response", "upstream=%s err=\"%s\"",
@@ -318,6 +409,7 @@ static void us_reset(void *side, uint32_t h2_error)
     md_stats_add(cl->cfg.rq_active_stat, -1);
     cl->s = NULL;
     cl->closing = true;
+    cl->abort = cl->tunnel; /* a tunnel passes a reset on as a reset */
     cl->close_why = MD_US_CLOSE_DONE;
     want_flush(cl);
 }
@@ -374,6 +466,43 @@ static bool skip_request_field(const struct md_hdr *h)
            (h->name_len && h->name[0] == ':');
 }
 
+/* RFC 6455 §4.1: a nonce of 16 random bytes, base64. */
+static void websocket_key(struct md_worker *w, char out[25])
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t k[18] = {0}; /* 16 bytes, padded to a multiple of 3 */
+    uint64_t a = md_worker_rand(w), b = md_worker_rand(w);
+    memcpy(k, &a, 8);
+    memcpy(k + 8, &b, 8);
+    for (size_t i = 0, o = 0; i < 18; i += 3, o += 4) {
+        uint32_t v = (uint32_t)k[i] << 16 | (uint32_t)k[i + 1] << 8 | k[i + 2];
+        out[o] = b64[v >> 18];
+        out[o + 1] = b64[(v >> 12) & 63];
+        out[o + 2] = b64[(v >> 6) & 63];
+        out[o + 3] = b64[v & 63];
+    }
+    out[22] = out[23] = '=';
+    out[24] = 0;
+}
+
+/* An upgrade's request head: Connection and Upgrade, and for a WebSocket from
+ * an HTTP/2 client (RFC 8441 §5 has no key) the handshake fields HTTP/1.1 needs. */
+static int upgrade_fields(struct md_h1_client *cl, const struct md_stream *s)
+{
+    int rc =
+        out_printf(cl, "connection: upgrade\r\nupgrade: %.*s\r\n", (int)s->upgrade_len, s->upgrade);
+    if (rc < 0 || !(s->upgrade_len == 9 && memcmp(s->upgrade, "websocket", 9) == 0))
+        return rc;
+    if (!md_hdrs_find(s->us_hdrs, s->n_us_hdrs, "sec-websocket-key")) {
+        char key[25];
+        websocket_key(cl->w, key);
+        rc = out_printf(cl, "sec-websocket-key: %s\r\n", key);
+    }
+    if (rc == 0 && !md_hdrs_find(s->us_hdrs, s->n_us_hdrs, "sec-websocket-version"))
+        rc = out_append(cl, "sec-websocket-version: 13\r\n", 27);
+    return rc;
+}
+
 int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reused)
 {
     const struct md_hdr *method = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, ":method");
@@ -383,16 +512,20 @@ int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reuse
     if (!method || !path)
         return MD_EPROTO;
     cl->out.len = 0;
-    int rc = out_printf(cl, "%.*s %.*s HTTP/1.1\r\nhost: %.*s\r\n", (int)method->value_len,
-                        method->value, (int)path->value_len, path->value,
-                        auth ? (int)auth->value_len : 0, auth ? auth->value : "");
+    /* An extended CONNECT (RFC 8441) is a GET with Upgrade in HTTP/1.1. */
+    int rc = out_printf(cl, "%.*s %.*s HTTP/1.1\r\nhost: %.*s\r\n",
+                        s->upgrade ? 3 : (int)method->value_len, s->upgrade ? "GET" : method->value,
+                        (int)path->value_len, path->value, auth ? (int)auth->value_len : 0,
+                        auth ? auth->value : "");
+    if (rc == 0 && s->upgrade)
+        rc = upgrade_fields(cl, s);
     for (size_t i = 0; rc == 0 && i < s->n_us_hdrs; i++) {
         const struct md_hdr *h = &s->us_hdrs[i];
         if (!skip_request_field(h))
             rc = out_printf(cl, "%.*s: %.*s\r\n", (int)h->name_len, h->name, (int)h->value_len,
                             h->value);
     }
-    bool body = !s->req.headers_end;
+    bool body = !s->req.headers_end && !s->upgrade; /* an upgrade's bytes follow a 101 only */
     cl->chunked = body && !len;
     if (rc == 0 && body && len)
         rc = out_printf(cl, "content-length: %.*s\r\n", (int)len->value_len, len->value);
@@ -407,6 +540,7 @@ int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reuse
     cl->head = method->value_len == 4 && memcmp(method->value, "HEAD", 4) == 0;
     cl->req_sent = !body;
     cl->resp_done = cl->got_response = cl->paused = false;
+    cl->tunnel = cl->shut_wr = false;
     s->us = cl;
     s->us_ops = &us_ops;
     md_stats_add(cl->cfg.rq_active_stat, 1);

@@ -55,6 +55,8 @@ struct h1c {
     bool peer_eof;        /* the client half-closed */
     bool http10;          /* the current request is HTTP/1.0 */
     bool close_delimited; /* HTTP/1.0 client, length unknown: the body ends with the close */
+    bool tunnel;          /* upgraded (101): raw bytes both ways, no more HTTP */
+    bool shut_wr;         /* the tunnel's response side ended: FIN sent */
     /* obs-fold scan of the raw header section (llhttp folds silently) */
     bool hs_line_start, hs_cr, hs_over;
     /* llhttp 8.1 skips the two bytes after chunk data unchecked: we check them */
@@ -120,11 +122,19 @@ static const char *reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
@@ -278,6 +288,36 @@ static int to_h2_shape(struct h1c *c)
     return 0;
 }
 
+/* RFC 9110 §7.8: the client's first offered protocol becomes the stream's
+ * upgrade. "h2c" (RFC 7540 §3.2, dropped by RFC 9113) is ignored and the
+ * request served as it is. Returns 0 or MD_ENOMEM. */
+static int take_upgrade(struct h1c *c, llhttp_t *p)
+{
+    struct md_stream *s = c->s;
+    const struct md_hdr *u = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, "upgrade");
+    if (!p->upgrade || !u)
+        return 0;
+    const char *v = u->value;
+    size_t i = 0, e;
+    while (i < u->value_len && (v[i] == ' ' || v[i] == '\t'))
+        i++;
+    for (e = i; e < u->value_len && v[e] != ',' && v[e] != ' ' && v[e] != '\t'; e++)
+        ;
+    if (e == i || (e - i == 3 && strncasecmp(v + i, "h2c", 3) == 0)) {
+        p->upgrade = 0; /* llhttp would stop parsing after this request */
+        return 0;
+    }
+    char *t = md_arena_strndup(&s->arena, v + i, e - i);
+    if (!t)
+        return MD_ENOMEM;
+    for (char *q = t; *q; q++)
+        if (*q >= 'A' && *q <= 'Z')
+            *q = (char)(*q + 32);
+    s->upgrade = t;
+    s->upgrade_len = e - i;
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct h1c *c = p->data;
@@ -312,13 +352,19 @@ static int on_headers_complete(llhttp_t *p)
             return -1;
         want_flush(c);
     }
-    if (to_h2_shape(c) < 0)
+    if (take_upgrade(c, p) < 0 || to_h2_shape(c) < 0)
         return -1;
     c->head_request = llhttp_get_method(p) == HTTP_HEAD;
     c->keep_alive = llhttp_should_keep_alive(p) && !c->draining;
     bool body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    if (s->upgrade && body) {
+        c->error_status = 400;
+        c->error_reason = "an upgrade request cannot have a body";
+        return -1;
+    }
     s->req.headers_done = true;
-    s->req.headers_end = s->req.end = !body;
+    /* An upgrade's request goes on as the tunnel's bytes if it is accepted. */
+    s->req.headers_end = s->req.end = !body && !s->upgrade;
     c->req_done = false;
     md_router_on_request(s);
     return 0;
@@ -364,7 +410,7 @@ static int on_message_complete(llhttp_t *p)
 {
     struct h1c *c = p->data;
     c->req_done = true;
-    if (c->s && !c->s->req.end)
+    if (c->s && !c->s->req.end && !c->s->upgrade)
         md_stream_end(c->s, &c->s->req);
     want_flush(c);
     return HPE_PAUSED; /* the next request waits until this one is answered */
@@ -398,6 +444,8 @@ static bool obs_fold(struct h1c *c, const uint8_t *p, size_t n)
  * answer the next one waits for (pipelining answers in order). */
 static void parse(struct h1c *c)
 {
+    if (c->tunnel)
+        return;
     while (c->in_len > 0 && !c->closing && !(c->s && c->req_done)) {
         if (!c->s) { /* a new request line starts here */
             c->hs_line_start = c->hs_cr = c->hs_over = false;
@@ -495,7 +543,11 @@ static void run_flush(struct md_defer *d)
             conn_free(c, true);
             return;
         }
-        if (c->s && c->resp_done && c->req_done)
+        if (c->tunnel && c->resp_done && c->out.len == 0 && !c->shut_wr) {
+            shutdown(c->fd, SHUT_WR); /* the upstream's FIN, passed on */
+            c->shut_wr = true;
+        }
+        if (c->s && c->resp_done && c->req_done && (!c->tunnel || c->peer_eof))
             end_exchange(c);
         if (c->closing && (c->out.len == 0 || c->abort_close)) {
             conn_free(c, c->abort_close);
@@ -532,6 +584,24 @@ static void run_flush(struct md_defer *d)
         ev_io_stop(loop, &c->rio);
 }
 
+/* Tunnel bytes from the client: the request body, with backpressure. */
+static void tunnel_in(struct h1c *c)
+{
+    struct md_stream *s = c->s;
+    size_t n = c->in_len;
+    c->in_len = 0;
+    if (!s)
+        return; /* the tunnel is being torn down */
+    if (n && md_stream_body(s, &s->req, c->in, n) < 0) {
+        c->closing = c->abort_close = true; /* out of memory: reset, from the flush */
+        want_flush(c);
+        return;
+    }
+    if (c->s && c->s->req.body.len > REQ_BODY_HIGH)
+        c->paused_body = true;
+    want_flush(c);
+}
+
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct h1c *c = MD_CONTAINER_OF(io, struct h1c, rio);
@@ -540,6 +610,13 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         return;
     if (n < 0) {
         conn_free(c, true);
+        return;
+    }
+    if (n == 0 && c->tunnel) {
+        c->peer_eof = true;
+        if (c->s)
+            md_stream_end(c->s, &c->s->req); /* FIN, after the bytes before it */
+        want_flush(c);
         return;
     }
     if (n == 0) {
@@ -554,6 +631,10 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     }
     c->in_len += (size_t)n;
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RX_BYTES), n);
+    if (c->tunnel) {
+        tunnel_in(c);
+        return;
+    }
     if (!c->s)
         ev_timer_stop(loop, &c->idle);
     parse(c);
@@ -572,10 +653,37 @@ static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
         conn_free(c, false);
 }
 
+/* 101: the connection becomes the tunnel. */
+static void tunnel_open(struct h1c *c)
+{
+    struct md_stream *s = c->s;
+    out_printf(c, "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: %.*s\r\n",
+               (int)s->upgrade_len, s->upgrade);
+    for (size_t i = 0; i < s->resp.n_hdrs; i++) {
+        const struct md_hdr *h = &s->resp.hdrs[i];
+        if (!(h->name_len && h->name[0] == ':'))
+            out_printf(c, "%.*s: %.*s\r\n", (int)h->name_len, h->name, (int)h->value_len, h->value);
+    }
+    out_append(c, "\r\n", 2);
+    c->tunnel = c->resp_head_sent = true;
+    c->chunked = c->keep_alive = false;
+    tunnel_in(c); /* what the client sent after its request is the tunnel's first bytes */
+}
+
 static void ds_headers_ready(void *side)
 {
     struct h1c *c = side;
     struct md_stream *s = c->s;
+    if (s->upgraded) {
+        tunnel_open(c);
+        return;
+    }
+    if (s->upgrade) {
+        /* Not upgraded: that request was all there is, and the connection
+         * goes on as HTTP/1.1 after this answer. */
+        c->parser.upgrade = 0;
+        md_stream_end(s, &s->req);
+    }
     const struct md_hdr *st = md_hdrs_find(s->resp.hdrs, s->resp.n_hdrs, ":status");
     int status = st ? atoi(st->value) : 502;
     bool no_body = c->head_request || status == 204 || status == 304 || status < 200;

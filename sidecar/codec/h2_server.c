@@ -141,6 +141,23 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
     return 0;
 }
 
+/* RFC 8441 §4: an extended CONNECT names its protocol in :protocol (nghttp2
+ * has checked it comes with CONNECT and the setting we sent). */
+static void take_upgrade(struct md_stream *s)
+{
+    const struct md_hdr *p = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, ":protocol");
+    if (!p || p->value_len == 0)
+        return;
+    char *t = md_arena_strndup(&s->arena, p->value, p->value_len);
+    if (!t)
+        return; /* then it is a CONNECT the router refuses */
+    for (char *q = t; *q; q++)
+        if (*q >= 'A' && *q <= 'Z')
+            *q = (char)(*q + 32);
+    s->upgrade = t;
+    s->upgrade_len = p->value_len;
+}
+
 static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
 {
     struct h2sc *c = user;
@@ -159,6 +176,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         if (!s->req.headers_done) {
             s->req.headers_done = true;
             s->req.headers_end = s->req.end = end;
+            take_upgrade(s);
             md_router_on_request(s);
         } else {
             md_stream_end(s, &s->req); /* trailers end the request */
@@ -239,11 +257,29 @@ static ssize_t read_resp(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t
     return (ssize_t)n;
 }
 
+/* RFC 8441 §5: the upstream's 101 is a 200 to the extended CONNECT, and the
+ * WebSocket handshake fields stay on the HTTP/1.1 side. */
+static void tunnel_response(struct md_stream *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->resp.n_hdrs; i++) {
+        struct md_hdr h = s->resp.hdrs[i];
+        if (md_hdr_is(&h, "sec-websocket-accept"))
+            continue;
+        if (md_hdr_is(&h, ":status"))
+            h.value = "200";
+        s->resp.hdrs[n++] = h;
+    }
+    s->resp.n_hdrs = n;
+}
+
 static void ds_headers_ready(void *side)
 {
     struct h2ss *ss = side;
     struct md_stream *s = ss->s;
     struct h2sc *c = ss->c;
+    if (s->upgraded)
+        tunnel_response(s);
     nghttp2_nv *nv = md_h2_nv(&s->arena, s->resp.hdrs, s->resp.n_hdrs);
     nghttp2_data_provider prd = {.source.ptr = ss, .read_callback = read_resp};
     int rc = nv ? nghttp2_submit_response(c->h2.sess, ss->id, nv, s->resp.n_hdrs,
@@ -343,6 +379,7 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, i
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->initial_stream_window},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, o->max_header_list_size},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441: WebSocket over HTTP/2 */
     };
     nghttp2_submit_settings(c->h2.sess, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(c->h2.sess, NGHTTP2_FLAG_NONE, 0,

@@ -64,6 +64,13 @@ struct md_stream {
     const struct md_snap_route *route;
     size_t cluster;
     bool grpc;                 /* content-type application/grpc* */
+    /* An upgrade the client asked for (HTTP/1.1 Upgrade, or an HTTP/2
+     * extended CONNECT's :protocol), lower case; NULL: none. Once the
+     * upstream answers 101 (|upgraded|), the request and response bodies are
+     * the tunnel's bytes each way, and each end is that direction's FIN. */
+    const char *upgrade;
+    size_t upgrade_len;
+    bool upgraded;
     bool resp_started;         /* response headers were handed to the ds side */
     bool local_reply;          /* the response is made by meshd */
     uint32_t reset_after_body; /* h2 error: reset downstream once the queued body is sent */

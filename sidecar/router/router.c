@@ -12,6 +12,7 @@
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 /* A stream refused by an upstream (GOAWAY) is sent again at most this often. */
 #define MAX_REFUSED_RETRIES 3
@@ -252,6 +253,43 @@ static int build_upstream_headers(struct md_stream *s)
     return 0;
 }
 
+static bool in_upgrades(const struct md_snap_route *r, const char *t, size_t n)
+{
+    for (size_t i = 0; i < r->n_upgrades; i++)
+        if (strlen(r->upgrades[i]) == n && strncasecmp(r->upgrades[i], t, n) == 0)
+            return true;
+    return false;
+}
+
+/* Answers an upgrade the route or its cluster cannot take. */
+static bool upgrade_allowed(struct md_stream *s)
+{
+    const struct md_snap_cluster *c = &s->w->snap->clusters[s->cluster];
+    const char *why = NULL;
+    int status = 403, grpc = MD_GRPC_PERMISSION_DENIED;
+    char detail[160];
+    if (!in_upgrades(s->route, s->upgrade, s->upgrade_len)) {
+        snprintf(detail, sizeof(detail), "upgrade to \"%.*s\" is not allowed on route %s",
+                 (int)(s->upgrade_len > 40 ? 40 : s->upgrade_len), s->upgrade, s->route->name);
+        why = "not_allowed";
+    } else if (c->protocol != MD_CLUSTER_HTTP1) {
+        snprintf(detail, sizeof(detail), "cluster %s speaks HTTP/2; upgrades need an HTTP1 cluster",
+                 c->name);
+        why = "cluster_http2";
+        status = 501;
+        grpc = MD_GRPC_UNIMPLEMENTED;
+    } else {
+        return true;
+    }
+    md_stats_add(md_stats_l(s->w->stats, s->listener->idx, MD_LSTAT_UPGRADE_REFUSED), 1);
+    char u[64];
+    MD_LOG(MD_LOG_INFO, "http_upgrade_refused", "stream=%d.%llu route=%s upgrade=\"%s\" reason=%s",
+           s->w->id, (unsigned long long)s->id, s->route->name,
+           md_log_escape(u, sizeof(u), s->upgrade, s->upgrade_len), why);
+    reply(s, status, grpc, detail);
+    return false;
+}
+
 void md_router_on_request(struct md_stream *s)
 {
     const struct md_snapshot *snap = s->w->snap;
@@ -295,6 +333,8 @@ void md_router_on_request(struct md_stream *s)
         return;
     }
     s->cluster = md_route_match_pick_cluster(s->route, (uint32_t)md_worker_rand(s->w));
+    if (s->upgrade && !upgrade_allowed(s))
+        return;
 
     double timeout = s->route->timeout_ms / 1000.0, grpc_timeout;
     const struct md_hdr *gt = md_hdrs_find(q->hdrs, q->n_hdrs, "grpc-timeout");
@@ -338,6 +378,14 @@ void md_router_on_response(struct md_stream *s)
                                    r->resp_add[i].value, r->resp_add[i].value_len};
     h->hdrs = out;
     h->n_hdrs = h->cap_hdrs = n;
+    const struct md_hdr *st = md_hdrs_find(out, n, ":status");
+    if (s->upgrade && st && st->value_len == 3 && memcmp(st->value, "101", 3) == 0) {
+        /* A tunnel from now on: it lasts as long as both ends want, bounded
+         * by the stream idle timeout only. */
+        s->upgraded = true;
+        s->deadline = 0;
+        md_stats_add(md_stats_l(s->w->stats, s->listener->idx, MD_LSTAT_UPGRADE), 1);
+    }
     s->resp_started = true;
     md_stream_notify_headers(s, true);
 }
@@ -403,6 +451,10 @@ void md_router_on_downstream_closed(struct md_stream *s, uint32_t h2_error)
     /* A finished exchange lets the upstream side end on its own: resetting
      * it would cost an HTTP/1.1 upstream its kept-alive connection. */
     if (h2_error == 0 && s->resp.end && s->req.end && s->req.body.len == 0)
+        return;
+    /* A tunnel's client closed its side cleanly: the upstream side still
+     * delivers what it holds, then closes on its own. */
+    if (h2_error == 0 && s->upgraded && s->req.end)
         return;
     md_stream_reset_us(s, h2_error && h2_error != NGHTTP2_NO_ERROR ? h2_error : NGHTTP2_CANCEL);
 }
