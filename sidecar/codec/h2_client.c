@@ -266,6 +266,7 @@ struct md_h2_client *md_h2_client_new(struct md_worker *w, int fd,
                                       md_h2_client_closed_cb *closed, void *owner)
 {
     struct md_h2_client *cl = calloc(1, sizeof(*cl));
+    nghttp2_mem mem = cl ? md_h2_mem(&cl->h2, w) : (nghttp2_mem){0};
     nghttp2_session_callbacks *cb = NULL;
     nghttp2_option *opt = cl ? md_h2_options() : NULL;
     if (opt && nghttp2_session_callbacks_new(&cb) == 0) {
@@ -275,7 +276,7 @@ struct md_h2_client *md_h2_client_new(struct md_worker *w, int fd,
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
         nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     }
-    if (!cb || nghttp2_session_client_new2(&cl->h2.sess, cb, cl, opt) != 0) {
+    if (!cb || nghttp2_session_client_new3(&cl->h2.sess, cb, cl, opt, &mem) != 0) {
         nghttp2_session_callbacks_del(cb);
         nghttp2_option_del(opt);
         free(cl);

@@ -98,16 +98,34 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
     run_flush(&c->flush);
 }
 
+/* Writes |o| (the worker's batch or the connection's backlog); what the
+ * socket does not take is kept in c->out. Returns 0 or -errno. */
+static int write_out(struct md_h2conn *c, struct md_outbuf *o)
+{
+    int rc = md_outbuf_write(o, c->fd, c->tx_stat);
+    if (o != &c->out && o->len) {
+        if (md_outbuf_append(&c->out, o->data, o->len) < 0)
+            rc = MD_ENOMEM;
+        o->len = 0;
+    }
+    if (c->out.len == 0 && c->out.cap)
+        md_outbuf_fini(&c->out); /* a backlog's memory goes once it is written */
+    return rc;
+}
+
 static void run_flush(struct md_defer *d)
 {
     struct md_h2conn *c = MD_CONTAINER_OF(d, struct md_h2conn, flush);
     int rc = 0;
-    /* Gather frames into one buffer and write it in one call per batch. */
+    /* Gather frames into one buffer and write it in one call per batch: the
+     * worker's, unless earlier bytes still wait in ours (order). */
     while (c->fd >= 0 && c->sess) {
-        if (c->out.len >= BATCH) {
-            rc = md_outbuf_write(&c->out, c->fd, c->tx_stat);
+        struct md_outbuf *o = c->out.len ? &c->out : &c->w->h2_batch;
+        if (o->len >= BATCH) {
+            rc = write_out(c, o);
             if (rc < 0)
                 break;
+            continue;
         }
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->sess, &data);
@@ -116,19 +134,20 @@ static void run_flush(struct md_defer *d)
             break;
         }
         if (n == 0) {
-            rc = c->out.len ? md_outbuf_write(&c->out, c->fd, c->tx_stat) : 0;
+            rc = o->len ? write_out(c, o) : 0;
             break;
         }
-        if (md_outbuf_append(&c->out, data, (size_t)n) < 0) {
+        if (md_outbuf_append(o, data, (size_t)n) < 0) {
             md_h2conn_close(c, "out_of_memory", true);
             break;
         }
     }
+    c->w->h2_batch.len = 0; /* written or moved, unless closing anyway */
     if (rc == -EAGAIN) {
         ev_io_start(c->w->loop, &c->wio);
     } else if (rc < 0) {
         md_h2conn_close(c, md_err_str(rc), false);
-        c->out.len = 0;
+        md_outbuf_fini(&c->out);
     } else {
         ev_io_stop(c->w->loop, &c->wio);
     }
@@ -159,6 +178,79 @@ nghttp2_nv *md_h2_nv(struct md_arena *a, const struct md_hdr *h, size_t n)
         nv[i] = (nghttp2_nv){(uint8_t *)h[i].name, (uint8_t *)h[i].value, h[i].name_len,
                              h[i].value_len, NGHTTP2_NV_FLAG_NONE};
     return nv;
+}
+
+/* nghttp2's allocations: the large ones (its stream map, calloc'd, and its
+ * 16 KiB frame buffer, mostly unwritten) in whole pages that are resident
+ * only once written (core/pages.h); the rest on the heap. */
+static void *mem_pages(struct md_h2conn *c, size_t n)
+{
+    struct md_pages *pg = &c->w->pages;
+    void *p = n >= pg->page ? md_pages_alloc(pg, n) : NULL;
+    if (p && n > pg->page)
+        c->frame_buf = p; /* the one multi-page buffer nghttp2 keeps */
+    return p;
+}
+
+static void *mem_malloc(size_t n, void *user)
+{
+    void *p = mem_pages(user, n);
+    return p ? p : malloc(n);
+}
+
+static void mem_free(void *p, void *user)
+{
+    struct md_h2conn *c = user;
+    if (!md_pages_owns(&c->w->pages, p)) {
+        free(p);
+        return;
+    }
+    if (p == c->frame_buf)
+        c->frame_buf = NULL;
+    md_pages_free(&c->w->pages, p);
+}
+
+static void *mem_calloc(size_t n, size_t size, void *user)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    void *p = mem_pages(user, n * size); /* page slots come zeroed */
+    return p ? p : calloc(n, size);
+}
+
+static void *mem_realloc(void *p, size_t n, void *user)
+{
+    struct md_h2conn *c = user;
+    if (!p)
+        return mem_malloc(n, user);
+    if (!md_pages_owns(&c->w->pages, p))
+        return realloc(p, n);
+    size_t have = md_pages_size(&c->w->pages, p);
+    if (n <= have)
+        return p;
+    void *q = mem_malloc(n, user);
+    if (!q)
+        return NULL;
+    memcpy(q, p, have);
+    mem_free(p, user);
+    if (n > c->w->pages.page && md_pages_owns(&c->w->pages, q))
+        c->frame_buf = q;
+    return q;
+}
+
+nghttp2_mem md_h2_mem(struct md_h2conn *c, struct md_worker *w)
+{
+    c->w = w;
+    return (nghttp2_mem){c, mem_malloc, mem_free, mem_calloc, mem_realloc};
+}
+
+void md_h2conn_quiesce(struct md_h2conn *c)
+{
+    /* Between sends nghttp2's frame buffer holds nothing: its next frame is
+     * written from the start. */
+    if (c->frame_buf && c->sess && !c->closing && c->out.len == 0 &&
+        !nghttp2_session_want_write(c->sess))
+        md_pages_discard(&c->w->pages, c->frame_buf);
 }
 
 nghttp2_option *md_h2_options(void)

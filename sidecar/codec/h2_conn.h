@@ -29,14 +29,15 @@ struct md_h2conn {
     nghttp2_session *sess; /* owned */
     ev_io rio, wio;
     struct md_defer flush; /* queued whenever there may be output */
-    struct md_outbuf out;  /* bytes from mem_send not yet written */
-    bool closing;        /* close at the next flush */
-    bool reset_on_close; /* close with RST */
+    struct md_outbuf out;  /* bytes the socket did not take yet (freed when empty) */
+    bool closing;          /* close at the next flush */
+    bool reset_on_close;   /* close with RST */
     const char *close_reason;
     md_h2conn_cb *on_free;       /* the owner releases everything; called from the flush */
     uint64_t *rx_stat, *tx_stat; /* bytes counters (borrowed slots) */
     uint64_t *proto_err_stat;    /* protocol errors and floods (once per connection); may be NULL */
     bool proto_err_counted;
+    void *frame_buf; /* nghttp2's frame buffer, in c->w->pages; NULL if on the heap */
 };
 
 /* Converts |n| headers to an nghttp2 name/value array allocated in |a| (nghttp2
@@ -46,6 +47,14 @@ nghttp2_nv *md_h2_nv(struct md_arena *a, const struct md_hdr *h, size_t n);
 /* Session options both sides use: window updates are ours to send (they follow
  * the other side's progress) and the flood limits. Returns NULL on ENOMEM. */
 nghttp2_option *md_h2_options(void);
+
+/* The allocator for |c|'s session on worker |w| (nghttp2 copies it; sets
+ * c->w, as the session allocates before md_h2conn_init). */
+nghttp2_mem md_h2_mem(struct md_h2conn *c, struct md_worker *w);
+
+/* An idle connection gives back the memory of nghttp2's frame buffer (it is
+ * touched again by the next frame sent). */
+void md_h2conn_quiesce(struct md_h2conn *c);
 
 /* Sets up |c| around the connected non-blocking |fd| (taken) and starts
  * reading. The session must be set by the owner before the first flush. */

@@ -18,6 +18,10 @@
 
 struct h2sc; /* server connection */
 
+/* A connection without streams this long gives back its frame buffer's
+ * memory: idle connections are most of a busy sidecar's connections. */
+#define QUIESCE_S 0.25
+
 /* One downstream stream: the codec's half of an md_stream. */
 struct h2ss {
     struct md_list link; /* in h2sc.streams */
@@ -36,10 +40,20 @@ struct h2sc {
     struct md_list streams;
     size_t n_streams;
     ev_timer idle;
+    ev_tstamp idle_since;
     char peer_ip[INET6_ADDRSTRLEN];
 };
 
 static const struct md_stream_side_ops ds_ops;
+
+/* No streams: first the quiesce (md_h2conn_quiesce), then the idle timeout. */
+static void idle_start(struct h2sc *c)
+{
+    double timeout = c->l->http.idle_timeout_ms / 1000.0;
+    c->idle_since = ev_now(c->h2.w->loop);
+    c->idle.repeat = QUIESCE_S < timeout ? QUIESCE_S : timeout;
+    ev_timer_again(c->h2.w->loop, &c->idle);
+}
 
 static void ss_free(struct h2ss *ss)
 {
@@ -47,8 +61,8 @@ static void ss_free(struct h2ss *ss)
     if (ss->unconsumed && c->h2.sess) /* the stream is gone: return its share of the window */
         nghttp2_session_consume_connection(c->h2.sess, ss->unconsumed);
     md_list_remove(&ss->link);
-    if (--c->n_streams == 0 && c->l->http.idle_timeout_ms)
-        ev_timer_again(c->h2.w->loop, &c->idle);
+    if (--c->n_streams == 0)
+        idle_start(c);
     free(ss);
 }
 
@@ -325,6 +339,13 @@ static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
     struct h2sc *c = MD_CONTAINER_OF(t, struct h2sc, idle);
     if (c->n_streams)
         return;
+    double left = c->l->http.idle_timeout_ms / 1000.0 - (ev_now(loop) - c->idle_since);
+    if (left > 0.001) {
+        md_h2conn_quiesce(&c->h2);
+        t->repeat = left;
+        ev_timer_again(loop, t);
+        return;
+    }
     nghttp2_session_terminate_session(c->h2.sess, NGHTTP2_NO_ERROR);
     md_h2conn_close(&c->h2, "idle_timeout", false);
 }
@@ -347,9 +368,10 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, i
 {
     struct md_stats *st = w->stats;
     struct h2sc *c = calloc(1, sizeof(*c));
+    nghttp2_mem mem = c ? md_h2_mem(&c->h2, w) : (nghttp2_mem){0};
     nghttp2_session_callbacks *cb = c ? server_callbacks() : NULL;
     nghttp2_option *opt = cb ? md_h2_options() : NULL;
-    if (!opt || nghttp2_session_server_new2(&c->h2.sess, cb, c, opt) != 0) {
+    if (!opt || nghttp2_session_server_new3(&c->h2.sess, cb, c, opt, &mem) != 0) {
         MD_LOG(MD_LOG_ERROR, "out_of_memory", "listener=%s what=h2_session", l->name);
         nghttp2_option_del(opt);
         nghttp2_session_callbacks_del(cb);
@@ -385,9 +407,7 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, i
     nghttp2_session_set_local_window_size(c->h2.sess, NGHTTP2_FLAG_NONE, 0,
                                           (int32_t)o->initial_connection_window);
     ev_init(&c->idle, on_idle);
-    c->idle.repeat = l->http.idle_timeout_ms / 1000.0;
-    if (c->idle.repeat > 0)
-        ev_timer_again(w->loop, &c->idle);
+    idle_start(c);
     md_h2conn_init(&c->h2, w, fd, conn_free);
     md_h2conn_want_flush(&c->h2);
 }

@@ -86,6 +86,10 @@ uint64_t md_worker_rand(struct md_worker *w)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
+/* Address space (not memory) per slot size for md_pages: 1 GiB holds 52k
+ * frame buffers of 20 KiB; past that the heap serves. */
+#define WORKER_PAGES_STRETCH (1ull << 30)
+
 int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
 {
     memset(w, 0, sizeof(*w));
@@ -123,6 +127,11 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     int rc = md_errwatch_set_init(&w->errwatch, w->loop);
     if (rc < 0)
         return rc;
+    if (md_pages_init(&w->pages, WORKER_PAGES_STRETCH) < 0)
+        MD_LOG(MD_LOG_WARN, "pages_unavailable",
+               "worker=%d reason=\"no address space reserved: large HTTP/2 buffers come from "
+               "the heap\"",
+               id);
     for (size_t i = 0; i < snap->n_listeners; i++) {
         int err;
         w->listeners[i] = md_listener_new(w, &snap->listeners[i], &err);
@@ -196,6 +205,8 @@ void md_worker_fini(struct md_worker *w)
         md_errwatch_set_fini(&w->errwatch, w->loop);
         ev_loop_destroy(w->loop);
     }
+    md_outbuf_fini(&w->h2_batch);
+    md_pages_fini(&w->pages);
     free(w->listeners);
     free(w->rr_cursor);
     free(w->upools);

@@ -6,6 +6,8 @@
 #define MESHD_LOOP_WORKER_H
 
 #include "core/list.h"
+#include "core/outbuf.h"
+#include "core/pages.h"
 #include "core/stats.h"
 #include "net/errwatch.h"
 #include "snapshot.h"
@@ -54,11 +56,15 @@ struct md_worker {
     struct md_list deferred; /* md_defer entries to run before sleeping */
     ev_prepare prepare;
     struct md_list h2_conns;         /* downstream HTTP/2 connections */
-    struct md_list h1_conns;  /* downstream HTTP/1.1 connections */
-    struct md_list detecting; /* connections whose protocol is being sniffed */
+    struct md_list h1_conns;         /* downstream HTTP/1.1 connections */
+    struct md_list detecting;        /* connections whose protocol is being sniffed */
     struct md_upool **upools;        /* [snap->n_clusters] upstream pools, made on first use */
     uint64_t rng;                    /* xorshift state: route splits, request ids */
     struct md_errwatch_set errwatch; /* resets on sockets not being read */
+    /* HTTP/2 frames of one flush, gathered for one write: shared, so an idle
+     * connection holds no output buffer. Empty between flushes. */
+    struct md_outbuf h2_batch;
+    struct md_pages pages; /* nghttp2's large buffers (codec/h2_conn.c) */
 };
 
 /* Creates the worker's loop and binds one socket per listener of |snap|.
