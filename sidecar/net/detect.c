@@ -8,6 +8,7 @@
 #include "loop/worker.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -20,6 +21,7 @@ static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define MAX_METHOD 20
 /* Bytes that only began to arrive: look again this soon. */
 #define REPEEK_S 0.002
+#define REPEEK_MAX_S 0.05
 
 struct detect {
     struct md_list link; /* in worker->detecting */
@@ -30,6 +32,8 @@ struct detect {
     ev_timer timer;
     ev_tstamp idle_deadline;   /* nothing decided by then: closed */
     ev_tstamp silent_deadline; /* nothing received by then: server-first (0: never) */
+    ev_tstamp stall_deadline;  /* only a prefix by then: its likely codec takes it */
+    ev_tstamp repeek;          /* the wait before peeking at a prefix again */
 };
 
 enum md_detect_kind md_detect_classify(const uint8_t *b, size_t n)
@@ -123,6 +127,13 @@ static void arm(struct detect *d, ev_tstamp at)
     ev_timer_start(loop, &d->timer);
 }
 
+/* Has the peer sent its FIN? (Bytes it sent before still wait unread.) */
+static bool peer_closed(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static void decide(struct detect *d)
 {
     uint8_t buf[PREFACE_LEN];
@@ -138,28 +149,34 @@ static void decide(struct detect *d)
         hand_over(d, k);
         return;
     }
-    if (d->silent_deadline && now >= d->silent_deadline) {
-        /* Silence: a server-first protocol. A client that began and stalled
-         * goes where its first bytes point, and that codec's timeouts apply. */
-        hand_over(d, n < 0                  ? MD_DETECT_MORE
-                     : buf[0] == PREFACE[0] ? MD_DETECT_H2
-                     : buf[0] == 0x16       ? MD_DETECT_TLS
-                                            : MD_DETECT_HTTP1);
-        return;
-    }
-    if (now >= d->idle_deadline) {
-        close_undecided(d, "idle_timeout");
-        return;
-    }
-    ev_tstamp next = d->silent_deadline ? d->silent_deadline : d->idle_deadline;
     if (n < 0) { /* silent so far */
-        ev_io_start(loop, &d->io);
-        arm(d, next);
+        if (d->silent_deadline && now >= d->silent_deadline) {
+            hand_over(d, MD_DETECT_MORE); /* a server-first protocol */
+        } else if (now >= d->idle_deadline) {
+            close_undecided(d, "idle_timeout");
+        } else {
+            ev_io_start(loop, &d->io);
+            arm(d, d->silent_deadline ? d->silent_deadline : d->idle_deadline);
+        }
         return;
     }
-    /* A prefix only: wait for the rest without spinning on a readable socket. */
+    if (peer_closed(d->fd)) {
+        close_undecided(d, "eof"); /* a prefix, then FIN: peeking cannot see it */
+        return;
+    }
+    if (now >= d->stall_deadline) {
+        /* A client that began and stalled goes where its first bytes point;
+         * that codec's own timeouts apply from here. */
+        hand_over(d, memcmp(buf, PREFACE, (size_t)n) == 0 ? MD_DETECT_H2
+                     : buf[0] == 0x16                     ? MD_DETECT_TLS
+                                                          : MD_DETECT_HTTP1);
+        return;
+    }
+    /* A prefix only: wait for the rest without spinning on a readable
+     * socket, looking less often the longer it takes. */
     ev_io_stop(loop, &d->io);
-    arm(d, now + REPEEK_S < next ? now + REPEEK_S : next);
+    d->repeek = !d->repeek ? REPEEK_S : d->repeek * 2 < REPEEK_MAX_S ? d->repeek * 2 : REPEEK_MAX_S;
+    arm(d, now + d->repeek < d->stall_deadline ? now + d->repeek : d->stall_deadline);
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
@@ -189,6 +206,9 @@ void md_detect_start(struct md_worker *w, const struct md_snap_listener *l, int 
     d->idle_deadline = now + (idle > 0 ? idle : 3600);
     if (l->http.tcp_fallback)
         d->silent_deadline = now + l->http.detect_timeout_ms / 1000.0;
+    /* With a fallback, a stalled prefix is decided at the detect timeout;
+     * without one there is no hurry (and nothing better to do with it). */
+    d->stall_deadline = d->silent_deadline ? d->silent_deadline : d->idle_deadline;
     ev_io_init(&d->io, on_readable, fd, EV_READ);
     ev_init(&d->timer, on_timer);
     ev_io_start(w->loop, &d->io);
