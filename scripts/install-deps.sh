@@ -7,7 +7,7 @@ pkgs=(
   # build
   build-essential cmake pkg-config ninja-build
   libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
-  libssl-dev libc-ares-dev libev-dev node-llhttp libcmocka-dev
+  libssl-dev libc-ares-dev libev-dev node-llhttp libcmocka-dev libmimalloc-dev
   # tests and demo
   python3 python3-grpcio python3-grpc-tools python3-pytest python3-websockets python3-h2
   curl nghttp2-client dnsmasq-base iptables iproute2 openssl procps

@@ -3,10 +3,12 @@
 
 bool md_hdr_name_is_connection_specific(const char *name, size_t len)
 {
-    static const char *const names[] = {"connection", "keep-alive", "proxy-connection",
-                                        "transfer-encoding", "upgrade"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (len == strlen(names[i]) && memcmp(name, names[i], len) == 0)
-            return true;
-    return false;
+    /* Every field of every request asks: decide by length first. */
+    switch (len) {
+    case 7: return memcmp(name, "upgrade", 7) == 0;
+    case 10: return memcmp(name, "connection", 10) == 0 || memcmp(name, "keep-alive", 10) == 0;
+    case 16: return memcmp(name, "proxy-connection", 16) == 0;
+    case 17: return memcmp(name, "transfer-encoding", 17) == 0;
+    default: return false;
+    }
 }

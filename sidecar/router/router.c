@@ -173,15 +173,32 @@ static void arm_timer(struct md_stream *s)
     ev_timer_again(s->w->loop, &s->timer);
 }
 
+/* Writes the |n| low nibbles of |v| as hex, most significant first. */
+static char *put_hex(char *p, uint64_t v, int n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = n - 1; i >= 0; i--)
+        p[i] = hex[v & 15], v >>= 4;
+    return p + n;
+}
+
+/* A UUID version 4, variant 1 (36 bytes and a NUL): once per request, so
+ * without printf. */
 static void format_request_id(struct md_worker *w, char *out)
 {
     uint64_t a = md_worker_rand(w), b = md_worker_rand(w);
-    /* UUID version 4, variant 1 */
     a = (a & ~0xF000ULL) | 0x4000ULL;
     b = (b & ~(3ULL << 62)) | (2ULL << 62);
-    snprintf(out, 37, "%08x-%04x-%04x-%04x-%012llx", (unsigned)(a >> 32),
-             (unsigned)((a >> 16) & 0xFFFF), (unsigned)(a & 0xFFFF), (unsigned)(b >> 48),
-             (unsigned long long)(b & 0xFFFFFFFFFFFFULL));
+    char *p = put_hex(out, a >> 32, 8);
+    *p++ = '-';
+    p = put_hex(p, a >> 16, 4);
+    *p++ = '-';
+    p = put_hex(p, a, 4);
+    *p++ = '-';
+    p = put_hex(p, b >> 48, 4);
+    *p++ = '-';
+    p = put_hex(p, b, 12);
+    *p = 0;
 }
 
 /* Builds s->us_hdrs: the request as the upstream sees it. Returns 0 or MD_E*. */
@@ -219,10 +236,14 @@ static int build_upstream_headers(struct md_stream *s)
             continue; /* replaced by the remaining budget below */
         if (md_hdr_is(&h, "x-forwarded-for") && !have_xff && s->peer_ip && s->peer_ip[0]) {
             have_xff = true;
-            char *v = md_arena_alloc(&s->arena, h.value_len + strlen(s->peer_ip) + 3);
+            size_t ip = strlen(s->peer_ip);
+            char *v = md_arena_alloc(&s->arena, h.value_len + ip + 2);
             if (!v)
                 return MD_ENOMEM;
-            h.value_len = (size_t)sprintf(v, "%.*s, %s", (int)h.value_len, h.value, s->peer_ip);
+            memcpy(v, h.value, h.value_len);
+            memcpy(v + h.value_len, ", ", 2);
+            memcpy(v + h.value_len + 2, s->peer_ip, ip);
+            h.value_len += ip + 2;
             h.value = v;
         }
         have_rid |= md_hdr_is(&h, "x-request-id");
