@@ -41,7 +41,9 @@ struct md_h2conn {
 };
 
 /* Converts |n| headers to an nghttp2 name/value array allocated in |a| (nghttp2
- * copies the bytes when the frame is submitted). Returns NULL on ENOMEM. */
+ * copies the bytes when the frame is submitted); fields whose values never
+ * repeat (x-request-id, grpc-timeout) are not indexed by HPACK. Returns NULL
+ * on ENOMEM. */
 nghttp2_nv *md_h2_nv(struct md_arena *a, const struct md_hdr *h, size_t n);
 
 /* Session options both sides use: window updates are ours to send (they follow

@@ -63,10 +63,14 @@ int md_stream_add_header(struct md_stream *s, struct md_half *h, const char *nam
     size_t *cap = trailer ? &h->cap_trailers : &h->cap_hdrs;
     if (grow(s, v, cap, *n) < 0)
         return MD_ENOMEM;
-    char *nm = md_arena_strndup(&s->arena, name, name_len);
-    char *val = md_arena_strndup(&s->arena, value, value_len);
-    if (!nm || !val)
+    char *nm = md_arena_alloc(&s->arena, name_len + value_len + 2); /* both NUL-terminated */
+    if (!nm)
         return MD_ENOMEM;
+    char *val = nm + name_len + 1;
+    memcpy(nm, name, name_len);
+    nm[name_len] = 0;
+    memcpy(val, value, value_len);
+    val[value_len] = 0;
     (*v)[(*n)++] = (struct md_hdr){nm, name_len, val, value_len};
     return 0;
 }
