@@ -250,8 +250,11 @@ static void tunnel_out(struct md_h1_client *cl)
 static void tunnel_flush(struct md_h1_client *cl)
 {
     struct md_stream *s = cl->s;
-    tunnel_out(cl);
-    int rc = md_outbuf_write(&cl->out, cl->fd, cl->cfg.tx_stat);
+    int rc;
+    do { /* until the socket is full or the client's bytes are all out */
+        tunnel_out(cl);
+        rc = md_outbuf_write(&cl->out, cl->fd, cl->cfg.tx_stat);
+    } while (rc == 0 && s && s->req.body.len > 0);
     if (rc < 0 && rc != -EAGAIN) {
         close_now(cl, MD_US_CLOSE_CONN_LOST);
         return;
@@ -286,8 +289,11 @@ static void run_flush(struct md_defer *d)
         tunnel_flush(cl);
         return;
     }
-    pull_request(cl);
-    int rc = md_outbuf_write(&cl->out, cl->fd, cl->cfg.tx_stat);
+    int rc;
+    do { /* until the socket is full or the body taken so far is all out */
+        pull_request(cl);
+        rc = md_outbuf_write(&cl->out, cl->fd, cl->cfg.tx_stat);
+    } while (rc == 0 && cl->s && !cl->req_sent && cl->s->req.body.len > 0);
     if (rc < 0 && rc != -EAGAIN) {
         close_now(cl, cl->reused && !cl->got_response && cl->s && cl->s->req.taken == 0
                           ? MD_US_CLOSE_REFUSED

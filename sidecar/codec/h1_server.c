@@ -465,6 +465,10 @@ static void parse(struct h1c *c)
         if (e == HPE_PAUSED) {
             used = (size_t)((const uint8_t *)llhttp_get_error_pos(&c->parser) - c->in);
             llhttp_resume(&c->parser);
+        } else if (e == HPE_PAUSED_UPGRADE) {
+            /* The upstream declined the upgrade: HTTP/1.1 goes on. */
+            used = (size_t)((const uint8_t *)llhttp_get_error_pos(&c->parser) - c->in);
+            llhttp_resume_after_upgrade(&c->parser);
         } else if (e != HPE_OK) {
             int status = c->error_status ? c->error_status : 400;
             refuse(c, status,
@@ -483,6 +487,7 @@ static void end_exchange(struct h1c *c)
 {
     struct md_stream *s = c->s;
     c->s = NULL;
+    c->resp_head_sent = false; /* a refusal before the next request must answer */
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), -1);
     md_router_on_downstream_closed(s, 0);
     md_stream_detach_ds(s);

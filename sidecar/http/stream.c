@@ -156,6 +156,14 @@ bool md_stream_detach_us(struct md_stream *s)
     return true;
 }
 
+bool md_stream_free_if_orphan(struct md_stream *s)
+{
+    if (s->ds || s->us)
+        return false;
+    stream_free(s);
+    return true;
+}
+
 void md_stream_reset_us(struct md_stream *s, uint32_t h2_error)
 {
     void *us = s->us;

@@ -63,7 +63,7 @@ struct md_stream {
     const char *peer_ip; /* downstream peer, for x-forwarded-for; owned by the ds codec */
     const struct md_snap_route *route;
     size_t cluster;
-    bool grpc;                 /* content-type application/grpc* */
+    bool grpc; /* content-type application/grpc* */
     /* An upgrade the client asked for (HTTP/1.1 Upgrade, or an HTTP/2
      * extended CONNECT's :protocol), lower case; NULL: none. Once the
      * upstream answers 101 (|upgraded|), the request and response bodies are
@@ -111,6 +111,10 @@ void md_stream_notify_data(struct md_stream *s, bool to_ds);
  * gone. Returns true when the stream was freed. */
 bool md_stream_detach_ds(struct md_stream *s);
 bool md_stream_detach_us(struct md_stream *s);
+
+/* Frees |s| when neither side holds it any more (after the router reset
+ * both). Returns true when it did. */
+bool md_stream_free_if_orphan(struct md_stream *s);
 
 /* Resets the other side of |from_ds| (if attached) with |h2_error| and
  * detaches it. */

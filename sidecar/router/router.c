@@ -95,6 +95,7 @@ static void reply(struct md_stream *s, int http_status, int grpc_status, const c
         s->ds_ops->consumed(s->ds, dropped);
     if (md_local_reply_build(s, http_status, grpc_status, detail) < 0) {
         reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
+        md_stream_free_if_orphan(s);
         return;
     }
     s->resp_started = true;
@@ -115,6 +116,7 @@ void md_router_local_reply(struct md_stream *s, enum md_reply_kind kind, const c
     if (s->resp_started) {
         md_stream_reset_us(s, NGHTTP2_CANCEL);
         reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
+        md_stream_free_if_orphan(s);
         return;
     }
     reply(s, map[kind].http, map[kind].grpc, detail);
@@ -150,12 +152,14 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         md_bq_clear(&s->resp.body);
         if (md_local_reply_trailers(s, MD_GRPC_DEADLINE_EXCEEDED, why) < 0) {
             reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
+            md_stream_free_if_orphan(s);
             return;
         }
         md_stream_end(s, &s->resp);
     } else {
         md_stream_reset_us(s, NGHTTP2_CANCEL);
         reset_downstream(s, NGHTTP2_CANCEL);
+        md_stream_free_if_orphan(s); /* both sides let go: nobody else will */
     }
 }
 
