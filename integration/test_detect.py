@@ -34,7 +34,7 @@ from env.clients import H2_PREFACE, RawH2, connect, echo_roundtrip, expect_close
 from env.h1 import H1Conn, request_bytes
 from env.h2_backend import KNOWN_BODY, H2Backend
 from env.meshd import meshctl
-from env.ws_backend import WsBackend, WsClient
+from env.ws_upgrade import WsClient, WsUpstream
 from test_bundle_errors import LINE_RE, error_lines, run_meshd, write_pb
 
 HANG = 10.0  # hang guard for one exchange; answers normally take milliseconds
@@ -247,7 +247,7 @@ def detect(meshd, grpc_backend, request):
             fb = add(RefusingPort())
         up = add(H2Backend(name="h2"))
         gb = grpc_backend() if grpc else None
-        wb = add(WsBackend()) if ws else None
+        wb = add(WsUpstream(echo_any_path=True)) if ws else None
         values.setdefault("fallback_port", fb.port)
         values.setdefault("upstream_port", up.port)
         values.setdefault("grpc_port", gb.port if gb else add(RefusingPort()).port)
@@ -305,7 +305,7 @@ def test_backend_tls_direct(tls_cert):
 
 
 def test_backend_ws_direct():
-    with WsBackend() as b:
+    with WsUpstream(echo_any_path=True) as b:
         c = WsClient(f"ws://127.0.0.1:{b.port}/ws/direct", timeout=HANG)
         try:
             c.echo("text")
@@ -314,7 +314,7 @@ def test_backend_ws_direct():
             assert c.recv() == "/ws/direct"
         finally:
             c.close()
-        assert b.handshakes[0]["path"] == "/ws/direct" and not b.errors
+        assert b.requests[0]["path"] == "/ws/direct" and not b.errors
 
 
 # -- TLS and other bytes to the fallback ----------------------------------------------
@@ -659,7 +659,7 @@ def test_one_port_grpc_http1_websocket_server_first(detect, echo_stubs):
         smtp.close()
         h1.close()
         ch.close()
-    assert [h["path"] for h in svc.ws.handshakes] == ["/ws/one"]
+    assert [h["path"] for h in svc.ws.requests] == ["/ws/one"]
     assert {c["id"] for c in svc.grpc.calls()} >= {"one-0", "one-g0", "one-g1", "one-g2"}
     assert [q["path"] for q in svc.upstream.requests] == ["/plain/one-h1-first"] + [f"/plain/one-h1-{i}" for i in range(3)]
     assert svc.fallback.accepted == 1

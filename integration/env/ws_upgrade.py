@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """Protocol upgrades (WebSocket, RFC 6455 / RFC 8441) for test_websocket.py:
-two HTTP/1.1 upstreams, clients, and the fixture that puts meshd in front.
-(env/ws_backend.py is a simpler echo server + synchronous client used by
-test_detect.py; this module is separate so that neither changes the other.)
+two HTTP/1.1 upstreams, clients, and the fixture that puts meshd in front
+(test_websocket.py); WsUpstream(echo_any_path=True) and WsClient also serve
+test_detect.py.
 
-WsUpstream         a WebSocket server on python3-websockets 10.4 (asyncio, in
-                   its own thread with its own event loop), on 127.0.0.1:0.
+LoopThread         an asyncio event loop in a daemon thread, driven from
+                   synchronous code: call(coro) waits (bounded) for the result.
+WsUpstream         a WebSocket server on python3-websockets 10.4 (asyncio, on
+                   its own LoopThread), on 127.0.0.1:0.
                    WebSocket paths (after the handshake):
                      /echo       echoes text and binary messages
                      /hello      sends the text message "hello" at once, then
@@ -15,11 +17,18 @@ WsUpstream         a WebSocket server on python3-websockets 10.4 (asyncio, in
                    before any upgrade check, then the connection closes):
                      /not-ws     403 "backend says no" (even with Upgrade)
                      /plain      200, a JSON body: the path and headers seen
-                   Anything else: 404. Records every request (`requests`:
+                   Anything else: 404; or, with echo_any_path=True, a
+                   WebSocket that echoes, except that the text message "who"
+                   is answered with the handshake's path (query included).
+                   Records every request (`requests`:
                    path, headers as seen, in order, lower-case names), TCP
                    connections (`tcp_connections`), established WebSocket
                    connections (`opened`) and how each ended (`closes`: path,
-                   code, reason as the server saw them).
+                   code, reason as the server saw them; `errors`: exceptions
+                   raised by the connection handler).
+WsClient           a WebSocket client for synchronous code (python3-websockets
+                   on its own LoopThread): WsClient(url) does the handshake;
+                   send(msg), recv() -> str | bytes, echo(msg), close().
 RawUpgradeBackend  a raw HTTP/1.1 server (env.backends.TCPServer) that answers
                    upgrades itself: 101 (Upgrade: the request's token,
                    Sec-WebSocket-Accept computed from the key when there is
@@ -51,6 +60,7 @@ nothing listens or connects anywhere but 127.0.0.1.
 """
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import itertools
 import json
@@ -92,7 +102,55 @@ def run(coro, timeout=WS_GUARD):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-# -- the WebSocket upstream (python3-websockets) ------------------------------------------
+# -- the WebSocket upstream and client (python3-websockets) -------------------------------
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread. call(coro) from any
+    other thread runs the coroutine on the loop (as one task) and waits for
+    its result, at most `timeout` s (then cancels it and fails); stop() stops
+    the loop, joins the thread and closes the loop (idempotent)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self):
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    def call(self, coro, timeout=WS_GUARD):
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # the loop is closed
+            coro.close()
+            raise
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise AssertionError(f"{self.name}: asyncio operation not done after {timeout}s") from None
+
+    def stop(self, timeout=10.0):
+        if not self._thread.is_alive():
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        except RuntimeError:
+            pass  # already closed
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise RuntimeError(f"{self.name} thread still running {timeout}s after stop()")
+
 
 WS_PATHS = ("/echo", "/hello", "/close-me")
 
@@ -102,9 +160,10 @@ class WsUpstream:
     the listener and every connection, stops the loop and joins the thread;
     afterwards the port refuses connections."""
 
-    def __init__(self, name="ws", max_size=MAX_MESSAGE):
+    def __init__(self, name="ws", max_size=MAX_MESSAGE, echo_any_path=False):
         self.name = name
         self.max_size = max_size
+        self.echo_any_path = echo_any_path
         self.port = None
         self.requests = []
         self.closes = []
@@ -112,23 +171,22 @@ class WsUpstream:
         self.tcp_connections = 0
         self.errors = []
         self._lock = threading.Lock()
-        self._loop = None
+        self._lt = None
         self._server = None
-        self._thread = None
-        self._ready = threading.Event()
-        self._start_error = None
 
     # -- lifecycle -----------------------------------------------------------
     def start(self):
-        self._thread = threading.Thread(target=self._main, name=f"WsUpstream:{self.name}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10.0):
-            raise RuntimeError("WsUpstream did not start within 10 s")
-        if self._start_error is not None:
-            raise RuntimeError(f"WsUpstream failed to start: {self._start_error!r}")
+        self._lt = LoopThread(f"WsUpstream:{self.name}")
+        try:
+            self._server = self._lt.call(self._open(), 10.0)
+        except BaseException as e:
+            self._lt.stop()
+            self._lt = None
+            raise RuntimeError(f"WsUpstream failed to start: {e!r}") from e
+        self.port = self._server.sockets[0].getsockname()[1]
         return self
 
-    def _main(self):
+    async def _open(self):
         import websockets.server
 
         backend = self
@@ -139,36 +197,15 @@ class WsUpstream:
                     backend.tcp_connections += 1
                 super().connection_made(transport)
 
-        async def open_server():
-            return await websockets.server.serve(
-                self._handler, "127.0.0.1", 0,
-                create_protocol=Proto,
-                process_request=self._process_request,
-                ping_interval=None,
-                max_size=self.max_size,
-                close_timeout=2,
-                logger=log,
-            )
-
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            self._server = loop.run_until_complete(open_server())
-            self.port = self._server.sockets[0].getsockname()[1]
-        except BaseException as e:  # noqa: BLE001 - reported by start()
-            self._start_error = e
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
+        return await websockets.server.serve(
+            self._handler, "127.0.0.1", 0,
+            create_protocol=Proto,
+            process_request=self._process_request,
+            ping_interval=None,
+            max_size=self.max_size,
+            close_timeout=2,
+            logger=log,
+        )
 
     async def _shutdown(self):
         self._server.close()
@@ -187,21 +224,15 @@ class WsUpstream:
             await asyncio.wait(tasks, timeout=3.0)
 
     def stop(self, timeout=10.0):
-        loop, t = self._loop, self._thread
-        if loop is None or t is None or not t.is_alive():
+        lt = self._lt
+        if lt is None:
             return
         try:
-            fut = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
-            fut.result(timeout)
+            lt.call(self._shutdown(), timeout)
         except Exception as e:  # noqa: BLE001 - the loop is stopped below anyway
             log.warning("WsUpstream shutdown: %r", e)
-        try:
-            loop.call_soon_threadsafe(loop.stop)
-        except RuntimeError:
-            pass  # already closed
-        t.join(timeout)
-        if t.is_alive():
-            raise RuntimeError(f"WsUpstream thread still running {timeout}s after stop()")
+        lt.stop(timeout)
+        self._lt = None
 
     def __enter__(self):
         return self.start()
@@ -222,13 +253,14 @@ class WsUpstream:
         if p == "/plain":
             body = json.dumps(rec).encode()
             return http.HTTPStatus.OK, [("X-Backend", self.name), ("Content-Type", "application/json")], body
-        if p not in WS_PATHS:
+        if p not in WS_PATHS and not self.echo_any_path:
             return http.HTTPStatus.NOT_FOUND, [("X-Backend", self.name)], b"no such path\n"
         return None
 
-    async def _echo(self, ws):
+    async def _echo(self, ws, who=None):
+        """Echo every message; with `who` set, the text "who" gets `who`."""
         async for msg in ws:
-            await ws.send(msg)
+            await ws.send(who if who is not None and msg == "who" else msg)
 
     async def _handler(self, ws):
         import websockets.exceptions
@@ -243,8 +275,10 @@ class WsUpstream:
             elif path == "/close-me":
                 await ws.recv()
                 await ws.close(4001, "bye")
-            else:
+            elif path == "/echo":
                 await self._echo(ws)
+            else:  # any other path (echo_any_path)
+                await self._echo(ws, who=ws.path)
         except websockets.exceptions.ConnectionClosed:
             pass
         except Exception as e:  # noqa: BLE001 - recorded for the test
@@ -263,6 +297,61 @@ class WsUpstream:
     def wait_close(self, path, timeout=WS_GUARD):
         return wait_until(lambda: [c for c in list(self.closes) if c["path"] == path], timeout=timeout,
                           what=f"the ws backend to see {path} closed")[0]
+
+
+class WsClient:
+    """See the module docstring. The handshake is done by the constructor
+    (bounded by `timeout`, like every other operation); no compression, no
+    pings. close() -> (code, reason) as the client saw them; idempotent."""
+
+    def __init__(self, url, timeout=WS_GUARD, extra_headers=None):
+        self.url = url
+        self.timeout = timeout
+        self._lt = LoopThread("WsClient")
+        try:
+            self.ws = self._lt.call(self._connect(extra_headers), timeout)
+        except BaseException:
+            self._lt.stop()
+            self._lt = None
+            raise
+        self.response_headers = list(self.ws.response_headers.raw_items())
+
+    async def _connect(self, extra_headers):
+        import websockets
+
+        # Created inside the loop's thread: websockets binds to the running loop.
+        return await websockets.connect(
+            self.url, compression=None, ping_interval=None, close_timeout=2, open_timeout=self.timeout,
+            extra_headers=extra_headers,
+        )
+
+    def send(self, msg):
+        self._lt.call(self.ws.send(msg), self.timeout)
+
+    def recv(self):
+        return self._lt.call(self.ws.recv(), self.timeout)
+
+    def echo(self, msg):
+        self.send(msg)
+        got = self.recv()
+        assert got == msg, f"websocket echo: sent {msg[:64]!r} ({len(msg)}), got {got[:64]!r} ({len(got)})"
+        return got
+
+    def close(self, code=1000):
+        if self._lt is None:
+            return None
+        try:
+            self._lt.call(self.ws.close(code), self.timeout)
+            return self.ws.close_code, self.ws.close_reason
+        finally:
+            self._lt.stop()
+            self._lt = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def header_values(headers, name):
