@@ -37,7 +37,10 @@ struct md_h1_client {
     struct md_h1_field field;
     bool reused, got_response, chunked, req_sent, resp_done, head, in_1xx;
     bool paused, closing, eof;
-    bool tunnel;  /* upgraded (101): raw bytes both ways until both FINs */
+    bool tunnel;           /* upgraded (101): raw bytes both ways until both FINs */
+    bool idempotent;       /* RFC 9110 §9.2.2: safe to send again after a stale close */
+    const char *conn_list; /* the response's Connection value (in the stream's arena) */
+    size_t conn_list_len;
     bool shut_wr; /* the tunnel's request side ended: FIN sent */
     bool abort;   /* close with RST: the other side was reset */
     enum md_us_close close_why;
@@ -130,12 +133,34 @@ static int on_header_value_complete(llhttp_t *p)
     md_h1_field_reset(f);
     if (cl->in_1xx || !cl->s)
         return 0;
-    /* Framing and connection fields are HTTP/1's; the downstream frames anew. */
+    /* Framing and connection fields are HTTP/1's; the downstream frames anew.
+     * The fields Connection names go too, once the block is whole. */
+    if (n == 10 && memcmp(f->name, "connection", 10) == 0 && !cl->conn_list) {
+        cl->conn_list = md_arena_strndup(&cl->s->arena, md_h1_field_value_ptr(f), vlen);
+        cl->conn_list_len = vlen;
+        return cl->conn_list ? 0 : -1;
+    }
     if (md_hdr_name_is_connection_specific(f->name, n))
         return 0;
     return md_stream_add_header(cl->s, &cl->s->resp, f->name, n, md_h1_field_value_ptr(f), vlen) < 0
                ? -1
                : 0;
+}
+
+/* RFC 9110 §7.6.1: fields the response's Connection header names are
+ * hop-by-hop. */
+static void drop_nominated(struct md_h1_client *cl)
+{
+    struct md_half *h = &cl->s->resp;
+    if (!cl->conn_list)
+        return;
+    size_t n = 0;
+    for (size_t i = 0; i < h->n_hdrs; i++)
+        if (!md_h1_connection_lists(cl->conn_list, cl->conn_list_len, h->hdrs[i].name,
+                                    h->hdrs[i].name_len))
+            h->hdrs[n++] = h->hdrs[i];
+    h->n_hdrs = n;
+    cl->conn_list = NULL;
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -144,6 +169,8 @@ static int on_headers_complete(llhttp_t *p)
     struct md_stream *s = cl->s;
     int status = llhttp_get_status_code(p);
     cl->got_response = true;
+    if (status >= 100 && status < 200 && !(status == 101 && s->upgrade))
+        cl->conn_list = NULL; /* an interim response's Connection is its own */
     if (status == 101 && s->upgrade) {
         cl->tunnel = true; /* the response is the tunnel: its bytes come raw */
     } else if (status >= 100 && status < 200) {
@@ -160,13 +187,16 @@ static int on_headers_complete(llhttp_t *p)
     struct md_hdr st = s->resp.hdrs[n];
     memmove(s->resp.hdrs + 1, s->resp.hdrs, n * sizeof(st));
     s->resp.hdrs[0] = st;
-    bool body = cl->tunnel ||
-                (!cl->head && status != 204 && status != 304 &&
-                 ((p->flags & F_CHUNKED) || p->content_length > 0 || llhttp_message_needs_eof(p)));
+    drop_nominated(cl);
+    /* RFC 9110 §6.4.1: HEAD, 204 and 304 responses have no body whatever
+     * their Content-Length says. */
+    bool bodiless = cl->head || status == 204 || status == 304;
+    bool body = cl->tunnel || (!bodiless && ((p->flags & F_CHUNKED) || p->content_length > 0 ||
+                                             llhttp_message_needs_eof(p)));
     s->resp.headers_done = true;
     s->resp.headers_end = s->resp.end = !body;
     md_router_on_response(s);
-    return cl->head ? 1 : 0; /* 1: a HEAD response has no body whatever it says */
+    return bodiless ? 1 : 0; /* 1: llhttp skips the body */
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -197,6 +227,23 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
+static bool skip_request_field(const struct md_hdr *h);
+
+/* The last chunk and the request's trailers (RFC 9112 §7.1.2), less any that
+ * would frame or route the message. A body sent with a Content-Length has no
+ * place for them: they are dropped. */
+static void last_chunk(struct md_h1_client *cl, const struct md_stream *s)
+{
+    out_append(cl, "0\r\n", 3);
+    for (size_t i = 0; i < s->req.n_trailers; i++) {
+        const struct md_hdr *t = &s->req.trailers[i];
+        if (!skip_request_field(t) && !md_hdr_name_is_connection_specific(t->name, t->name_len))
+            out_printf(cl, "%.*s: %.*s\r\n", (int)t->name_len, t->name, (int)t->value_len,
+                       t->value);
+    }
+    out_append(cl, "\r\n", 2);
+}
+
 static void pull_request(struct md_h1_client *cl)
 {
     struct md_stream *s = cl->s;
@@ -212,7 +259,7 @@ static void pull_request(struct md_h1_client *cl)
         }
         if (s->req.body.len == 0 && s->req.end) {
             if (cl->chunked)
-                out_append(cl, "0\r\n\r\n", 5); /* request trailers are dropped */
+                last_chunk(cl, s);
             cl->req_sent = true;
         }
         if (n == 0)
@@ -295,7 +342,8 @@ static void run_flush(struct md_defer *d)
         rc = md_outbuf_write(&cl->out, cl->fd, cl->cfg.tx_stat);
     } while (rc == 0 && cl->s && !cl->req_sent && cl->s->req.body.len > 0);
     if (rc < 0 && rc != -EAGAIN) {
-        close_now(cl, cl->reused && !cl->got_response && cl->s && cl->s->req.taken == 0
+        close_now(cl, cl->reused && cl->idempotent && !cl->got_response && cl->s &&
+                              cl->s->req.taken == 0
                           ? MD_US_CLOSE_REFUSED
                           : MD_US_CLOSE_CONN_LOST);
         return;
@@ -383,9 +431,10 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     }
     /* Nothing of the response came on a reused connection and nothing of the
      * body was taken: the peer closed it idle, the request is safe to send again. */
-    close_now(cl, cl->reused && !cl->got_response && cl->s && cl->s->req.taken == 0
-                      ? MD_US_CLOSE_REFUSED
-                      : MD_US_CLOSE_CONN_LOST);
+    close_now(cl,
+              cl->reused && cl->idempotent && !cl->got_response && cl->s && cl->s->req.taken == 0
+                  ? MD_US_CLOSE_REFUSED
+                  : MD_US_CLOSE_CONN_LOST);
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
@@ -509,6 +558,15 @@ static int upgrade_fields(struct md_h1_client *cl, const struct md_stream *s)
     return rc;
 }
 
+static bool is_idempotent(const char *m, size_t n)
+{
+    static const char *const methods[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (n == strlen(methods[i]) && memcmp(m, methods[i], n) == 0)
+            return true;
+    return false;
+}
+
 int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reused)
 {
     const struct md_hdr *method = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, ":method");
@@ -533,7 +591,7 @@ int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reuse
     }
     bool body = !s->req.headers_end && !s->upgrade; /* an upgrade's bytes follow a 101 only */
     cl->chunked = body && !len;
-    if (rc == 0 && body && len)
+    if (rc == 0 && len && !s->upgrade) /* also "0": some origins want a length on a POST */
         rc = out_printf(cl, "content-length: %.*s\r\n", (int)len->value_len, len->value);
     if (rc == 0 && cl->chunked)
         rc = out_append(cl, "transfer-encoding: chunked\r\n", 28);
@@ -544,6 +602,8 @@ int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reuse
     cl->s = s;
     cl->reused = reused;
     cl->head = method->value_len == 4 && memcmp(method->value, "HEAD", 4) == 0;
+    cl->idempotent = is_idempotent(method->value, method->value_len);
+    cl->conn_list = NULL;
     cl->req_sent = !body;
     cl->resp_done = cl->got_response = cl->paused = false;
     cl->tunnel = cl->shut_wr = false;

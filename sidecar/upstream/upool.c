@@ -149,15 +149,14 @@ static size_t idle_count(struct md_upool *pool, size_t ep)
 static void on_h1_event(void *owner, struct md_h1_client *cl, bool idle)
 {
     struct pconn *pc = owner;
+    /* pc->h1 stays set below: pconn_free counts the connection as closed. */
     if (!idle) { /* the client closed and freed itself */
-        pc->h1 = NULL;
         pconn_free(pc);
         return;
     }
     /* Keep at most max_connections_per_endpoint idle per endpoint. */
     if (idle_count(pc->pool, pc->ep) >= pc->pool->cl->max_connections_per_endpoint) {
         md_h1_client_free(cl);
-        pc->h1 = NULL;
         pconn_free(pc);
         return;
     }
@@ -171,7 +170,6 @@ static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     if (!pc->idle)
         return;
     md_h1_client_free(pc->h1);
-    pc->h1 = NULL;
     pconn_free(pc);
 }
 
