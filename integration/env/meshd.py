@@ -76,6 +76,13 @@ def encode(meshctl_bin, proto_path, textproto_path, pb_path):
     return Path(pb_path)
 
 
+def is_sanitized(binary):
+    """Whether |binary| is an AddressSanitizer build (its memory figures are
+    the sanitizer's, not meshd's)."""
+    with open(binary, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def sanitizer_lines(text):
     return [l for l in text.splitlines() if any(m in l for m in SANITIZER_MARKERS)]
 
