@@ -29,6 +29,32 @@
 #define MAX_URL 8192
 #define MAX_HEADERS 100
 
+/* The big buffers a connection needs only while it is talking. */
+struct h1_bufs {
+    uint8_t in[READ_BUF]; /* read but not parsed yet (paused between requests) */
+    char url[MAX_URL];
+};
+
+/* A keep-alive connection without a request this long gives its buffers
+ * back: idle clients are most of a busy sidecar's connections. */
+#define QUIESCE_S 0.25
+
+/* In whole pages (core/pages.h): only the parts written are resident, and a
+ * quiet connection's go back to the kernel. */
+static struct h1_bufs *bufs_new(struct md_worker *w)
+{
+    struct h1_bufs *b = md_pages_alloc(&w->pages, sizeof(*b));
+    return b ? b : malloc(sizeof(*b));
+}
+
+static void bufs_free(struct md_worker *w, struct h1_bufs *b)
+{
+    if (b && md_pages_owns(&w->pages, b))
+        md_pages_free(&w->pages, b);
+    else
+        free(b);
+}
+
 struct h1c {
     struct md_list link; /* in worker->h1_conns */
     struct md_worker *w;
@@ -36,13 +62,13 @@ struct h1c {
     int fd;
     ev_io rio, wio;
     ev_timer idle;
+    ev_tstamp idle_since;
     struct md_defer flush;
     llhttp_t parser;
-    uint8_t in[READ_BUF]; /* read but not parsed yet (paused between requests) */
+    struct h1_bufs *b; /* NULL while the connection is quiet: see quiesce() */
     size_t in_len;
     struct md_outbuf out;
     struct md_stream *s; /* the request being served */
-    char url[MAX_URL];
     size_t url_len;
     struct md_h1_field field; /* header field being gathered */
     size_t header_bytes, n_headers;
@@ -96,6 +122,7 @@ static void conn_free(struct h1c *c, bool reset)
     __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
     md_outbuf_fini(&c->out);
     md_h1_field_fini(&c->field);
+    bufs_free(w, c->b);
     free(c);
 }
 
@@ -187,11 +214,11 @@ static int on_message_begin(llhttp_t *p)
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     struct h1c *c = p->data;
-    if (c->url_len + len >= sizeof(c->url)) {
+    if (c->url_len + len >= MAX_URL) {
         c->error_status = 414;
         return -1;
     }
-    memcpy(c->url + c->url_len, at, len);
+    memcpy(c->b->url + c->url_len, at, len);
     c->url_len += len;
     return 0;
 }
@@ -266,7 +293,7 @@ static int to_h2_shape(struct h1c *c)
     const char *method = llhttp_method_name(llhttp_get_method(&c->parser));
     size_t n = 0, cap = q->n_hdrs + 4;
     struct md_hdr *v = md_arena_alloc(&s->arena, cap * sizeof(*v));
-    char *path = md_arena_strndup(&s->arena, c->url, c->url_len);
+    char *path = md_arena_strndup(&s->arena, c->b->url, c->url_len);
     if (!v || !path)
         return MD_ENOMEM;
     v[n++] = (struct md_hdr){":method", 7, method, strlen(method)};
@@ -322,7 +349,7 @@ static int on_headers_complete(llhttp_t *p)
 {
     struct h1c *c = p->data;
     struct md_stream *s = c->s;
-    if (c->url_len == 0 || c->url[0] != '/') {
+    if (c->url_len == 0 || c->b->url[0] != '/') {
         /* origin-form only: absolute-form and CONNECT are for forward proxies */
         c->error_status = 400;
         return -1;
@@ -450,24 +477,24 @@ static void parse(struct h1c *c)
         if (!c->s) { /* a new request line starts here */
             c->hs_line_start = c->hs_cr = c->hs_over = false;
         }
-        if (obs_fold(c, c->in, c->in_len)) {
+        if (obs_fold(c, c->b->in, c->in_len)) {
             c->error_reason = "obsolete line folding in a header field";
             refuse(c, 400, c->error_reason);
             return;
         }
-        if (c->crlf_want && !chunk_crlf_ok(c, (const char *)c->in, c->in_len)) {
+        if (c->crlf_want && !chunk_crlf_ok(c, (const char *)c->b->in, c->in_len)) {
             refuse(c, 400, "chunk data not followed by CRLF");
             return;
         }
-        c->exec_end = c->in + c->in_len;
-        llhttp_errno_t e = llhttp_execute(&c->parser, (const char *)c->in, c->in_len);
+        c->exec_end = c->b->in + c->in_len;
+        llhttp_errno_t e = llhttp_execute(&c->parser, (const char *)c->b->in, c->in_len);
         size_t used = c->in_len;
         if (e == HPE_PAUSED) {
-            used = (size_t)((const uint8_t *)llhttp_get_error_pos(&c->parser) - c->in);
+            used = (size_t)((const uint8_t *)llhttp_get_error_pos(&c->parser) - c->b->in);
             llhttp_resume(&c->parser);
         } else if (e == HPE_PAUSED_UPGRADE) {
             /* The upstream declined the upgrade: HTTP/1.1 goes on. */
-            used = (size_t)((const uint8_t *)llhttp_get_error_pos(&c->parser) - c->in);
+            used = (size_t)((const uint8_t *)llhttp_get_error_pos(&c->parser) - c->b->in);
             llhttp_resume_after_upgrade(&c->parser);
         } else if (e != HPE_OK) {
             int status = c->error_status ? c->error_status : 400;
@@ -478,9 +505,18 @@ static void parse(struct h1c *c)
                                    : llhttp_get_error_reason(&c->parser));
             return;
         }
-        memmove(c->in, c->in + used, c->in_len - used);
+        memmove(c->b->in, c->b->in + used, c->in_len - used);
         c->in_len -= used;
     }
+}
+
+/* No request: first the quiesce, then the idle timeout. */
+static void idle_start(struct h1c *c)
+{
+    double timeout = c->l->http.idle_timeout_ms / 1000.0;
+    c->idle_since = ev_now(c->w->loop);
+    c->idle.repeat = QUIESCE_S < timeout ? QUIESCE_S : timeout;
+    ev_timer_again(c->w->loop, &c->idle);
 }
 
 static void end_exchange(struct h1c *c)
@@ -493,8 +529,8 @@ static void end_exchange(struct h1c *c)
     md_stream_detach_ds(s);
     if (!c->keep_alive)
         c->closing = true;
-    else if (c->l->http.idle_timeout_ms)
-        ev_timer_again(c->w->loop, &c->idle);
+    else
+        idle_start(c);
 }
 
 static void pull_body(struct h1c *c)
@@ -582,7 +618,7 @@ static void run_flush(struct md_defer *d)
         ev_io_start(loop, &c->wio);
     else if (!blocked && ev_is_active(&c->wio))
         ev_io_stop(loop, &c->wio);
-    bool read = !c->closing && !c->paused_body && !c->peer_eof && c->in_len < sizeof(c->in);
+    bool read = !c->closing && !c->paused_body && !c->peer_eof && c->in_len < READ_BUF;
     if (read && !ev_is_active(&c->rio))
         ev_io_start(loop, &c->rio);
     else if (!read && ev_is_active(&c->rio))
@@ -596,8 +632,8 @@ static void tunnel_in(struct h1c *c)
     size_t n = c->in_len;
     c->in_len = 0;
     if (!s)
-        return; /* the tunnel is being torn down */
-    if (n && md_stream_body(s, &s->req, c->in, n) < 0) {
+        return;                                             /* the tunnel is being torn down */
+    if (n && md_stream_body(s, &s->req, c->b->in, n) < 0) { /* n > 0: c->b is there */
         c->closing = c->abort_close = true; /* out of memory: reset, from the flush */
         want_flush(c);
         return;
@@ -610,7 +646,11 @@ static void tunnel_in(struct h1c *c)
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct h1c *c = MD_CONTAINER_OF(io, struct h1c, rio);
-    ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
+    if (!c->b && !(c->b = bufs_new(c->w))) {
+        conn_free(c, true);
+        return;
+    }
+    ssize_t n = recv(c->fd, c->b->in + c->in_len, READ_BUF - c->in_len, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n < 0) {
@@ -654,8 +694,22 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
 static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct h1c *c = MD_CONTAINER_OF(t, struct h1c, idle);
-    if (!c->s)
-        conn_free(c, false);
+    if (c->s)
+        return;
+    double left = c->l->http.idle_timeout_ms / 1000.0 - (ev_now(loop) - c->idle_since);
+    if (left > 0.001) {
+        if (c->in_len == 0) { /* nothing pipelined waits in them */
+            bufs_free(c->w, c->b);
+            c->b = NULL;
+        }
+        if (c->out.len == 0)
+            md_outbuf_fini(&c->out);
+        md_h1_field_fini(&c->field);
+        t->repeat = left;
+        ev_timer_again(loop, t);
+        return;
+    }
+    conn_free(c, false);
 }
 
 /* 101: the connection becomes the tunnel. */
@@ -793,9 +847,7 @@ void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, i
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     ev_init(&c->idle, on_idle);
-    c->idle.repeat = l->http.idle_timeout_ms / 1000.0;
-    if (c->idle.repeat > 0)
-        ev_timer_again(w->loop, &c->idle);
+    idle_start(c);
     ev_io_start(w->loop, &c->rio);
     md_list_insert_tail(&w->h1_conns, &c->link);
     __atomic_add_fetch(&w->active, 1, __ATOMIC_RELAXED);
