@@ -49,7 +49,7 @@ LISTENERS = {"auto_in": "listen_port", "auto_plain": "plain_port", "h1_in": "h1_
 # -- fallback backends -------------------------------------------------------------
 
 
-class BannerServer(TCPServer):
+class BannerServer(EchoServer):
     """A server-first protocol: sends `banner` as soon as it accepts, then
     echoes until EOF (and half-closes back)."""
 
@@ -60,15 +60,7 @@ class BannerServer(TCPServer):
     def handle(self, conn):
         conn.settimeout(HANG * 3)
         conn.sendall(self.banner)
-        n = 0
-        for _ in range(1_000_000):
-            b = conn.recv(65536)
-            if not b:
-                break
-            conn.sendall(b)
-            n += len(b)
-        conn.shutdown(socket.SHUT_WR)
-        self.results.put({"bytes": n})
+        super().handle(conn)
 
 
 class TlsEchoServer(TCPServer):

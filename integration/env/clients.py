@@ -210,6 +210,23 @@ def fill_until_blocked(sock, quiet=1.0, timeout=60.0, chunk=64 * 1024, seed=0):
     raise AssertionError(f"socket still accepting data after {timeout}s ({n} bytes queued)")
 
 
+class SocketOwner:
+    """For clients that own one socket (self.sock): close() closes it
+    quietly, and the client is a context manager that closes it."""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class BackgroundSender:
     """Send chunks from a thread (so the caller can read at the same time),
     then optionally shutdown(SHUT_WR). join() re-raises the thread's error."""
@@ -923,7 +940,7 @@ class RawFrame:
         return f"<{self.name} stream={self.stream} flags={self.flags:#x} len={len(self.payload)}{extra}>"
 
 
-class RawH2:
+class RawH2(SocketOwner):
     """A raw HTTP/2 (h2c prior knowledge) client: the test builds and sends
     frames as bytes (any sequence, legal or not), and reads frames back.
 
@@ -1023,17 +1040,6 @@ class RawH2:
             self.sock.settimeout(self.timeout)
         return sent
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _parse(self):
         out = []

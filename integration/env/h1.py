@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from env.clients import _run_tool, connect, reset_close
+from env.clients import SocketOwner, _run_tool, connect, reset_close
 from env.h2_backend import H2Backend
 
 HANG_GUARD = 20.0  # seconds: generous limits against hangs, never timings
@@ -173,7 +173,7 @@ class H1Response:
                 f"informational={self.informational})")
 
 
-class H1Conn:
+class H1Conn(SocketOwner):
     """A raw HTTP/1.1 client connection.
 
         c = H1Conn(port)
@@ -188,11 +188,6 @@ class H1Conn:
         self.buf = bytearray()
         self.eof = None
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     def abort(self):
         """Close with RST (SO_LINGER 0): meshd notices at once, even when it
@@ -201,12 +196,6 @@ class H1Conn:
             reset_close(self.sock)
         except OSError:
             pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def send(self, data):
         self.sock.settimeout(self.timeout)

@@ -75,7 +75,7 @@ import urllib.parse
 import pytest
 
 from env.backends import TCPServer, det_chunks
-from env.clients import reset_close, wait_until
+from env.clients import SocketOwner, reset_close, wait_until
 from env.h1 import H1Conn, request_bytes
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -771,7 +771,7 @@ class H2Stream:
                 f"reset={self.reset}, trailers={self.trailers})")
 
 
-class H2ConnectClient:
+class H2ConnectClient(SocketOwner):
     """One h2c connection (python3-h2, client side, outbound header checks
     off so that :protocol goes out). remote_settings: what meshd's SETTINGS
     frames said ({code: value}); streams: {sid: H2Stream}."""
@@ -789,17 +789,6 @@ class H2ConnectClient:
         self.terminated = None
         self.eof = False
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def _flush(self):
         out = self.conn.data_to_send()
