@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "tls/tls_ctx.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+/* TLS 1.2 suites: ECDHE (forward secrecy) with an AEAD only. TLS 1.3's are
+ * all of that kind already. */
+#define TLS12_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    /* OpenSSL's reason for the last failure, when it has one. */
+    unsigned long e = ERR_peek_last_error();
+    if (e && n >= 0 && (size_t)n < errlen) {
+        const char *r = ERR_reason_error_string(e);
+        snprintf(err + n, errlen - (size_t)n, " (%s)", r ? r : "openssl error");
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+static bool td_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
+}
+
+static bool path_char(char c)
+{
+    return td_char(c) || (c >= 'A' && c <= 'Z');
+}
+
+const char *md_tls_spiffe_id_invalid(const char *id, size_t n)
+{
+    static const char scheme[] = "spiffe://";
+    if (n > MD_SPIFFE_ID_MAX)
+        return "longer than 2048 bytes";
+    if (n < sizeof(scheme) - 1 || memcmp(id, scheme, sizeof(scheme) - 1) != 0)
+        return "does not start with spiffe://";
+    size_t i = sizeof(scheme) - 1, td = i;
+    while (i < n && id[i] != '/')
+        if (!td_char(id[i++]))
+            return "trust domain has a character other than a-z, 0-9, '.', '-', '_'";
+    if (i == td)
+        return "empty trust domain";
+    while (i < n) { /* at a '/': one path segment follows */
+        size_t seg = ++i;
+        while (i < n && id[i] != '/')
+            if (!path_char(id[i++]))
+                return "path has a character other than A-Z, a-z, 0-9, '.', '-', '_'";
+        if (i == seg)
+            return "empty path segment (or a trailing '/')";
+        if ((i - seg == 1 && id[seg] == '.') || (i - seg == 2 && memcmp(id + seg, "..", 2) == 0))
+            return "path segment '.' or '..'";
+    }
+    return NULL;
+}
+
+int md_tls_spiffe_id(X509 *cert, char *out, size_t outlen, char *err, size_t errlen)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    const char *found = NULL;
+    size_t found_len = 0;
+    int n_spiffe = 0;
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != GEN_URI)
+            continue;
+        const char *u = (const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+        size_t len = (size_t)ASN1_STRING_length(g->d.uniformResourceIdentifier);
+        if (len >= 7 && strncasecmp(u, "spiffe:", 7) == 0 && n_spiffe++ == 0) {
+            found = u;
+            found_len = len;
+        }
+    }
+    int rc = 0;
+    const char *why;
+    if (n_spiffe == 0) {
+        rc = fail(err, errlen, "no SPIFFE ID: the certificate has no spiffe:// URI SAN");
+    } else if (n_spiffe > 1) {
+        rc = fail(err, errlen, "%d spiffe:// URI SANs: a SVID names exactly one", n_spiffe);
+    } else if (memchr(found, 0, found_len) || (why = md_tls_spiffe_id_invalid(found, found_len))) {
+        rc = fail(err, errlen, "SPIFFE ID \"%.*s\": %s", (int)(found_len > 200 ? 200 : found_len),
+                  found, memchr(found, 0, found_len) ? "contains a NUL byte" : why);
+    } else if (found_len >= outlen) {
+        rc = fail(err, errlen, "SPIFFE ID longer than %zu bytes", outlen - 1);
+    } else {
+        memcpy(out, found, found_len);
+        out[found_len] = 0;
+    }
+    GENERAL_NAMES_free(names);
+    return rc;
+}
+
+int md_tls_load_identity(SSL_CTX *ctx, const struct md_tls_files *f, char *err, size_t errlen)
+{
+    ERR_clear_error();
+    if (SSL_CTX_use_certificate_chain_file(ctx, f->cert_chain) != 1)
+        return fail(err, errlen, "cert_chain %s: not a readable PEM certificate chain",
+                    f->cert_chain);
+    /* Parsed apart from using it, so that a bad file and a wrong key say so. */
+    BIO *b = BIO_new_file(f->private_key, "r");
+    EVP_PKEY *key = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    if (!key)
+        return fail(err, errlen, "private_key %s: not a readable PEM private key", f->private_key);
+    int used = SSL_CTX_use_PrivateKey(ctx, key);
+    EVP_PKEY_free(key);
+    if (used != 1 || SSL_CTX_check_private_key(ctx) != 1)
+        return fail(err, errlen, "private_key %s does not match the certificate in %s",
+                    f->private_key, f->cert_chain);
+    X509 *leaf = SSL_CTX_get0_certificate(ctx);
+    if (X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0)
+        return fail(err, errlen, "cert_chain %s: the certificate has expired", f->cert_chain);
+    if (X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0)
+        return fail(err, errlen, "cert_chain %s: the certificate is not valid yet", f->cert_chain);
+    char id[MD_SPIFFE_ID_MAX + 1], why[512];
+    if (md_tls_spiffe_id(leaf, id, sizeof(id), why, sizeof(why)) < 0)
+        return fail(err, errlen, "cert_chain %s: %s", f->cert_chain, why);
+    return 0;
+}
+
+SSL_CTX *md_tls_server_ctx_new(const struct md_tls_files *f, enum md_tls_peer_cert peer, char *err,
+                               size_t errlen)
+{
+    if (peer != MD_TLS_PEER_NONE && !f->trusted_ca) {
+        fail(err, errlen, "peer certificates are verified: trusted_ca is required");
+        return NULL;
+    }
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        fail(err, errlen, "out of memory for a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 ||
+        md_tls_load_identity(ctx, f, err, errlen) < 0)
+        goto bad;
+    if (f->trusted_ca && SSL_CTX_load_verify_locations(ctx, f->trusted_ca, NULL) != 1) {
+        fail(err, errlen, "trusted_ca %s: not a readable PEM certificate bundle", f->trusted_ca);
+        goto bad;
+    }
+    SSL_CTX_set_verify(ctx,
+                       peer == MD_TLS_PEER_REQUIRED
+                           ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                       : peer == MD_TLS_PEER_OPTIONAL ? SSL_VERIFY_PEER
+                                                      : SSL_VERIFY_NONE,
+                       NULL);
+    return ctx;
+bad:
+    SSL_CTX_free(ctx);
+    return NULL;
+}

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* TLS material as a mesh uses it: a workload's identity (certificate chain
+ * and key, checked before use), the trust bundle its peers are verified
+ * against, and the SPIFFE ID a verified certificate names. Building block
+ * of listener and cluster TLS; every failure comes back as one line that
+ * says which file and what is wrong with it. */
+#ifndef MESHD_TLS_TLS_CTX_H
+#define MESHD_TLS_TLS_CTX_H
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stddef.h>
+
+/* SPIFFE-ID §2: "spiffe://" trust domain and path, at most 2048 bytes. */
+#define MD_SPIFFE_ID_MAX 2048
+
+struct md_tls_files {
+    const char *cert_chain; /* PEM: the leaf first, then intermediates */
+    const char *private_key;
+    const char *trusted_ca; /* PEM bundle peers must chain to; NULL: none */
+};
+
+/* Whether peers must present a certificate (mTLS) or may. */
+enum md_tls_peer_cert { MD_TLS_PEER_REQUIRED, MD_TLS_PEER_OPTIONAL, MD_TLS_PEER_NONE };
+
+/* A server context: TLS 1.2 at least (1.3 preferred), forward-secret AEAD
+ * suites only, session tickets on, the identity in |f| loaded and checked,
+ * peers verified against f->trusted_ca per |peer|. Returns NULL with a
+ * reason in |err| (|errlen| bytes). */
+SSL_CTX *md_tls_server_ctx_new(const struct md_tls_files *f, enum md_tls_peer_cert peer, char *err,
+                               size_t errlen);
+
+/* Loads and checks the identity in |f| into |ctx|: the chain parses, the key
+ * matches the leaf, the leaf is within its validity period and names exactly
+ * one SPIFFE ID. Returns 0, or -1 with a reason in |err|. */
+int md_tls_load_identity(SSL_CTX *ctx, const struct md_tls_files *f, char *err, size_t errlen);
+
+/* SPIFFE-ID §2.1-2.2: NULL when |id| (|n| bytes) is a valid SPIFFE ID,
+ * else why not. */
+const char *md_tls_spiffe_id_invalid(const char *id, size_t n);
+
+/* The SPIFFE ID |cert| names in its URI SAN, NUL-terminated into |out|.
+ * Returns 0, or -1 with a reason in |err|: none, more than one, or one that
+ * breaks the SPIFFE ID rules. */
+int md_tls_spiffe_id(X509 *cert, char *out, size_t outlen, char *err, size_t errlen);
+
+#endif
