@@ -277,6 +277,7 @@ nghttp2_option *md_h2_options(void)
     /* Until the peer's SETTINGS arrive (one round trip), send one stream at a
      * time: a peer with a low limit would otherwise refuse the rest. */
     nghttp2_option_set_peer_max_concurrent_streams(opt, 1);
+    nghttp2_option_set_no_closed_streams(opt, 1);
     return opt;
 }
 

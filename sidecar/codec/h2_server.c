@@ -402,6 +402,7 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, i
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, o->max_header_list_size},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1}, /* RFC 8441: WebSocket over HTTP/2 */
+        {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},   /* RFC 9218: no priority tree to keep */
     };
     nghttp2_submit_settings(c->h2.sess, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     nghttp2_session_set_local_window_size(c->h2.sess, NGHTTP2_FLAG_NONE, 0,
