@@ -448,6 +448,26 @@ def test_custom_token_case_insensitive(ws_service):
     svc.wait_stat(REFUSED, "h1", 1)
 
 
+@proxy
+def test_first_offered_token_the_route_allows_is_chosen(ws_service):
+    """RFC 9110 §7.8: "Upgrade: foo, h2c, WebSocket" on a websocket route goes
+    upstream as "websocket" alone (foo is not allowed there, h2c never is)."""
+    svc = ws_service()
+    t, r = raw_upgrade(svc.port, "/raw/echo", token="foo, h2c, WebSocket",
+                       extra=[f"Sec-WebSocket-Key: {SAMPLE_KEY}", "Sec-WebSocket-Version: 13"])
+    assert t is not None, f"no 101: {r!r}"
+    with t:
+        assert [v.lower() for v in header_values(t.headers, "upgrade")] == ["websocket"], t.headers
+        t.send(b"chosen")
+        assert t.recv_exact(6) == b"chosen"
+    rec = svc.raw.requests_for("/echo")
+    assert len(rec) == 1 and header_tokens(rec[0]["headers"], "upgrade") == ["websocket"], rec
+    # none of the offered tokens allowed: refused, the offer named in the reason
+    t, r = raw_upgrade(svc.port, "/raw/echo", token="foo, h2c, bar")
+    assert t is None and r.status == 403 and b"foo,bar" in r.body, r
+    r.conn.close()
+
+
 # -- what is not tunnelled ---------------------------------------------------------------
 
 

@@ -315,33 +315,45 @@ static int to_h2_shape(struct h1c *c)
     return 0;
 }
 
-/* RFC 9110 §7.8: the client's first offered protocol becomes the stream's
- * upgrade. "h2c" (RFC 7540 §3.2, dropped by RFC 9113) is ignored and the
- * request served as it is. Returns 0 or MD_ENOMEM. */
+/* RFC 9110 §7.8: the protocols the client offers, in its order of
+ * preference, become the stream's upgrade as a lower-case list "a,b" (the
+ * router picks the first its route allows). "h2c" (RFC 7540 §3.2, dropped by
+ * RFC 9113) is left out; offering nothing else serves the request as it is.
+ * Returns 0 or MD_ENOMEM. */
 static int take_upgrade(struct h1c *c, llhttp_t *p)
 {
     struct md_stream *s = c->s;
     const struct md_hdr *u = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, "upgrade");
     if (!p->upgrade || !u)
         return 0;
-    const char *v = u->value;
-    size_t i = 0, e;
-    while (i < u->value_len && (v[i] == ' ' || v[i] == '\t'))
-        i++;
-    for (e = i; e < u->value_len && v[e] != ',' && v[e] != ' ' && v[e] != '\t'; e++)
-        ;
-    if (e == i || (e - i == 3 && strncasecmp(v + i, "h2c", 3) == 0)) {
+    char *list = md_arena_alloc(&s->arena, u->value_len + 1);
+    if (!list)
+        return MD_ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < u->value_len;) {
+        while (i < u->value_len &&
+               (u->value[i] == ' ' || u->value[i] == '\t' || u->value[i] == ','))
+            i++;
+        size_t e = i;
+        while (e < u->value_len && u->value[e] != ',' && u->value[e] != ' ' && u->value[e] != '\t')
+            e++;
+        if (e > i && !(e - i == 3 && strncasecmp(u->value + i, "h2c", 3) == 0)) {
+            if (n)
+                list[n++] = ',';
+            for (size_t k = i; k < e; k++) {
+                char ch = u->value[k];
+                list[n++] = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+            }
+        }
+        i = e;
+    }
+    list[n] = 0;
+    if (n == 0) {
         p->upgrade = 0; /* llhttp would stop parsing after this request */
         return 0;
     }
-    char *t = md_arena_strndup(&s->arena, v + i, e - i);
-    if (!t)
-        return MD_ENOMEM;
-    for (char *q = t; *q; q++)
-        if (*q >= 'A' && *q <= 'Z')
-            *q = (char)(*q + 32);
-    s->upgrade = t;
-    s->upgrade_len = e - i;
+    s->upgrade = list;
+    s->upgrade_len = n;
     return 0;
 }
 

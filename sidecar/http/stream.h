@@ -65,7 +65,9 @@ struct md_stream {
     size_t cluster;
     bool grpc; /* content-type application/grpc* */
     /* An upgrade the client asked for (HTTP/1.1 Upgrade, or an HTTP/2
-     * extended CONNECT's :protocol), lower case; NULL: none. Once the
+     * extended CONNECT's :protocol), lower case; NULL: none. Until routed, a
+     * list "a,b" of what the client offers; the router narrows it to the one
+     * token that goes upstream. Once the
      * upstream answers 101 (|upgraded|), the request and response bodies are
      * the tunnel's bytes each way, and each end is that direction's FIN. */
     const char *upgrade;

@@ -278,11 +278,23 @@ static int build_upstream_headers(struct md_stream *s)
     return 0;
 }
 
-static bool in_upgrades(const struct md_snap_route *r, const char *t, size_t n)
+/* Narrows s->upgrade (the offered list) to the first token the route
+ * allows. Returns false when it allows none. */
+static bool pick_upgrade(struct md_stream *s)
 {
-    for (size_t i = 0; i < r->n_upgrades; i++)
-        if (strlen(r->upgrades[i]) == n && strncasecmp(r->upgrades[i], t, n) == 0)
-            return true;
+    const struct md_snap_route *r = s->route;
+    const char *p = s->upgrade, *end = s->upgrade + s->upgrade_len;
+    while (p < end) {
+        const char *e = memchr(p, ',', (size_t)(end - p));
+        size_t n = (size_t)((e ? e : end) - p);
+        for (size_t i = 0; i < r->n_upgrades; i++)
+            if (strlen(r->upgrades[i]) == n && memcmp(r->upgrades[i], p, n) == 0) {
+                s->upgrade = p;
+                s->upgrade_len = n;
+                return true;
+            }
+        p += n + 1;
+    }
     return false;
 }
 
@@ -293,7 +305,7 @@ static bool upgrade_allowed(struct md_stream *s)
     const char *why = NULL;
     int status = 403, grpc = MD_GRPC_PERMISSION_DENIED;
     char detail[160];
-    if (!in_upgrades(s->route, s->upgrade, s->upgrade_len)) {
+    if (!pick_upgrade(s)) {
         snprintf(detail, sizeof(detail), "upgrade to \"%.*s\" is not allowed on route %s",
                  (int)(s->upgrade_len > 40 ? 40 : s->upgrade_len), s->upgrade, s->route->name);
         why = "not_allowed";
