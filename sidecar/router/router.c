@@ -85,6 +85,16 @@ static void reset_downstream(struct md_stream *s, uint32_t h2_error)
     md_stream_reset_ds(s, h2_error);
 }
 
+/* Ends |s| on both sides (upstream cancelled, downstream reset with
+ * |h2_error|) and frees it: neither codec holds it any more. |s| is gone on
+ * return. */
+static void abandon(struct md_stream *s, uint32_t h2_error)
+{
+    md_stream_reset_us(s, NGHTTP2_CANCEL);
+    reset_downstream(s, h2_error);
+    md_stream_free_if_orphan(s);
+}
+
 static void reply(struct md_stream *s, int http_status, int grpc_status, const char *detail)
 {
     md_stream_reset_us(s, NGHTTP2_CANCEL);
@@ -94,8 +104,7 @@ static void reply(struct md_stream *s, int http_status, int grpc_status, const c
     if (dropped && s->ds)
         s->ds_ops->consumed(s->ds, dropped);
     if (md_local_reply_build(s, http_status, grpc_status, detail) < 0) {
-        reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
-        md_stream_free_if_orphan(s);
+        abandon(s, NGHTTP2_INTERNAL_ERROR);
         return;
     }
     s->resp_started = true;
@@ -114,9 +123,7 @@ void md_router_local_reply(struct md_stream *s, enum md_reply_kind kind, const c
         [MD_REPLY_BAD_REQUEST] = {400, MD_GRPC_INTERNAL},
     };
     if (s->resp_started) {
-        md_stream_reset_us(s, NGHTTP2_CANCEL);
-        reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
-        md_stream_free_if_orphan(s);
+        abandon(s, NGHTTP2_INTERNAL_ERROR);
         return;
     }
     reply(s, map[kind].http, map[kind].grpc, detail);
@@ -151,15 +158,12 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         md_stream_reset_us(s, NGHTTP2_CANCEL);
         md_bq_clear(&s->resp.body);
         if (md_local_reply_trailers(s, MD_GRPC_DEADLINE_EXCEEDED, why) < 0) {
-            reset_downstream(s, NGHTTP2_INTERNAL_ERROR);
-            md_stream_free_if_orphan(s);
+            abandon(s, NGHTTP2_INTERNAL_ERROR);
             return;
         }
         md_stream_end(s, &s->resp);
     } else {
-        md_stream_reset_us(s, NGHTTP2_CANCEL);
-        reset_downstream(s, NGHTTP2_CANCEL);
-        md_stream_free_if_orphan(s); /* both sides let go: nobody else will */
+        abandon(s, NGHTTP2_CANCEL);
     }
 }
 
