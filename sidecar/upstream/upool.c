@@ -47,12 +47,19 @@ static void pending_headers_ready(void *side) {}
 static void pending_data_ready(void *side) {}
 static void pending_consumed(void *side, size_t n) {}
 
-static void pending_reset(void *side, uint32_t h2_error)
+/* Forgets a waiting stream; returns it. */
+static struct md_stream *pending_drop(struct pending *p)
 {
-    struct pending *p = side;
+    struct md_stream *s = p->s;
     md_list_remove(&p->link);
     p->pc->n_pending--;
     free(p);
+    return s;
+}
+
+static void pending_reset(void *side, uint32_t h2_error)
+{
+    pending_drop(side);
 }
 
 static const struct md_stream_side_ops pending_ops = {
@@ -92,15 +99,17 @@ static void pconn_free(struct pconn *pc)
     free(pc);
 }
 
+/* Takes the first waiting stream off |pc|. */
+static struct md_stream *pending_pop(struct pconn *pc)
+{
+    return pending_drop(MD_CONTAINER_OF(pc->pending.next, struct pending, link));
+}
+
 /* Ends every waiting stream with |why|. */
 static void fail_pending(struct pconn *pc, enum md_us_close why)
 {
     while (!md_list_empty(&pc->pending)) {
-        struct pending *p = MD_CONTAINER_OF(pc->pending.next, struct pending, link);
-        struct md_stream *s = p->s;
-        md_list_remove(&p->link);
-        pc->n_pending--;
-        free(p);
+        struct md_stream *s = pending_pop(pc);
         md_router_on_upstream_closed(s, why, 0);
     }
 }
@@ -123,11 +132,7 @@ static void on_client_ready(void *owner, struct md_h2_client *cl)
     struct pconn *pc = owner;
     struct md_worker *w = pc->pool->w;
     while (!md_list_empty(&pc->pending)) {
-        struct pending *p = MD_CONTAINER_OF(pc->pending.next, struct pending, link);
-        struct md_stream *s = p->s;
-        md_list_remove(&p->link);
-        pc->n_pending--;
-        free(p);
+        struct md_stream *s = pending_pop(pc);
         s->us = NULL;
         int rc =
             md_h2_client_capacity(cl) > 0 ? md_h2_client_submit(cl, s) : md_upool_acquire(w, s);
@@ -230,11 +235,7 @@ static void on_connected(struct md_connect *c, int fd, const struct md_snap_endp
     if (pc->cl)
         return; /* HTTP/2: the waiting streams go out when the peer's SETTINGS arrive */
     while (!md_list_empty(&pc->pending)) {
-        struct pending *p = MD_CONTAINER_OF(pc->pending.next, struct pending, link);
-        struct md_stream *s = p->s;
-        md_list_remove(&p->link);
-        pc->n_pending--;
-        free(p);
+        struct md_stream *s = pending_pop(pc);
         s->us = NULL;
         if (submit(pc, s, false) < 0)
             md_router_on_upstream_closed(s, MD_US_CLOSE_CONNECT_FAILED, 0);
