@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "codec/h1_client.h"
 
+#include "codec/h1_body.h"
 #include "codec/h1_field.h"
 #include "core/addr.h"
 #include "core/err.h"
@@ -21,6 +22,7 @@
 
 #define READ_BUF 16384
 #define OUT_HIGH (64u * 1024u)
+#define PULL_MAX 16384                /* body bytes per chunk */
 #define RESP_BODY_HIGH (256u * 1024u) /* response bytes held before reading pauses */
 
 struct md_h1_client {
@@ -227,39 +229,30 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static bool skip_request_field(const struct md_hdr *h);
-
-/* The last chunk and the request's trailers (RFC 9112 §7.1.2), less any that
- * would frame or route the message. A body sent with a Content-Length has no
- * place for them: they are dropped. */
-static void last_chunk(struct md_h1_client *cl, const struct md_stream *s)
+/* Out of memory mid-request: the exchange cannot go on. */
+static void close_soon(struct md_h1_client *cl, enum md_us_close why)
 {
-    out_append(cl, "0\r\n", 3);
-    for (size_t i = 0; i < s->req.n_trailers; i++) {
-        const struct md_hdr *t = &s->req.trailers[i];
-        if (!skip_request_field(t) && !md_hdr_name_is_connection_specific(t->name, t->name_len))
-            out_printf(cl, "%.*s: %.*s\r\n", (int)t->name_len, t->name, (int)t->value_len,
-                       t->value);
-    }
-    out_append(cl, "\r\n", 2);
+    cl->closing = true;
+    cl->close_why = why;
+    want_flush(cl);
 }
 
 static void pull_request(struct md_h1_client *cl)
 {
     struct md_stream *s = cl->s;
-    uint8_t buf[16384];
     while (s && !cl->req_sent && cl->out.len < OUT_HIGH) {
-        size_t n = md_stream_take(s, &s->req, buf, sizeof(buf));
-        if (n) {
-            if (cl->chunked)
-                out_printf(cl, "%zx\r\n", n);
-            out_append(cl, buf, n);
-            if (cl->chunked)
-                out_append(cl, "\r\n", 2);
+        ssize_t n = md_h1_body_pull(s, &s->req, &cl->out, PULL_MAX,
+                                    cl->chunked ? MD_H1_CHUNKED : MD_H1_RAW);
+        if (n < 0) {
+            close_soon(cl, MD_US_CLOSE_CONN_LOST);
+            return;
         }
         if (s->req.body.len == 0 && s->req.end) {
-            if (cl->chunked)
-                last_chunk(cl, s);
+            /* Trailers need chunks: with a Content-Length they are dropped. */
+            if (cl->chunked && md_h1_last_chunk(&cl->out, s->req.trailers, s->req.n_trailers) < 0) {
+                close_soon(cl, MD_US_CLOSE_CONN_LOST);
+                return;
+            }
             cl->req_sent = true;
         }
         if (n == 0)
@@ -283,12 +276,14 @@ static int tunnel_in(struct md_h1_client *cl, const uint8_t *p, size_t n)
 static void tunnel_out(struct md_h1_client *cl)
 {
     struct md_stream *s = cl->s;
-    uint8_t buf[16384];
     while (s && cl->out.len < OUT_HIGH) {
-        size_t n = md_stream_take(s, &s->req, buf, sizeof(buf));
+        ssize_t n = md_h1_body_pull(s, &s->req, &cl->out, PULL_MAX, MD_H1_RAW);
+        if (n < 0) {
+            close_soon(cl, MD_US_CLOSE_CONN_LOST);
+            return;
+        }
         if (n == 0)
             break;
-        out_append(cl, buf, n);
     }
 }
 

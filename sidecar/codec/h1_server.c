@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "codec/h1_server.h"
 
+#include "codec/h1_body.h"
 #include "codec/h1_field.h"
 #include "core/addr.h"
 #include "core/outbuf.h"
@@ -548,32 +549,22 @@ static void end_exchange(struct h1c *c)
 static void pull_body(struct h1c *c)
 {
     struct md_stream *s = c->s;
-    uint8_t buf[16384];
     while (c->out.len < OUT_HIGH && !c->resp_done) {
-        size_t want = OUT_HIGH - c->out.len < sizeof(buf) ? OUT_HIGH - c->out.len : sizeof(buf);
-        size_t n = md_stream_take(s, &s->resp, buf, want);
-        if (n && !c->head_request) {
-            if (c->chunked)
-                out_printf(c, "%zx\r\n", n);
-            out_append(c, buf, n);
-            if (c->chunked)
-                out_append(c, "\r\n", 2);
-        }
-        if (s->resp.body.len == 0 && s->reset_after_body) {
-            /* The upstream reset mid-response: cut the connection so the client
-             * cannot take the truncated body for a whole one. */
+        ssize_t n = md_h1_body_pull(s, &s->resp, &c->out, OUT_HIGH - c->out.len,
+                                    c->head_request ? MD_H1_DISCARD
+                                    : c->chunked    ? MD_H1_CHUNKED
+                                                    : MD_H1_RAW);
+        if (n < 0 || (s->resp.body.len == 0 && s->reset_after_body)) {
+            /* Out of memory, or the upstream reset mid-response: cut the
+             * connection so the client cannot take a truncated body for a
+             * whole one. */
             c->closing = c->abort_close = true;
             return;
         }
         if (s->resp.body.len == 0 && s->resp.end) {
-            if (c->chunked) {
-                out_append(c, "0\r\n", 3);
-                for (size_t i = 0; i < s->resp.n_trailers; i++) {
-                    const struct md_hdr *t = &s->resp.trailers[i];
-                    out_printf(c, "%.*s: %.*s\r\n", (int)t->name_len, t->name, (int)t->value_len,
-                               t->value);
-                }
-                out_append(c, "\r\n", 2);
+            if (c->chunked && md_h1_last_chunk(&c->out, s->resp.trailers, s->resp.n_trailers) < 0) {
+                c->closing = c->abort_close = true;
+                return;
             }
             c->resp_done = true;
         }

@@ -18,7 +18,7 @@ void md_outbuf_fini(struct md_outbuf *o)
     o->len = o->cap = 0;
 }
 
-int md_outbuf_append(struct md_outbuf *o, const void *p, size_t n)
+uint8_t *md_outbuf_reserve(struct md_outbuf *o, size_t n)
 {
     if (o->len + n > o->cap) {
         size_t cap = o->cap ? o->cap : 4096;
@@ -26,11 +26,19 @@ int md_outbuf_append(struct md_outbuf *o, const void *p, size_t n)
             cap *= 2;
         uint8_t *d = realloc(o->data, cap);
         if (!d)
-            return MD_ENOMEM;
+            return NULL;
         o->data = d;
         o->cap = cap;
     }
-    memcpy(o->data + o->len, p, n);
+    return o->data + o->len;
+}
+
+int md_outbuf_append(struct md_outbuf *o, const void *p, size_t n)
+{
+    uint8_t *d = md_outbuf_reserve(o, n);
+    if (!d)
+        return MD_ENOMEM;
+    memcpy(d, p, n);
     o->len += n;
     return 0;
 }

@@ -16,6 +16,9 @@ struct md_outbuf {
 void md_outbuf_fini(struct md_outbuf *o);
 /* Returns 0 or MD_ENOMEM (nothing appended then). */
 int md_outbuf_append(struct md_outbuf *o, const void *p, size_t n);
+/* Room for |n| more bytes at the end, for a producer to fill in place (then
+ * o->len += what it wrote). Returns NULL on ENOMEM. */
+uint8_t *md_outbuf_reserve(struct md_outbuf *o, size_t n);
 int md_outbuf_printf(struct md_outbuf *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Writes as much as the socket takes, counting bytes into |tx_stat| (may be
