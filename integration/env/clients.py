@@ -359,15 +359,52 @@ class H2Response:
     events: kinds in arrival order, "headers" | "data" | "trailers" |
     "end" | "reset" | "goaway"; headers/trailers are [(name, value)] str."""
 
-    def __init__(self):
+    def __init__(self, keep_data=True):
         self.events = []
         self.headers = None
         self.informational = []
         self.data = bytearray()
+        self.keep_data = keep_data  # False: only .length and .sha256() of the body
+        self.length = 0
+        self._sha = hashlib.sha256()
         self.trailers = None
         self.reset = None  # RST_STREAM error code
         self.goaway = None  # GOAWAY error code
         self.ended = False
+
+    def sha256(self):
+        return self._sha.hexdigest()
+
+    def record(self, e, conn):
+        """Takes one python3-h2 event of this stream (DATA is acknowledged on
+        |conn|); consecutive DATA frames count as one "data" event."""
+        import h2.events as ev
+
+        if isinstance(e, ev.InformationalResponseReceived):
+            self.informational.append(list(e.headers))
+        elif isinstance(e, ev.ResponseReceived):
+            self.headers = list(e.headers)
+            self.events.append("headers")
+        elif isinstance(e, ev.DataReceived):
+            if self.keep_data:
+                self.data += e.data
+            self.length += len(e.data)
+            self._sha.update(e.data)
+            if not self.events or self.events[-1] != "data":
+                self.events.append("data")
+            conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        elif isinstance(e, ev.TrailersReceived):
+            self.trailers = list(e.headers)
+            self.events.append("trailers")
+        elif isinstance(e, ev.StreamEnded):
+            self.ended = True
+            self.events.append("end")
+        elif isinstance(e, ev.StreamReset):
+            self.reset = int(e.error_code)
+            self.events.append("reset")
+        elif isinstance(e, ev.ConnectionTerminated):
+            self.goaway = int(e.error_code)
+            self.events.append("goaway")
 
     @property
     def status(self):
@@ -504,37 +541,11 @@ class H2Client:
         import h2.events as ev
 
         for e in events:
-            if getattr(e, "stream_id", sid) != sid and not isinstance(e, ev.ConnectionTerminated):
+            if isinstance(e, ev.ConnectionTerminated):
+                self.closed = int(e.error_code)
+            elif getattr(e, "stream_id", sid) != sid:
                 continue
-            if isinstance(e, ev.InformationalResponseReceived):
-                resp.informational.append(list(e.headers))
-            elif isinstance(e, ev.ResponseReceived):
-                resp.headers = list(e.headers)
-                resp.events.append("headers")
-            elif isinstance(e, ev.DataReceived):
-                resp.data += e.data
-                resp.events.append("data")
-                self.conn.acknowledge_received_data(e.flow_controlled_length, sid)
-            elif isinstance(e, ev.TrailersReceived):
-                resp.trailers = list(e.headers)
-                resp.events.append("trailers")
-            elif isinstance(e, ev.StreamEnded):
-                resp.ended = True
-                resp.events.append("end")
-            elif isinstance(e, ev.StreamReset):
-                resp.reset = int(e.error_code)
-                resp.events.append("reset")
-            elif isinstance(e, ev.ConnectionTerminated):
-                resp.goaway = int(e.error_code)
-                self.closed = resp.goaway
-                resp.events.append("goaway")
-        # Merge consecutive "data" events: the frame count is not the point.
-        merged = []
-        for k in resp.events:
-            if not (k == "data" and merged and merged[-1] == "data"):
-                merged.append(k)
-        resp.events[:] = merged
-
+            resp.record(e, self.conn)
 
 def h2_get(port, path, authority="localhost", headers=(), method="GET", body=b"", timeout=DEFAULT_TIMEOUT, validate=True):
     """One plain HTTP/2 request on a new connection; returns H2Response."""
@@ -730,10 +741,7 @@ class H2MultiClient(H2Client):
         src = body if hasattr(body, "take") else BytesSource(body)
         last = not len(src) and not trailers and end_stream
         self.conn.send_headers(sid, headers, end_stream=last)
-        r = H2Response()
-        r.length = 0
-        r._sha = hashlib.sha256()
-        r.sha256 = r._sha.hexdigest
+        r = H2Response(keep_data=self.keep_data)
         self.responses[sid] = r
         self.body_sent[sid] = 0
         if not last:
@@ -866,28 +874,7 @@ class H2MultiClient(H2Client):
                 if isinstance(e, ev.DataReceived):
                     self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
                 continue
-            if isinstance(e, ev.InformationalResponseReceived):
-                r.informational.append(list(e.headers))
-            elif isinstance(e, ev.ResponseReceived):
-                r.headers = list(e.headers)
-                r.events.append("headers")
-            elif isinstance(e, ev.DataReceived):
-                if self.keep_data:
-                    r.data += e.data
-                r.length += len(e.data)
-                r._sha.update(e.data)
-                if not r.events or r.events[-1] != "data":
-                    r.events.append("data")
-                self.conn.acknowledge_received_data(e.flow_controlled_length, sid)
-            elif isinstance(e, ev.TrailersReceived):
-                r.trailers = list(e.headers)
-                r.events.append("trailers")
-            elif isinstance(e, ev.StreamEnded):
-                r.ended = True
-                r.events.append("end")
-            elif isinstance(e, ev.StreamReset):
-                r.reset = int(e.error_code)
-                r.events.append("reset")
+            r.record(e, self.conn)
 
 
 # -- raw HTTP/2 frames -------------------------------------------------------------
