@@ -61,6 +61,11 @@ struct md_stream {
     /* routing (router.c) */
     const struct md_snap_listener *listener;
     const char *peer_ip; /* downstream peer, for x-forwarded-for; owned by the ds codec */
+    /* The downstream's TLS identities, owned by the ds codec's connection:
+     * the client's verified SPIFFE ID and the one meshd presented to it.
+     * NULL: plaintext, or no verified client certificate. */
+    const char *peer_id;
+    const char *local_id;
     const struct md_snap_route *route;
     size_t cluster;
     bool grpc; /* content-type application/grpc* */
