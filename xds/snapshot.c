@@ -5,7 +5,9 @@
 #include "snapshot.h"
 
 #include "core/err.h"
+#include "core/log.h"
 #include "snapshot_build.h"
+#include "tls/tls_creds.h"
 #include "validate.h"
 
 #include <stdio.h>
@@ -55,6 +57,82 @@ static void build_h2_opts(const Mesh__V1__Http2Options *o, struct md_snap_h2_opt
     out->max_header_list_size = or_default(o->max_header_list_size, MD_DEFAULT_H2_MAX_HEADER_LIST);
 }
 
+static char *dup_nonempty(const char *s, bool *ok)
+{
+    char *d = s[0] ? strdup(s) : NULL;
+    if (s[0] && !d)
+        *ok = false;
+    return d;
+}
+
+/* Copies the file names and builds the context from them. The files were
+ * read a moment ago by validation; one that changed since is reported. */
+static int build_tls_files(const Mesh__V1__TlsCertificate *cert, const char *ca, const char *owner,
+                           struct md_tls_creds_cfg *cfg, struct md_snap_tls_files *out)
+{
+    bool ok = true;
+    out->cert_chain = cert ? dup_nonempty(cert->certificate_chain_file, &ok) : NULL;
+    out->private_key = cert ? dup_nonempty(cert->private_key_file, &ok) : NULL;
+    out->trusted_ca = dup_nonempty(ca, &ok);
+    if (!ok)
+        return MD_ENOMEM;
+    cfg->files = (struct md_tls_files){out->cert_chain, out->private_key, out->trusted_ca};
+    char err[1024];
+    if (!(out->creds = md_tls_creds_new(cfg, err, sizeof(err)))) {
+        MD_LOG(MD_LOG_ERROR, "tls_load_failed", "owner=%s reason=\"%s\"", owner, err);
+        return MD_EINVAL;
+    }
+    return 0;
+}
+
+static int build_cluster_tls(const Mesh__V1__Cluster *c, struct md_snap_cluster *out)
+{
+    const Mesh__V1__UpstreamTlsContext *t = c->tls;
+    struct md_snap_cluster_tls *tls = calloc(1, sizeof(*tls));
+    if (!(out->tls = tls))
+        return MD_ENOMEM;
+    bool ok = true;
+    tls->sni = dup_nonempty(t->sni, &ok);
+    tls->match_ids = new_array(t->n_match_spiffe_ids, sizeof(char *));
+    if (!ok || !tls->match_ids)
+        return MD_ENOMEM;
+    for (size_t i = 0; i < t->n_match_spiffe_ids; i++, tls->n_match_ids++)
+        if (!(tls->match_ids[i] = strdup(t->match_spiffe_ids[i])))
+            return MD_ENOMEM;
+    struct md_tls_creds_cfg cfg = {.alpn = out->protocol == MD_CLUSTER_HTTP1 ? MD_TLS_ALPN_HTTP1
+                                                                             : MD_TLS_ALPN_H2};
+    char owner[96];
+    snprintf(owner, sizeof(owner), "cluster:%s", out->name);
+    return build_tls_files(t->certificate, t->trusted_ca_file, owner, &cfg, &tls->files);
+}
+
+static int build_listener_tls(const Mesh__V1__Listener *l, struct md_snap_listener *out)
+{
+    const Mesh__V1__DownstreamTlsContext *t = l->tls;
+    struct md_snap_listener_tls *tls = calloc(1, sizeof(*tls));
+    if (!(out->tls = tls))
+        return MD_ENOMEM;
+    tls->client_cert =
+        t->client_certificate == MESH__V1__DOWNSTREAM_TLS_CONTEXT__CLIENT_CERTIFICATE__NONE
+            ? MD_TLS_PEER_NONE
+        : t->client_certificate == MESH__V1__DOWNSTREAM_TLS_CONTEXT__CLIENT_CERTIFICATE__OPTIONAL
+            ? MD_TLS_PEER_OPTIONAL
+            : MD_TLS_PEER_REQUIRED;
+    tls->allow_plaintext = t->allow_plaintext;
+    tls->handshake_timeout_ms =
+        or_default(t->handshake_timeout_ms, MD_DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    struct md_tls_creds_cfg cfg = {
+        .server = true,
+        .peer = (enum md_tls_peer_cert)tls->client_cert,
+        .alpn = out->http.codec == MD_HTTP_CODEC_H2C     ? MD_TLS_ALPN_H2
+                : out->http.codec == MD_HTTP_CODEC_HTTP1 ? MD_TLS_ALPN_HTTP1
+                                                         : MD_TLS_ALPN_H2 | MD_TLS_ALPN_HTTP1,
+    };
+    char owner[96];
+    snprintf(owner, sizeof(owner), "listener:%s", out->name);
+    return build_tls_files(t->certificate, t->trusted_ca_file, owner, &cfg, &tls->files);
+}
+
 static int build_cluster(const Mesh__V1__Cluster *c, size_t idx, struct md_snap_cluster *out)
 {
     out->name = strdup(c->name);
@@ -84,7 +162,7 @@ static int build_cluster(const Mesh__V1__Cluster *c, size_t idx, struct md_snap_
         or_default(p ? p->idle_timeout_ms : 0, MD_DEFAULT_POOL_IDLE_TIMEOUT_MS);
     out->keepalive_interval_ms =
         or_default(p ? p->keepalive_interval_ms : 0, MD_DEFAULT_KEEPALIVE_INTERVAL_MS);
-    return 0;
+    return c->tls ? build_cluster_tls(c, out) : 0;
 }
 
 static void build_tcp_proxy(const Mesh__V1__Bundle *b, const Mesh__V1__TcpProxy *tp,
@@ -111,13 +189,20 @@ static int build_listener(const Mesh__V1__Bundle *b, const Mesh__V1__Listener *l
         out->http.stream_idle_timeout_ms =
             or_default(h->stream_idle_timeout_ms, MD_DEFAULT_STREAM_IDLE_TIMEOUT_MS);
         out->http.idle_timeout_ms = or_default(h->idle_timeout_ms, MD_DEFAULT_HTTP_IDLE_TIMEOUT_MS);
-        if (!h->tcp_fallback)
-            return 0;
-        out->http.tcp_fallback = true;
-        out->http.detect_timeout_ms =
-            or_default(h->detect_timeout_ms, MD_DEFAULT_DETECT_TIMEOUT_MS);
-        build_tcp_proxy(b, h->tcp_fallback, &out->tcp);
-        return 0;
+        out->http.xfcc_set = h->forward_client_cert ==
+                             MESH__V1__HTTP_CONNECTION_MANAGER__FORWARD_CLIENT_CERT__SANITIZE_SET;
+        out->http.xfcc_header =
+            strdup(h->client_cert_header[0] ? h->client_cert_header : MD_DEFAULT_XFCC_HEADER);
+        if (!out->http.xfcc_header)
+            return MD_ENOMEM;
+        out->http.xfcc_header_len = strlen(out->http.xfcc_header);
+        if (h->tcp_fallback) {
+            out->http.tcp_fallback = true;
+            out->http.detect_timeout_ms =
+                or_default(h->detect_timeout_ms, MD_DEFAULT_DETECT_TIMEOUT_MS);
+            build_tcp_proxy(b, h->tcp_fallback, &out->tcp);
+        }
+        return l->tls ? build_listener_tls(l, out) : 0;
     }
     out->handler = MD_HANDLER_TCP_PROXY;
     build_tcp_proxy(b, l->tcp_proxy, &out->tcp);
@@ -416,15 +501,36 @@ static void free_route_config(struct md_snap_route_config *rc)
     free(rc->name);
 }
 
+static void free_tls_files(struct md_snap_tls_files *f)
+{
+    md_tls_creds_free(f->creds);
+    free(f->cert_chain);
+    free(f->private_key);
+    free(f->trusted_ca);
+}
+
 void md_snapshot_unref(struct md_snapshot *snap)
 {
     if (!snap || __atomic_sub_fetch(&snap->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
-    for (size_t i = 0; i < snap->n_listeners; i++)
-        free(snap->listeners[i].name);
+    for (size_t i = 0; i < snap->n_listeners; i++) {
+        struct md_snap_listener *l = &snap->listeners[i];
+        free(l->name);
+        free(l->http.xfcc_header);
+        if (l->tls)
+            free_tls_files(&l->tls->files);
+        free(l->tls);
+    }
     for (size_t i = 0; i < snap->n_clusters; i++) {
-        free(snap->clusters[i].name);
-        free(snap->clusters[i].endpoints);
+        struct md_snap_cluster *c = &snap->clusters[i];
+        free(c->name);
+        free(c->endpoints);
+        if (c->tls) {
+            free_tls_files(&c->tls->files);
+            free(c->tls->sni);
+            free_names(c->tls->match_ids, c->tls->n_match_ids);
+            free(c->tls);
+        }
     }
     for (size_t i = 0; i < snap->n_route_configs; i++)
         free_route_config(&snap->route_configs[i]);
@@ -479,6 +585,28 @@ static void dump_tcp_proxy(FILE *f, const struct md_snapshot *snap, int indent, 
             t->splice ? "true" : "false", indent, "");
 }
 
+static void dump_tls_files(FILE *f, const struct md_snap_tls_files *t)
+{
+    if (t->cert_chain)
+        fprintf(f,
+                "    certificate {\n      certificate_chain_file: \"%s\"\n"
+                "      private_key_file: \"%s\"\n    }\n",
+                t->cert_chain, t->private_key);
+    if (t->trusted_ca)
+        fprintf(f, "    trusted_ca_file: \"%s\"\n", t->trusted_ca);
+}
+
+static void dump_listener_tls(FILE *f, const struct md_snap_listener_tls *t)
+{
+    static const char *const modes[] = {"REQUIRE", "OPTIONAL", "NONE"};
+    fprintf(f, "  tls {\n");
+    dump_tls_files(f, &t->files);
+    fprintf(f,
+            "    client_certificate: %s\n    allow_plaintext: %s\n"
+            "    handshake_timeout_ms: %u\n  }\n",
+            modes[t->client_cert], t->allow_plaintext ? "true" : "false", t->handshake_timeout_ms);
+}
+
 static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct md_snap_listener *l)
 {
     fprintf(f, "listener {\n  name: \"%s\"\n  address: \"%s\"\n", l->name, l->label);
@@ -493,7 +621,11 @@ static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct 
             fprintf(f, "    detect_timeout_ms: %u\n", l->http.detect_timeout_ms);
             dump_tcp_proxy(f, snap, 4, "tcp_fallback", &l->tcp);
         }
-        fprintf(f, "  }\n}\n");
+        fprintf(f, "    forward_client_cert: %s\n    client_cert_header: \"%s\"\n  }\n",
+                l->http.xfcc_set ? "SANITIZE_SET" : "SANITIZE", l->http.xfcc_header);
+        if (l->tls)
+            dump_listener_tls(f, l->tls);
+        fprintf(f, "}\n");
         return;
     }
     dump_tcp_proxy(f, snap, 2, "tcp_proxy", &l->tcp);
@@ -512,8 +644,18 @@ static void dump_cluster(FILE *f, const struct md_snap_cluster *c)
     dump_h2(f, 4, &c->h2);
     fprintf(f,
             "    max_connections_per_endpoint: %u\n    idle_timeout_ms: %u\n"
-            "    keepalive_interval_ms: %u\n  }\n}\n",
+            "    keepalive_interval_ms: %u\n  }\n",
             c->max_connections_per_endpoint, c->pool_idle_timeout_ms, c->keepalive_interval_ms);
+    if (c->tls) {
+        fprintf(f, "  tls {\n");
+        dump_tls_files(f, &c->tls->files);
+        if (c->tls->sni)
+            fprintf(f, "    sni: \"%s\"\n", c->tls->sni);
+        for (size_t i = 0; i < c->tls->n_match_ids; i++)
+            fprintf(f, "    match_spiffe_ids: \"%s\"\n", c->tls->match_ids[i]);
+        fprintf(f, "  }\n");
+    }
+    fprintf(f, "}\n");
 }
 
 static void dump_headers(FILE *f, const char *key, const struct md_snap_header *h, size_t n)

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct md_tls_creds; /* tls/tls_creds.h */
+
 enum md_lb_policy { MD_LB_ROUND_ROBIN };
 enum md_cluster_protocol { MD_CLUSTER_HTTP2, MD_CLUSTER_HTTP1 };
 
@@ -108,6 +110,28 @@ struct md_snap_endpoint {
     char label[MD_ADDR_STRLEN]; /* "ip:port" for logs and stats */
 };
 
+/* TLS files as configured (NULL: unset); the context built from them is in
+ * |creds|, the one part of a snapshot that changes: a certificate rotation
+ * replaces its context (tls/tls_creds.h). */
+struct md_snap_tls_files {
+    char *cert_chain, *private_key, *trusted_ca;
+    struct md_tls_creds *creds;
+};
+
+struct md_snap_cluster_tls {
+    struct md_snap_tls_files files;
+    char *sni;          /* NULL: none */
+    size_t n_match_ids; /* 0: any SPIFFE ID the CAs vouch for */
+    char **match_ids;
+};
+
+struct md_snap_listener_tls {
+    struct md_snap_tls_files files;
+    int client_cert; /* enum md_tls_peer_cert */
+    bool allow_plaintext;
+    uint32_t handshake_timeout_ms; /* defaults applied */
+};
+
 struct md_snap_cluster {
     char *name;
     size_t idx; /* position in md_snapshot.clusters; stats index */
@@ -122,6 +146,7 @@ struct md_snap_cluster {
     uint32_t max_connections_per_endpoint;
     uint32_t pool_idle_timeout_ms;
     uint32_t keepalive_interval_ms;
+    struct md_snap_cluster_tls *tls; /* NULL: plaintext */
 };
 
 enum md_snap_handler { MD_HANDLER_TCP_PROXY, MD_HANDLER_HTTP };
@@ -136,6 +161,9 @@ struct md_snap_http {
     uint32_t idle_timeout_ms;
     bool tcp_fallback;          /* AUTO: non-HTTP connections go to the listener's tcp */
     uint32_t detect_timeout_ms; /* AUTO with tcp_fallback: silence means server-first */
+    bool xfcc_set;              /* forward_client_cert SANITIZE_SET */
+    char *xfcc_header;          /* client_cert_header, default applied */
+    size_t xfcc_header_len;
 };
 
 struct md_snap_tcp_proxy {
@@ -151,8 +179,9 @@ struct md_snap_listener {
     struct md_addr addr;
     char label[MD_ADDR_STRLEN];
     enum md_snap_handler handler;
-    struct md_snap_tcp_proxy tcp; /* MD_HANDLER_TCP_PROXY, or http.tcp_fallback */
-    struct md_snap_http http;     /* MD_HANDLER_HTTP */
+    struct md_snap_tcp_proxy tcp;     /* MD_HANDLER_TCP_PROXY, or http.tcp_fallback */
+    struct md_snap_http http;         /* MD_HANDLER_HTTP */
+    struct md_snap_listener_tls *tls; /* NULL: plaintext */
 };
 
 struct md_snapshot {
@@ -183,6 +212,8 @@ struct md_snapshot {
 #define MD_DEFAULT_POOL_MAX_CONNECTIONS 8u
 #define MD_DEFAULT_POOL_IDLE_TIMEOUT_MS (300u * 1000u)
 #define MD_DEFAULT_KEEPALIVE_INTERVAL_MS (30u * 1000u)
+#define MD_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
+#define MD_DEFAULT_XFCC_HEADER "x-forwarded-client-cert"
 #define MD_DEFAULT_ADMIN_IP "127.0.0.1"
 #define MD_DEFAULT_ADMIN_PORT 15000u
 

@@ -60,6 +60,19 @@ void md_validate_range0(struct md_errlist *el, const char *res, const char *fiel
 void md_validate_h2_opts(struct md_errlist *el, const char *res, const char *field,
                          const Mesh__V1__Http2Options *o);
 
+/* Checks a header name at |field|: required, lower case, a token, not a
+ * pseudo-header (nor hop-by-hop when |forbid_hop_by_hop|); |verb| says what
+ * is done with it ("matched", "set", "removed") for the message. */
+void md_validate_header_name(struct md_errlist *el, const char *res, const char *field,
+                             const char *name, const char *verb, bool forbid_hop_by_hop);
+
+/* Checks a listener's / a cluster's TLS at field "tls", building its
+ * context once from the files (|alpn|: MD_TLS_ALPN_* spoken or offered). */
+void md_validate_downstream_tls(struct md_errlist *el, const char *res,
+                                const Mesh__V1__DownstreamTlsContext *t, unsigned alpn);
+void md_validate_upstream_tls(struct md_errlist *el, const char *res,
+                              const Mesh__V1__UpstreamTlsContext *t, unsigned alpn);
+
 /* Returns the index of the cluster named |name|, or -1. */
 long md_validate_find_cluster(const Mesh__V1__Bundle *b, const char *name);
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Cluster checks: name, discovery type, LB policy, timeouts, endpoints, the
  * HTTP protocol and upstream HTTP/2 pool. */
+#include "tls/tls_ctx.h"
 #include "validate.h"
 
 #include <stddef.h>
@@ -78,5 +79,10 @@ void md_validate_clusters(const Mesh__V1__Bundle *b, struct md_errlist *el)
         md_validate_enum(el, res, "protocol", &mesh__v1__cluster__protocol__descriptor,
                          (int)c->protocol);
         check_pool(el, res, c->pool);
+        if (c->tls)
+            md_validate_upstream_tls(el, res, c->tls,
+                                     c->protocol == MESH__V1__CLUSTER__PROTOCOL__HTTP1
+                                         ? MD_TLS_ALPN_HTTP1
+                                         : MD_TLS_ALPN_H2);
     }
 }

@@ -2,6 +2,7 @@
 /* Listener checks: name, bind address, handler (tcp_proxy or http) and what
  * it refers to. */
 #include "snapshot.h"
+#include "tls/tls_ctx.h"
 #include "validate.h"
 
 #include <stddef.h>
@@ -19,10 +20,16 @@ static void check_tcp_proxy(const Mesh__V1__Bundle *b, struct md_errlist *el, co
 {
     char f[64];
     snprintf(f, sizeof(f), "%s.cluster", at);
+    long ci = tp->cluster[0] ? md_validate_find_cluster(b, tp->cluster) : -1;
     if (!tp->cluster[0])
         md_errlist_add(el, res, f, "required");
-    else if (md_validate_find_cluster(b, tp->cluster) < 0)
+    else if (ci < 0)
         md_errlist_add(el, res, f, "unknown cluster \"%.80s\"", tp->cluster);
+    else if (b->clusters[ci]->tls)
+        md_errlist_add(el, res, f,
+                       "cluster \"%.80s\" originates TLS, which only HTTP routes do (a TCP "
+                       "proxy passes the client's bytes, TLS or not, unchanged)",
+                       tp->cluster);
     snprintf(f, sizeof(f), "%s.idle_timeout_ms", at);
     md_validate_range0(el, res, f, tp->idle_timeout_ms, 1, MAX_IDLE_TIMEOUT_MS, " ms");
     snprintf(f, sizeof(f), "%s.buffer_limit_bytes", at);
@@ -30,7 +37,8 @@ static void check_tcp_proxy(const Mesh__V1__Bundle *b, struct md_errlist *el, co
 }
 
 static void check_http(const Mesh__V1__Bundle *b, struct md_errlist *el, const char *res,
-                       const Mesh__V1__HttpConnectionManager *h)
+                       const Mesh__V1__HttpConnectionManager *h,
+                       const Mesh__V1__DownstreamTlsContext *tls)
 {
     md_validate_enum(el, res, "http.codec", &mesh__v1__http_connection_manager__codec__descriptor,
                      (int)h->codec);
@@ -49,6 +57,19 @@ static void check_http(const Mesh__V1__Bundle *b, struct md_errlist *el, const c
         md_errlist_add(el, res, "http.tcp_fallback", "only for codec AUTO");
     else if (h->tcp_fallback)
         check_tcp_proxy(b, el, res, "http.tcp_fallback", h->tcp_fallback);
+    if (h->tcp_fallback && tls && !tls->allow_plaintext)
+        md_errlist_add(el, res, "http.tcp_fallback",
+                       "never used: a TLS listener refuses non-TLS connections unless "
+                       "tls.allow_plaintext is set");
+    if (tls && tls->allow_plaintext && !auto_codec)
+        md_errlist_add(el, res, "tls.allow_plaintext",
+                       "only for codec AUTO (which tells TLS from plaintext)");
+    md_validate_enum(el, res, "http.forward_client_cert",
+                     &mesh__v1__http_connection_manager__forward_client_cert__descriptor,
+                     (int)h->forward_client_cert);
+    if (h->client_cert_header[0])
+        md_validate_header_name(el, res, "http.client_cert_header", h->client_cert_header, "set",
+                                true);
     if (h->detect_timeout_ms && !(auto_codec && h->tcp_fallback))
         md_errlist_add(el, res, "http.detect_timeout_ms",
                        "only for codec AUTO with a tcp_fallback (where silence leads)");
@@ -98,10 +119,22 @@ void md_validate_listeners(const Mesh__V1__Bundle *b, struct md_errlist *el)
         case MESH__V1__LISTENER__HANDLER_TCP_PROXY:
             check_tcp_proxy(b, el, res, "tcp_proxy", l->tcp_proxy);
             break;
-        case MESH__V1__LISTENER__HANDLER_HTTP: check_http(b, el, res, l->http); break;
+        case MESH__V1__LISTENER__HANDLER_HTTP: check_http(b, el, res, l->http, l->tls); break;
         default:
             md_errlist_add(el, res, "handler", "none set: tcp_proxy or http is required");
             break;
+        }
+        if (l->tls && l->handler_case != MESH__V1__LISTENER__HANDLER_HTTP) {
+            md_errlist_add(el, res, "tls",
+                           "only for http listeners (a tcp_proxy passes TLS through unchanged)");
+        } else if (l->tls) {
+            int codec = l->http->codec;
+            md_validate_downstream_tls(el, res, l->tls,
+                                       codec == MESH__V1__HTTP_CONNECTION_MANAGER__CODEC__H2C
+                                           ? MD_TLS_ALPN_H2
+                                       : codec == MESH__V1__HTTP_CONNECTION_MANAGER__CODEC__HTTP1
+                                           ? MD_TLS_ALPN_HTTP1
+                                           : MD_TLS_ALPN_H2 | MD_TLS_ALPN_HTTP1);
         }
     }
 }

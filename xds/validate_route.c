@@ -57,9 +57,8 @@ static void fieldf(char *f, const char *prefix, const char *suffix)
     snprintf(f, FIELD_LEN, "%s.%s", prefix, suffix);
 }
 
-/* |verb|: what the route does with the header ("matched", "set", "removed"). */
-static void check_header_name(struct md_errlist *el, const char *res, const char *field,
-                              const char *name, const char *verb, bool forbid_hop_by_hop)
+void md_validate_header_name(struct md_errlist *el, const char *res, const char *field,
+                             const char *name, const char *verb, bool forbid_hop_by_hop)
 {
     char cb[8];
     if (!name[0]) {
@@ -179,7 +178,7 @@ static void check_match(struct md_errlist *el, const char *res, const char *rp,
     for (size_t k = 0; k < m->n_headers; k++) {
         const Mesh__V1__HeaderMatcher *h = m->headers[k];
         snprintf(f, sizeof(f), "%s.match.headers[%zu].name", rp, k);
-        check_header_name(el, res, f, h->name, "matched", false);
+        md_validate_header_name(el, res, f, h->name, "matched", false);
         snprintf(f, sizeof(f), "%s.match.headers[%zu]", rp, k);
         if (h->match_case == MESH__V1__HEADER_MATCHER__MATCH__NOT_SET) {
             md_errlist_add(el, res, f, "exact or present is required");
@@ -230,7 +229,7 @@ static void check_header_adds(struct md_errlist *el, const char *res, const char
     char f[FIELD_LEN];
     for (size_t k = 0; k < n; k++) {
         snprintf(f, sizeof(f), "%s.route.%s[%zu].key", rp, list, k);
-        check_header_name(el, res, f, hv[k]->key, "set", true);
+        md_validate_header_name(el, res, f, hv[k]->key, "set", true);
         /* CR/LF would let a value start a new header line on an HTTP/1 hop;
          * NUL cannot reach here (protobuf-c strings end at it). */
         if (strpbrk(hv[k]->value, "\r\n")) {
@@ -246,7 +245,7 @@ static void check_header_removes(struct md_errlist *el, const char *res, const c
     char f[FIELD_LEN];
     for (size_t k = 0; k < n; k++) {
         snprintf(f, sizeof(f), "%s.route.%s[%zu]", rp, list, k);
-        check_header_name(el, res, f, names[k], "removed", true);
+        md_validate_header_name(el, res, f, names[k], "removed", true);
     }
 }
 

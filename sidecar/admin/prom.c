@@ -41,8 +41,16 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
             "# HELP meshd_server_uptime_seconds Seconds since start.\n"
             "# TYPE meshd_server_uptime_seconds gauge\nmeshd_server_uptime_seconds %.3f\n"
             "# HELP meshd_build_info Build version.\n"
-            "# TYPE meshd_build_info gauge\nmeshd_build_info{version=\"%s\"} 1\n",
-            server->draining ? 1 : 0, server->workers, server->uptime_s, MESHD_VERSION);
+            "# TYPE meshd_build_info gauge\nmeshd_build_info{version=\"%s\"} 1\n"
+            "# HELP meshd_tls_reload_total Certificate reloads (file change or SIGHUP) put "
+            "in use.\n"
+            "# TYPE meshd_tls_reload_total counter\nmeshd_tls_reload_total %llu\n"
+            "# HELP meshd_tls_reload_failed_total Certificate reloads refused (bad PEM, key "
+            "mismatch, expired); the previous material stays in use.\n"
+            "# TYPE meshd_tls_reload_failed_total counter\nmeshd_tls_reload_failed_total %llu\n",
+            server->draining ? 1 : 0, server->workers, server->uptime_s, MESHD_VERSION,
+            (unsigned long long)server->tls_reloads,
+            (unsigned long long)server->tls_reload_failures);
     if (fclose(f) != 0) {
         free(*out);
         *out = NULL;

@@ -14,6 +14,7 @@ struct md_prom_server {
     bool draining;
     size_t workers;
     double uptime_s;
+    uint64_t tls_reloads, tls_reload_failures;
 };
 
 /* Renders the exposition of |snap|'s listeners and clusters summed over the

@@ -27,7 +27,7 @@
 
 struct md_h1_client {
     struct md_worker *w;
-    int fd;
+    struct md_sock sock;
     ev_io rio, wio;
     struct md_defer flush;
     llhttp_t parser;
@@ -78,14 +78,10 @@ static void teardown(struct md_h1_client *cl)
 {
     stream_end(cl, cl->close_why);
     md_worker_defer_cancel(&cl->flush);
-    if (cl->fd >= 0) {
+    if (cl->sock.fd >= 0) {
         ev_io_stop(cl->w->loop, &cl->rio);
         ev_io_stop(cl->w->loop, &cl->wio);
-        if (cl->abort)
-            md_sock_close_reset(cl->fd);
-        else
-            close(cl->fd);
-        cl->fd = -1;
+        md_sock_close(&cl->sock, cl->abort);
     }
     md_outbuf_fini(&cl->out);
     md_h1_field_fini(&cl->field);
@@ -295,14 +291,14 @@ static void tunnel_flush(struct md_h1_client *cl)
     int rc;
     do { /* until the socket is full or the client's bytes are all out */
         tunnel_out(cl);
-        rc = md_outbuf_write(&cl->out, cl->fd, cl->cfg.tx_stat);
+        rc = md_sock_flush(&cl->sock, &cl->out, cl->cfg.tx_stat);
     } while (rc == 0 && s && s->req.body.len > 0);
     if (rc < 0 && rc != -EAGAIN) {
         close_now(cl, MD_US_CLOSE_CONN_LOST);
         return;
     }
     if (s && s->req.end && s->req.body.len == 0 && cl->out.len == 0 && !cl->shut_wr) {
-        shutdown(cl->fd, SHUT_WR);
+        md_sock_shutdown_wr(&cl->sock);
         cl->shut_wr = true;
     }
     if (cl->shut_wr && cl->eof) {
@@ -318,6 +314,7 @@ static void tunnel_flush(struct md_h1_client *cl)
         ev_io_start(cl->w->loop, &cl->rio);
     else if (!read && ev_is_active(&cl->rio))
         ev_io_stop(cl->w->loop, &cl->rio);
+    md_sock_kick(&cl->sock, cl->w->loop, &cl->rio);
 }
 
 static void run_flush(struct md_defer *d)
@@ -334,7 +331,7 @@ static void run_flush(struct md_defer *d)
     int rc;
     do { /* until the socket is full or the body taken so far is all out */
         pull_request(cl);
-        rc = md_outbuf_write(&cl->out, cl->fd, cl->cfg.tx_stat);
+        rc = md_sock_flush(&cl->sock, &cl->out, cl->cfg.tx_stat);
     } while (rc == 0 && cl->s && !cl->req_sent && cl->s->req.body.len > 0);
     if (rc < 0 && rc != -EAGAIN) {
         close_now(cl, cl->reused && cl->idempotent && !cl->got_response && cl->s &&
@@ -367,14 +364,15 @@ static void run_flush(struct md_defer *d)
         ev_io_start(cl->w->loop, &cl->rio);
     else if (!read && ev_is_active(&cl->rio))
         ev_io_stop(cl->w->loop, &cl->rio);
+    md_sock_kick(&cl->sock, cl->w->loop, &cl->rio);
 }
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct md_h1_client *cl = MD_CONTAINER_OF(io, struct md_h1_client, rio);
     uint8_t buf[READ_BUF];
-    ssize_t n = recv(cl->fd, buf, sizeof(buf), 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    ssize_t n = md_sock_recv(&cl->sock, buf, sizeof(buf));
+    if (n == -EAGAIN)
         return;
     if (cl->tunnel && n >= 0) {
         if (n > 0)
@@ -483,19 +481,20 @@ static void settings_init(void)
     settings.on_message_complete = on_message_complete;
 }
 
-struct md_h1_client *md_h1_client_new(struct md_worker *w, int fd,
+struct md_h1_client *md_h1_client_new(struct md_worker *w, struct md_sock sock,
                                       const struct md_h1_client_cfg *cfg,
                                       md_h1_client_event_cb *event, void *owner)
 {
+    int fd = sock.fd;
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, settings_init);
     struct md_h1_client *cl = calloc(1, sizeof(*cl));
     if (!cl) {
-        close(fd);
+        md_sock_close(&sock, false);
         return NULL;
     }
     cl->w = w;
-    cl->fd = fd;
+    cl->sock = sock;
     cl->cfg = *cfg;
     cl->event = event;
     cl->owner = owner;

@@ -7,6 +7,7 @@
 #define MESHD_CODEC_H1_CLIENT_H
 
 #include "http/stream.h"
+#include "net/sock.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,8 +25,8 @@ struct md_h1_client_cfg {
     const char *label; /* "cluster/ep"; outlives the connection */
 };
 
-/* Wraps the connected socket |fd| (taken). NULL on ENOMEM (fd closed). */
-struct md_h1_client *md_h1_client_new(struct md_worker *w, int fd,
+/* Wraps the connected socket |sock| (taken). NULL on ENOMEM (sock closed). */
+struct md_h1_client *md_h1_client_new(struct md_worker *w, struct md_sock sock,
                                       const struct md_h1_client_cfg *cfg,
                                       md_h1_client_event_cb *event, void *owner);
 

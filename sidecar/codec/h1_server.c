@@ -60,7 +60,7 @@ struct h1c {
     struct md_list link; /* in worker->h1_conns */
     struct md_worker *w;
     const struct md_snap_listener *l;
-    int fd;
+    struct md_sock sock;
     ev_io rio, wio;
     ev_timer idle;
     ev_tstamp idle_since;
@@ -114,10 +114,7 @@ static void conn_free(struct h1c *c, bool reset)
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     ev_timer_stop(w->loop, &c->idle);
-    if (reset)
-        md_sock_close_reset(c->fd);
-    else
-        close(c->fd);
+    md_sock_close(&c->sock, reset);
     md_list_remove(&c->link);
     md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_CX_ACTIVE), -1);
     __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
@@ -207,6 +204,8 @@ static int on_message_begin(llhttp_t *p)
     if (!c->s)
         return -1;
     c->s->peer_ip = c->peer_ip;
+    c->s->peer_id = c->sock.peer_id;
+    c->s->local_id = c->sock.local_id;
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_TOTAL), 1);
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), 1);
     return 0;
@@ -580,15 +579,15 @@ static void run_flush(struct md_defer *d)
     for (int round = 0; round < 64; round++) {
         if (c->s && c->resp_head_sent)
             pull_body(c);
-        int rc = c->out.len ? md_outbuf_write(&c->out, c->fd,
-                                              md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_TX_BYTES))
+        int rc = c->out.len ? md_sock_flush(&c->sock, &c->out,
+                                            md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_TX_BYTES))
                             : 0;
         if (rc < 0 && rc != -EAGAIN) {
             conn_free(c, true);
             return;
         }
         if (c->tunnel && c->resp_done && c->out.len == 0 && !c->shut_wr) {
-            shutdown(c->fd, SHUT_WR); /* the upstream's FIN, passed on */
+            md_sock_shutdown_wr(&c->sock); /* the upstream's FIN, passed on */
             c->shut_wr = true;
         }
         if (c->s && c->resp_done && c->req_done && (!c->tunnel || c->peer_eof))
@@ -626,6 +625,7 @@ static void run_flush(struct md_defer *d)
         ev_io_start(loop, &c->rio);
     else if (!read && ev_is_active(&c->rio))
         ev_io_stop(loop, &c->rio);
+    md_sock_kick(&c->sock, loop, &c->rio);
 }
 
 /* Tunnel bytes from the client: the request body, with backpressure. */
@@ -653,8 +653,8 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         conn_free(c, true);
         return;
     }
-    ssize_t n = recv(c->fd, c->b->in + c->in_len, READ_BUF - c->in_len, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    ssize_t n = md_sock_recv(&c->sock, c->b->in + c->in_len, READ_BUF - c->in_len);
+    if (n == -EAGAIN)
         return;
     if (n < 0) {
         conn_free(c, true);
@@ -828,19 +828,20 @@ static void settings_init(void)
     settings.on_message_complete = on_message_complete;
 }
 
-void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, int fd)
+void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, struct md_sock sock)
 {
+    int fd = sock.fd;
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, settings_init);
     struct h1c *c = calloc(1, sizeof(*c));
     if (!c) {
         MD_LOG(MD_LOG_ERROR, "out_of_memory", "listener=%s what=h1_connection", l->name);
-        close(fd);
+        md_sock_close(&sock, false);
         return;
     }
     c->w = w;
     c->l = l;
-    c->fd = fd;
+    c->sock = sock;
     llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
     md_addr_peer_ip(fd, c->peer_ip, sizeof(c->peer_ip));

@@ -7,6 +7,7 @@
 #ifndef MESHD_CODEC_H1_SERVER_H
 #define MESHD_CODEC_H1_SERVER_H
 
+#include "net/sock.h"
 #include "snapshot.h"
 
 #include <stddef.h>
@@ -14,8 +15,9 @@
 
 struct md_worker;
 
-/* Takes the accepted socket |fd| for HTTP listener |l|. Closes it on failure. */
-void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, int fd);
+/* Takes the accepted socket |sock| (plain, or TLS after its handshake) for
+ * HTTP listener |l|. Closes it on failure. */
+void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, struct md_sock sock);
 
 /* Idle connections close now; busy ones close after their current response. */
 void md_h1_server_drain_all(struct md_worker *w);

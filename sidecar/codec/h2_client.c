@@ -261,7 +261,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *t, int revents)
     md_h2conn_want_flush(&cl->h2);
 }
 
-struct md_h2_client *md_h2_client_new(struct md_worker *w, int fd,
+struct md_h2_client *md_h2_client_new(struct md_worker *w, struct md_sock sock,
                                       const struct md_h2_client_cfg *cfg,
                                       md_h2_client_closed_cb *closed, void *owner)
 {
@@ -280,7 +280,7 @@ struct md_h2_client *md_h2_client_new(struct md_worker *w, int fd,
         nghttp2_session_callbacks_del(cb);
         nghttp2_option_del(opt);
         free(cl);
-        close(fd);
+        md_sock_close(&sock, false);
         return NULL;
     }
     nghttp2_session_callbacks_del(cb);
@@ -307,7 +307,7 @@ struct md_h2_client *md_h2_client_new(struct md_worker *w, int fd,
                            : cfg->idle_timeout_ms;
     cl->tick.repeat = tick_ms / 1000.0;
     ev_timer_again(w->loop, &cl->tick);
-    md_h2conn_init(&cl->h2, w, fd, on_conn_free);
+    md_h2conn_init(&cl->h2, w, sock, on_conn_free);
     md_h2conn_want_flush(&cl->h2);
     return cl;
 }
@@ -324,7 +324,7 @@ bool md_h2_client_ready(const struct md_h2_client *cl)
 
 bool md_h2_client_usable(const struct md_h2_client *cl)
 {
-    return !cl->goaway && !cl->h2.closing && cl->h2.fd >= 0 &&
+    return !cl->goaway && !cl->h2.closing && cl->h2.sock.fd >= 0 &&
            nghttp2_session_get_next_stream_id(cl->h2.sess) < (1u << 30);
 }
 

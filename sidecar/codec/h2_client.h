@@ -6,6 +6,7 @@
 #define MESHD_CODEC_H2_CLIENT_H
 
 #include "http/stream.h"
+#include "net/sock.h"
 #include "snapshot.h"
 
 #include <stdbool.h>
@@ -31,8 +32,8 @@ struct md_h2_client_cfg {
     md_h2_client_ready_cb *ready;
 };
 
-/* Wraps the connected socket |fd| (taken). Returns NULL on ENOMEM (fd closed). */
-struct md_h2_client *md_h2_client_new(struct md_worker *w, int fd,
+/* Wraps the connected socket |sock| (taken). Returns NULL on ENOMEM (sock closed). */
+struct md_h2_client *md_h2_client_new(struct md_worker *w, struct md_sock sock,
                                       const struct md_h2_client_cfg *cfg,
                                       md_h2_client_closed_cb *closed, void *owner);
 

@@ -19,10 +19,12 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents);
 
 static void run_flush(struct md_defer *d);
 
-void md_h2conn_init(struct md_h2conn *c, struct md_worker *w, int fd, md_h2conn_cb *on_free)
+void md_h2conn_init(struct md_h2conn *c, struct md_worker *w, struct md_sock sock,
+                    md_h2conn_cb *on_free)
 {
+    int fd = sock.fd;
     c->w = w;
-    c->fd = fd;
+    c->sock = sock;
     c->on_free = on_free;
     md_defer_init(&c->flush, run_flush);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
@@ -43,14 +45,10 @@ void md_h2conn_close(struct md_h2conn *c, const char *reason, bool reset)
 void md_h2conn_fini(struct md_h2conn *c)
 {
     md_worker_defer_cancel(&c->flush);
-    if (c->fd >= 0) {
+    if (c->sock.fd >= 0) {
         ev_io_stop(c->w->loop, &c->rio);
         ev_io_stop(c->w->loop, &c->wio);
-        if (c->reset_on_close)
-            md_sock_close_reset(c->fd);
-        else
-            close(c->fd);
-        c->fd = -1;
+        md_sock_close(&c->sock, c->reset_on_close);
     }
     if (c->sess) {
         nghttp2_session_del(c->sess);
@@ -64,11 +62,11 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     struct md_h2conn *c = MD_CONTAINER_OF(io, struct md_h2conn, rio);
     uint8_t buf[READ_BUF];
     for (int round = 0; round < 4 && !c->closing; round++) {
-        ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        ssize_t n = md_sock_recv(&c->sock, buf, sizeof(buf));
+        if (n == -EAGAIN)
             break;
         if (n <= 0) {
-            md_h2conn_close(c, n == 0 ? "peer_closed" : md_err_str(-errno), false);
+            md_h2conn_close(c, n == 0 ? "peer_closed" : md_err_str((int)n), false);
             break;
         }
         md_stats_add(c->rx_stat, n);
@@ -89,6 +87,8 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         if ((size_t)n < sizeof(buf))
             break;
     }
+    if (!c->closing)
+        md_sock_kick(&c->sock, loop, &c->rio); /* the rounds ran out with TLS bytes left */
     md_h2conn_want_flush(c);
 }
 
@@ -102,7 +102,7 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
  * socket does not take is kept in c->out. Returns 0 or -errno. */
 static int write_out(struct md_h2conn *c, struct md_outbuf *o)
 {
-    int rc = md_outbuf_write(o, c->fd, c->tx_stat);
+    int rc = md_sock_flush(&c->sock, o, c->tx_stat);
     if (o != &c->out && o->len) {
         if (md_outbuf_append(&c->out, o->data, o->len) < 0)
             rc = MD_ENOMEM;
@@ -119,7 +119,7 @@ static void run_flush(struct md_defer *d)
     int rc = 0;
     /* Gather frames into one buffer and write it in one call per batch: the
      * worker's, unless earlier bytes still wait in ours (order). */
-    while (c->fd >= 0 && c->sess) {
+    while (c->sock.fd >= 0 && c->sess) {
         struct md_outbuf *o = c->out.len ? &c->out : &c->w->h2_batch;
         if (o->len >= BATCH) {
             rc = write_out(c, o);
@@ -155,8 +155,10 @@ static void run_flush(struct md_defer *d)
     bool pause = c->out.len > MD_H2_OUT_LIMIT;
     if (pause && ev_is_active(&c->rio))
         ev_io_stop(c->w->loop, &c->rio);
-    else if (!pause && !ev_is_active(&c->rio) && !c->closing && c->fd >= 0)
+    else if (!pause && !ev_is_active(&c->rio) && !c->closing && c->sock.fd >= 0) {
         ev_io_start(c->w->loop, &c->rio);
+        md_sock_kick(&c->sock, c->w->loop, &c->rio);
+    }
 
     bool done =
         c->sess && !nghttp2_session_want_read(c->sess) && !nghttp2_session_want_write(c->sess);

@@ -10,6 +10,7 @@
 #include "core/outbuf.h"
 #include "http/hdrs.h"
 #include "loop/worker.h"
+#include "net/sock.h"
 
 #include <ev.h>
 #include <nghttp2/nghttp2.h>
@@ -24,8 +25,8 @@ struct md_h2conn;
 typedef void md_h2conn_cb(struct md_h2conn *c);
 
 struct md_h2conn {
-    struct md_worker *w; /* borrowed */
-    int fd;
+    struct md_worker *w;   /* borrowed */
+    struct md_sock sock;   /* sock.fd -1 once closed */
     nghttp2_session *sess; /* owned */
     ev_io rio, wio;
     struct md_defer flush; /* queued whenever there may be output */
@@ -58,9 +59,10 @@ nghttp2_mem md_h2_mem(struct md_h2conn *c, struct md_worker *w);
  * touched again by the next frame sent). */
 void md_h2conn_quiesce(struct md_h2conn *c);
 
-/* Sets up |c| around the connected non-blocking |fd| (taken) and starts
+/* Sets up |c| around the connected non-blocking |sock| (taken) and starts
  * reading. The session must be set by the owner before the first flush. */
-void md_h2conn_init(struct md_h2conn *c, struct md_worker *w, int fd, md_h2conn_cb *on_free);
+void md_h2conn_init(struct md_h2conn *c, struct md_worker *w, struct md_sock sock,
+                    md_h2conn_cb *on_free);
 
 /* Asks for a flush before the loop sleeps. */
 static inline void md_h2conn_want_flush(struct md_h2conn *c)

@@ -120,6 +120,8 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     ss->id = frame->hd.stream_id;
     ss->s = s;
     s->peer_ip = c->peer_ip;
+    s->peer_id = c->h2.sock.peer_id;
+    s->local_id = c->h2.sock.local_id;
     md_list_insert_tail(&c->streams, &ss->link);
     if (c->n_streams++ == 0)
         ev_timer_stop(c->h2.w->loop, &c->idle);
@@ -364,8 +366,9 @@ static nghttp2_session_callbacks *server_callbacks(void)
     return cb;
 }
 
-void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, int fd)
+void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, struct md_sock sock)
 {
+    int fd = sock.fd;
     struct md_stats *st = w->stats;
     struct h2sc *c = calloc(1, sizeof(*c));
     nghttp2_mem mem = c ? md_h2_mem(&c->h2, w) : (nghttp2_mem){0};
@@ -376,7 +379,7 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, i
         nghttp2_option_del(opt);
         nghttp2_session_callbacks_del(cb);
         free(c);
-        close(fd);
+        md_sock_close(&sock, false);
         return;
     }
     nghttp2_option_del(opt);
@@ -409,7 +412,7 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, i
                                           (int32_t)o->initial_connection_window);
     ev_init(&c->idle, on_idle);
     idle_start(c);
-    md_h2conn_init(&c->h2, w, fd, conn_free);
+    md_h2conn_init(&c->h2, w, sock, conn_free);
     md_h2conn_want_flush(&c->h2);
 }
 

@@ -6,12 +6,14 @@
 #ifndef MESHD_CODEC_H2_SERVER_H
 #define MESHD_CODEC_H2_SERVER_H
 
+#include "net/sock.h"
 #include "snapshot.h"
 
 struct md_worker;
 
-/* Takes the accepted socket |fd| for HTTP listener |l|. Closes it on failure. */
-void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, int fd);
+/* Takes the accepted socket |sock| (plain, or TLS after its handshake) for
+ * HTTP listener |l|. Closes it on failure. */
+void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, struct md_sock sock);
 
 /* Sends GOAWAY on every connection: open streams finish, no new ones. */
 void md_h2_server_drain_all(struct md_worker *w);

@@ -289,8 +289,10 @@ static void on_us_error(struct md_errwatch *ew, uint32_t events)
     side_error(s, &s->us);
 }
 
-static void on_connected(struct md_connect *c, int fd, const struct md_snap_endpoint *ep, int err)
+static void on_connected(struct md_connect *c, struct md_sock *sock,
+                         const struct md_snap_endpoint *ep, int err)
 {
+    int fd = sock ? sock->fd : -1; /* plain: TLS clusters are refused for TCP proxies */
     struct session *s = MD_CONTAINER_OF(c, struct session, connect);
     struct md_worker *w = s->w;
     if (fd < 0) {

@@ -2,14 +2,12 @@
 #include "core/outbuf.h"
 
 #include "core/err.h"
-#include "core/stats.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 void md_outbuf_fini(struct md_outbuf *o)
 {
@@ -62,26 +60,5 @@ int md_outbuf_printf(struct md_outbuf *o, const char *fmt, ...)
     va_end(ap);
     int rc = md_outbuf_append(o, big, (size_t)n);
     free(big);
-    return rc;
-}
-
-int md_outbuf_write(struct md_outbuf *o, int fd, uint64_t *tx_stat)
-{
-    size_t off = 0;
-    int rc = 0;
-    while (off < o->len) {
-        ssize_t n = send(fd, o->data + off, o->len - off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            break;
-        }
-        off += (size_t)n;
-        if (tx_stat)
-            md_stats_add(tx_stat, n);
-    }
-    memmove(o->data, o->data + off, o->len - off);
-    o->len -= off;
     return rc;
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Bytes waiting for a socket: appended by a codec, written with as few
- * send(2) calls as possible. Growth is bounded by its callers, which stop
- * producing while it is above their high-water mark. */
+ * calls as possible (md_sock_flush, net/sock.h). Growth is bounded by its
+ * callers, which stop producing while it is above their high-water mark. */
 #ifndef MESHD_CORE_OUTBUF_H
 #define MESHD_CORE_OUTBUF_H
 
@@ -21,8 +21,5 @@ int md_outbuf_append(struct md_outbuf *o, const void *p, size_t n);
 uint8_t *md_outbuf_reserve(struct md_outbuf *o, size_t n);
 int md_outbuf_printf(struct md_outbuf *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Writes as much as the socket takes, counting bytes into |tx_stat| (may be
- * NULL). Returns 0 when empty, -EAGAIN when the socket is full, or -errno. */
-int md_outbuf_write(struct md_outbuf *o, int fd, uint64_t *tx_stat);
 
 #endif

@@ -36,8 +36,8 @@ const struct md_stat_desc md_lstat_desc[MD_LSTAT__N] = {
     [MD_LSTAT_DETECT_HTTP1] = {"meshd_listener_detect_http1_total",
                                "AUTO listeners: connections handed to HTTP/1.1.", false},
     [MD_LSTAT_DETECT_TLS] = {"meshd_listener_detect_tls_total",
-                             "AUTO listeners: connections that began with a TLS ClientHello, "
-                             "proxied to tcp_fallback.",
+                             "AUTO listeners: connections that began with a TLS ClientHello "
+                             "(terminated on a TLS listener, else proxied to tcp_fallback).",
                              false},
     [MD_LSTAT_DETECT_TCP] = {"meshd_listener_detect_tcp_total",
                              "AUTO listeners: connections that began with neither HTTP nor TLS, "
@@ -59,6 +59,16 @@ const struct md_stat_desc md_lstat_desc[MD_LSTAT__N] = {
                                   "Upgrade requests meshd refused: not allowed on the route "
                                   "(403) or the cluster speaks HTTP/2 (501).",
                                   false},
+    [MD_LSTAT_TLS_HANDSHAKE] = {"meshd_listener_tls_handshake_total", "TLS handshakes completed.",
+                                false},
+    [MD_LSTAT_TLS_HANDSHAKE_ERROR] = {"meshd_listener_tls_handshake_error_total",
+                                      "TLS handshakes that failed (protocol version, no or "
+                                      "untrusted client certificate, ALPN) or timed out.",
+                                      false},
+    [MD_LSTAT_TLS_PLAINTEXT_REFUSED] = {"meshd_listener_tls_plaintext_refused_total",
+                                        "Connections that did not begin with TLS, closed on a "
+                                        "TLS listener without allow_plaintext.",
+                                        false},
     [MD_LSTAT_H2_GOAWAY_ERROR] = {"meshd_listener_http2_protocol_error_total",
                                   "Connections closed with GOAWAY for a protocol error or flood.",
                                   false},
@@ -94,6 +104,14 @@ const struct md_stat_desc md_cstat_desc[MD_CSTAT__N] = {
                                    false},
     [MD_CSTAT_H2_CX_ACTIVE] = {"meshd_cluster_upstream_http2_cx_active",
                                "Pooled HTTP/2 upstream connections open.", true},
+    [MD_CSTAT_TLS_HANDSHAKE_ERROR] = {"meshd_cluster_tls_handshake_error_total",
+                                      "TLS handshakes with endpoints that failed (untrusted "
+                                      "certificate, protocol, ALPN).",
+                                      false},
+    [MD_CSTAT_TLS_IDENTITY_MISMATCH] = {"meshd_cluster_tls_identity_mismatch_total",
+                                        "Endpoints refused for presenting a SPIFFE ID not in "
+                                        "match_spiffe_ids (or none).",
+                                        false},
 };
 
 struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters)

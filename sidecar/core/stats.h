@@ -10,45 +10,50 @@
 
 /* Per listener. */
 enum md_lstat {
-    MD_LSTAT_CX_TOTAL,        /* downstream connections accepted */
-    MD_LSTAT_CX_ACTIVE,       /* gauge: downstream connections open */
-    MD_LSTAT_RX_BYTES,        /* bytes read from downstream */
-    MD_LSTAT_TX_BYTES,        /* bytes written to downstream */
-    MD_LSTAT_FD_EXHAUSTED,    /* accept() hit EMFILE/ENFILE */
-    MD_LSTAT_RQ_TOTAL,        /* HTTP requests received */
-    MD_LSTAT_RQ_ACTIVE,       /* gauge: HTTP requests in progress */
-    MD_LSTAT_RQ_NO_ROUTE,     /* answered 404 / UNIMPLEMENTED */
-    MD_LSTAT_RQ_TIMEOUT,      /* answered 504 / DEADLINE_EXCEEDED, or ended at the deadline */
-    MD_LSTAT_RQ_DS_RESET,     /* the client reset a stream before it completed */
-    MD_LSTAT_RQ_TOO_LARGE,    /* header block over max_header_list_size */
-    MD_LSTAT_RQ_BAD_REQUEST,  /* HTTP/1 requests refused while parsing (400/414) */
-    MD_LSTAT_H2_GOAWAY_ERROR, /* connections closed for protocol errors or floods */
-    MD_LSTAT_DETECT_H2,       /* AUTO: connections detected as h2c */
-    MD_LSTAT_DETECT_HTTP1,    /* AUTO: connections detected as HTTP/1.1 */
-    MD_LSTAT_DETECT_TLS,      /* AUTO: a TLS ClientHello, proxied to tcp_fallback */
-    MD_LSTAT_DETECT_TCP,      /* AUTO: other bytes, proxied to tcp_fallback */
-    MD_LSTAT_DETECT_TIMEOUT,  /* AUTO: silence (server-first), proxied to tcp_fallback */
-    MD_LSTAT_DETECT_NONE,     /* AUTO: closed before a decision, or nowhere to go */
-    MD_LSTAT_UPGRADE,         /* upgraded exchanges (101): tunnels opened */
-    MD_LSTAT_UPGRADE_REFUSED, /* upgrade requests meshd refused (403 / 501) */
+    MD_LSTAT_CX_TOTAL,              /* downstream connections accepted */
+    MD_LSTAT_CX_ACTIVE,             /* gauge: downstream connections open */
+    MD_LSTAT_RX_BYTES,              /* bytes read from downstream */
+    MD_LSTAT_TX_BYTES,              /* bytes written to downstream */
+    MD_LSTAT_FD_EXHAUSTED,          /* accept() hit EMFILE/ENFILE */
+    MD_LSTAT_RQ_TOTAL,              /* HTTP requests received */
+    MD_LSTAT_RQ_ACTIVE,             /* gauge: HTTP requests in progress */
+    MD_LSTAT_RQ_NO_ROUTE,           /* answered 404 / UNIMPLEMENTED */
+    MD_LSTAT_RQ_TIMEOUT,            /* answered 504 / DEADLINE_EXCEEDED, or ended at the deadline */
+    MD_LSTAT_RQ_DS_RESET,           /* the client reset a stream before it completed */
+    MD_LSTAT_RQ_TOO_LARGE,          /* header block over max_header_list_size */
+    MD_LSTAT_RQ_BAD_REQUEST,        /* HTTP/1 requests refused while parsing (400/414) */
+    MD_LSTAT_H2_GOAWAY_ERROR,       /* connections closed for protocol errors or floods */
+    MD_LSTAT_DETECT_H2,             /* AUTO: connections detected as h2c */
+    MD_LSTAT_DETECT_HTTP1,          /* AUTO: connections detected as HTTP/1.1 */
+    MD_LSTAT_DETECT_TLS,            /* AUTO: a TLS ClientHello, proxied to tcp_fallback */
+    MD_LSTAT_DETECT_TCP,            /* AUTO: other bytes, proxied to tcp_fallback */
+    MD_LSTAT_DETECT_TIMEOUT,        /* AUTO: silence (server-first), proxied to tcp_fallback */
+    MD_LSTAT_DETECT_NONE,           /* AUTO: closed before a decision, or nowhere to go */
+    MD_LSTAT_UPGRADE,               /* upgraded exchanges (101): tunnels opened */
+    MD_LSTAT_UPGRADE_REFUSED,       /* upgrade requests meshd refused (403 / 501) */
+    MD_LSTAT_TLS_HANDSHAKE,         /* TLS handshakes completed */
+    MD_LSTAT_TLS_HANDSHAKE_ERROR,   /* TLS handshakes failed or timed out */
+    MD_LSTAT_TLS_PLAINTEXT_REFUSED, /* non-TLS connections closed on a TLS listener */
     MD_LSTAT__N
 };
 
 /* Per cluster. */
 enum md_cstat {
-    MD_CSTAT_CX_TOTAL,         /* connect attempts started */
-    MD_CSTAT_CX_ACTIVE,        /* gauge: established upstream connections */
-    MD_CSTAT_CONNECT_FAIL,     /* refused / unreachable connects */
-    MD_CSTAT_CONNECT_TIMEOUT,  /* connects that ran past connect_timeout */
-    MD_CSTAT_UNAVAILABLE,      /* downstream closed: every attempt failed */
-    MD_CSTAT_RX_BYTES,         /* bytes read from upstream */
-    MD_CSTAT_TX_BYTES,         /* bytes written to upstream */
-    MD_CSTAT_RQ_TOTAL,         /* HTTP requests sent upstream */
-    MD_CSTAT_RQ_ACTIVE,        /* gauge: HTTP requests in progress upstream */
-    MD_CSTAT_RQ_UNAVAILABLE,   /* answered 503 / UNAVAILABLE: no upstream connection */
-    MD_CSTAT_RQ_RESET,         /* upstream reset a stream before it completed */
-    MD_CSTAT_RQ_REFUSED_RETRY, /* refused (GOAWAY/REFUSED_STREAM) and sent again */
-    MD_CSTAT_H2_CX_ACTIVE,     /* gauge: pooled HTTP/2 connections */
+    MD_CSTAT_CX_TOTAL,              /* connect attempts started */
+    MD_CSTAT_CX_ACTIVE,             /* gauge: established upstream connections */
+    MD_CSTAT_CONNECT_FAIL,          /* refused / unreachable connects */
+    MD_CSTAT_CONNECT_TIMEOUT,       /* connects that ran past connect_timeout */
+    MD_CSTAT_UNAVAILABLE,           /* downstream closed: every attempt failed */
+    MD_CSTAT_RX_BYTES,              /* bytes read from upstream */
+    MD_CSTAT_TX_BYTES,              /* bytes written to upstream */
+    MD_CSTAT_RQ_TOTAL,              /* HTTP requests sent upstream */
+    MD_CSTAT_RQ_ACTIVE,             /* gauge: HTTP requests in progress upstream */
+    MD_CSTAT_RQ_UNAVAILABLE,        /* answered 503 / UNAVAILABLE: no upstream connection */
+    MD_CSTAT_RQ_RESET,              /* upstream reset a stream before it completed */
+    MD_CSTAT_RQ_REFUSED_RETRY,      /* refused (GOAWAY/REFUSED_STREAM) and sent again */
+    MD_CSTAT_H2_CX_ACTIVE,          /* gauge: pooled HTTP/2 connections */
+    MD_CSTAT_TLS_HANDSHAKE_ERROR,   /* TLS handshakes with an endpoint that failed */
+    MD_CSTAT_TLS_IDENTITY_MISMATCH, /* servers whose SPIFFE ID the cluster does not accept */
     MD_CSTAT__N
 };
 

@@ -64,6 +64,12 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     ev_timer_start(loop, &c->drain_poll);
 }
 
+static void on_sighup(struct ev_loop *loop, ev_signal *s, int revents)
+{
+    struct md_control *c = s->data;
+    md_tls_watch_reload_all(c->tls_watch, "SIGHUP");
+}
+
 static void reply_owned(struct md_admin_reply *r, int rc, char *body, size_t len,
                         const char *content_type)
 {
@@ -90,6 +96,7 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
             goto get_only;
         struct md_prom_server srv = {
             .draining = c->draining, .workers = c->n_workers, .uptime_s = ev_time() - c->started};
+        md_tls_watch_counts(c->tls_watch, &srv.tls_reloads, &srv.tls_reload_failures);
         char *body;
         size_t len;
         int rc = md_prom_render(c->snap, c->blocks, c->n_workers, &srv, &body, &len);
@@ -154,6 +161,11 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
     c->sig_term.data = c->sig_int.data = c;
     ev_signal_start(c->loop, &c->sig_term);
     ev_signal_start(c->loop, &c->sig_int);
+    if (!(c->tls_watch = md_tls_watch_new(c->loop, snap)))
+        return MD_ENOMEM;
+    ev_signal_init(&c->sig_hup, on_sighup, SIGHUP);
+    c->sig_hup.data = c;
+    ev_signal_start(c->loop, &c->sig_hup);
     ev_init(&c->drain_deadline, on_drain_deadline);
     ev_init(&c->drain_poll, on_drain_poll);
     return 0;
@@ -189,9 +201,11 @@ void md_control_fini(struct md_control *c)
     for (size_t i = 0; i < c->n_workers; i++)
         md_worker_fini(&c->workers[i]);
     md_admin_free(c->admin);
+    md_tls_watch_free(c->tls_watch);
     if (c->loop) {
         ev_signal_stop(c->loop, &c->sig_term);
         ev_signal_stop(c->loop, &c->sig_int);
+        ev_signal_stop(c->loop, &c->sig_hup);
         ev_timer_stop(c->loop, &c->drain_deadline);
         ev_timer_stop(c->loop, &c->drain_poll);
     }

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The control thread: its libev loop runs the admin server, signals and the
- * drain; it starts, commands and stops the workers. */
+/* The control thread: its libev loop runs the admin server, signals, the
+ * drain and certificate rotation (SIGHUP or a changed file); it starts,
+ * commands and stops the workers. */
 #ifndef MESHD_LOOP_CONTROL_H
 #define MESHD_LOOP_CONTROL_H
 
 #include "admin/admin.h"
 #include "loop/worker.h"
 #include "snapshot.h"
+#include "tls/tls_watch.h"
 
 #include <ev.h>
 #include <stdbool.h>
@@ -19,7 +21,8 @@ struct md_control {
     size_t n_workers;
     struct md_stats **blocks; /* [n_workers] borrowed from the workers, for scrapes */
     struct md_admin *admin;   /* owned */
-    ev_signal sig_term, sig_int;
+    ev_signal sig_term, sig_int, sig_hup;
+    struct md_tls_watch *tls_watch; /* owned: certificate rotation */
     ev_timer drain_deadline, drain_poll;
     double drain_timeout_s;
     bool draining; /* listeners closed; /ready is 503 */

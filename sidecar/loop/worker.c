@@ -4,6 +4,7 @@
 #include "codec/h1_server.h"
 #include "codec/h2_server.h"
 #include "net/detect.h"
+#include "net/tls_accept.h"
 #include "codec/tcp_proxy.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -28,6 +29,7 @@ static void stop_accepting(struct md_worker *w)
 static void close_connections(struct md_worker *w)
 {
     md_detect_close_all(w);
+    md_tls_accept_close_all(w);
     md_tcp_proxy_close_all(w);
     md_h2_server_close_all(w);
     md_h1_server_close_all(w);
@@ -101,6 +103,7 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     md_list_init(&w->h2_conns);
     md_list_init(&w->h1_conns);
     md_list_init(&w->detecting);
+    md_list_init(&w->tls_accepting);
     w->snap = md_snapshot_ref(snap);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -58,6 +58,7 @@ struct md_worker {
     struct md_list h2_conns;         /* downstream HTTP/2 connections */
     struct md_list h1_conns;         /* downstream HTTP/1.1 connections */
     struct md_list detecting;        /* connections whose protocol is being sniffed */
+    struct md_list tls_accepting;    /* downstream TLS handshakes in progress */
     struct md_upool **upools;        /* [snap->n_clusters] upstream pools, made on first use */
     uint64_t rng;                    /* xorshift state: route splits, request ids */
     struct md_errwatch_set errwatch; /* resets on sockets not being read */

@@ -6,6 +6,7 @@
 #include "codec/tcp_proxy.h"
 #include "core/log.h"
 #include "loop/worker.h"
+#include "net/tls_accept.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -80,42 +81,56 @@ static void hand_over(struct detect *d, enum md_detect_kind k)
     const struct md_snap_listener *l = d->l;
     int fd = d->fd;
     bool fallback = l->http.tcp_fallback;
-    enum md_lstat stat;
-    void (*start)(struct md_worker *, const struct md_snap_listener *, int);
+    if (l->tls && k != MD_DETECT_TLS && !l->tls->allow_plaintext) {
+        MD_LOG(MD_LOG_INFO, "tls_plaintext_refused",
+               "listener=%s reason=\"not a TLS ClientHello on a TLS listener without "
+               "allow_plaintext\"",
+               l->name);
+        md_stats_add(md_stats_l(w->stats, l->idx, MD_LSTAT_TLS_PLAINTEXT_REFUSED), 1);
+        close(fd);
+        finish(d);
+        return;
+    }
+    if (k == MD_DETECT_TLS && !l->tls && !fallback) {
+        MD_LOG(MD_LOG_INFO, "detect_tls_refused",
+               "listener=%s reason=\"TLS ClientHello on a listener without TLS or "
+               "tcp_fallback\"",
+               l->name);
+        close_undecided(d, "tls");
+        return;
+    }
+    finish(d);
+    struct md_stats *st = w->stats;
     switch (k) {
     case MD_DETECT_H2:
-        stat = MD_LSTAT_DETECT_H2;
-        start = md_h2_server_start;
+        md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_DETECT_H2), 1);
+        md_h2_server_start(w, l, md_sock_plain(fd));
         break;
     case MD_DETECT_HTTP1:
-        stat = MD_LSTAT_DETECT_HTTP1;
-        start = md_h1_server_start;
+        md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_DETECT_HTTP1), 1);
+        md_h1_server_start(w, l, md_sock_plain(fd));
         break;
     case MD_DETECT_TLS:
-        if (!fallback) {
-            MD_LOG(MD_LOG_INFO, "detect_tls_refused",
-                   "listener=%s reason=\"TLS ClientHello on a listener without TLS or "
-                   "tcp_fallback\"",
-                   l->name);
-            close_undecided(d, "tls");
-            return;
-        }
-        stat = MD_LSTAT_DETECT_TLS;
-        start = md_tcp_proxy_start;
+        md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_DETECT_TLS), 1);
+        if (l->tls)
+            md_tls_accept_start(w, l, fd);
+        else
+            md_tcp_proxy_start(w, l, fd);
         break;
     case MD_DETECT_OTHER:
         /* No fallback: HTTP/1.1 answers it with a 400 that says why. */
-        stat = fallback ? MD_LSTAT_DETECT_TCP : MD_LSTAT_DETECT_HTTP1;
-        start = fallback ? md_tcp_proxy_start : md_h1_server_start;
+        md_stats_add(md_stats_l(st, l->idx, fallback ? MD_LSTAT_DETECT_TCP : MD_LSTAT_DETECT_HTTP1),
+                     1);
+        if (fallback)
+            md_tcp_proxy_start(w, l, fd);
+        else
+            md_h1_server_start(w, l, md_sock_plain(fd));
         break;
     default:
-        stat = MD_LSTAT_DETECT_TIMEOUT;
-        start = md_tcp_proxy_start;
+        md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_DETECT_TIMEOUT), 1);
+        md_tcp_proxy_start(w, l, fd);
         break;
     }
-    finish(d);
-    md_stats_add(md_stats_l(w->stats, l->idx, stat), 1);
-    start(w, l, fd);
 }
 
 static void arm(struct detect *d, ev_tstamp at)
@@ -203,6 +218,8 @@ void md_detect_start(struct md_worker *w, const struct md_snap_listener *l, int 
     /* A client that says nothing and has nowhere else to go gets the
      * listener's idle timeout. */
     double idle = l->http.idle_timeout_ms / 1000.0;
+    if (l->tls) /* a TLS client that sends no ClientHello fails its handshake */
+        idle = l->tls->handshake_timeout_ms / 1000.0;
     d->idle_deadline = now + (idle > 0 ? idle : 3600);
     if (l->http.tcp_fallback)
         d->silent_deadline = now + l->http.detect_timeout_ms / 1000.0;

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Protocol detection for HTTP listeners in AUTO mode: peek (MSG_PEEK, nothing
- * is consumed) at the first bytes and hand the connection on: the HTTP/2
+ * is consumed) at the first bytes and hand the connection on: a TLS
+ * ClientHello to TLS termination when the listener has TLS, the HTTP/2
  * preface to h2c, an HTTP/1 method token to HTTP/1.1, and anything else (a
- * TLS ClientHello, another protocol, or silence past detect_timeout_ms: a
- * server-first protocol) to the listener's tcp_fallback as a byte pipe.
- * Without a tcp_fallback, other bytes go to HTTP/1.1 (which answers 400) and
- * TLS is closed. */
+ * TLS ClientHello on a listener without TLS, another protocol, or silence
+ * past detect_timeout_ms: a server-first protocol) to the listener's
+ * tcp_fallback as a byte pipe. Without a tcp_fallback, other bytes go to
+ * HTTP/1.1 (which answers 400) and TLS is closed. A TLS listener closes
+ * whatever is not TLS unless it allows plaintext. */
 #ifndef MESHD_NET_DETECT_H
 #define MESHD_NET_DETECT_H
 

@@ -4,6 +4,7 @@
 #include "codec/h1_server.h"
 #include "codec/h2_server.h"
 #include "net/detect.h"
+#include "net/tls_accept.h"
 #include "codec/tcp_proxy.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -19,12 +20,14 @@ static void on_conn(struct md_acceptor *a, int fd)
     const struct md_snap_listener *l = ln->cfg;
     if (l->handler == MD_HANDLER_TCP_PROXY)
         md_tcp_proxy_start(ln->w, l, fd);
-    else if (l->http.codec == MD_HTTP_CODEC_H2C)
-        md_h2_server_start(ln->w, l, fd);
-    else if (l->http.codec == MD_HTTP_CODEC_HTTP1)
-        md_h1_server_start(ln->w, l, fd);
-    else
+    else if (l->http.codec == MD_HTTP_CODEC_AUTO)
         md_detect_start(ln->w, l, fd);
+    else if (l->tls)
+        md_tls_accept_start(ln->w, l, fd);
+    else if (l->http.codec == MD_HTTP_CODEC_H2C)
+        md_h2_server_start(ln->w, l, md_sock_plain(fd));
+    else
+        md_h1_server_start(ln->w, l, md_sock_plain(fd));
 }
 
 static void on_exhausted(struct md_acceptor *a, int err)

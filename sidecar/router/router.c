@@ -65,7 +65,7 @@ static void access_log(const struct md_stream *s, uint32_t h2_error)
     md_log(MD_LOG_INFO, "http_access",
            "stream=%d.%llu listener=%s method=%s authority=\"%s\" path=\"%s\" route=%s "
            "cluster=%s status=%.*s grpc_status=%.*s req_bytes=%llu resp_bytes=%llu "
-           "duration_ms=%.1f local_reply=%d reset=%s",
+           "duration_ms=%.1f local_reply=%d reset=%s peer_id=%s",
            s->w->id, (unsigned long long)s->id, s->listener->name,
            md_log_escape(m, sizeof(m), method, (size_t)ml),
            md_log_escape(a, sizeof(a), auth, (size_t)al),
@@ -73,7 +73,8 @@ static void access_log(const struct md_stream *s, uint32_t h2_error)
            s->route ? s->w->snap->clusters[s->cluster].name : "-", s->resp_started ? sl : 1,
            s->resp_started ? status : "-", gl, grpc, (unsigned long long)q->body_bytes,
            (unsigned long long)r->body_bytes, (ev_now(s->w->loop) - s->started) * 1000.0,
-           s->local_reply, h2_error ? nghttp2_http2_strerror(h2_error) : "-");
+           s->local_reply, h2_error ? nghttp2_http2_strerror(h2_error) : "-",
+           s->peer_id ? s->peer_id : "-");
 }
 
 /* Resets the downstream side; its codec will not report the end, so the
@@ -214,7 +215,8 @@ static int build_upstream_headers(struct md_stream *s)
 {
     const struct md_snap_route *r = s->route;
     const struct md_half *q = &s->req;
-    size_t cap = q->n_hdrs + r->n_req_add + 3;
+    const struct md_snap_http *http = &s->listener->http;
+    size_t cap = q->n_hdrs + r->n_req_add + 4;
     struct md_hdr *out = md_arena_alloc(&s->arena, cap * sizeof(*out));
     if (!out)
         return MD_ENOMEM;
@@ -242,6 +244,9 @@ static int build_upstream_headers(struct md_stream *s)
             continue;
         if (md_hdr_is(&h, "grpc-timeout") && s->deadline)
             continue; /* replaced by the remaining budget below */
+        if (h.name_len == http->xfcc_header_len &&
+            strncasecmp(h.name, http->xfcc_header, h.name_len) == 0)
+            continue; /* only meshd speaks for the client's certificate */
         if (md_hdr_is(&h, "x-forwarded-for") && !have_xff && s->peer_ip && s->peer_ip[0]) {
             have_xff = true;
             size_t ip = strlen(s->peer_ip);
@@ -262,6 +267,16 @@ static int build_upstream_headers(struct md_stream *s)
                                    r->req_add[i].value_len};
     if (!have_xff && s->peer_ip && s->peer_ip[0])
         out[n++] = (struct md_hdr){"x-forwarded-for", 15, s->peer_ip, strlen(s->peer_ip)};
+    if (http->xfcc_set && s->peer_id) {
+        /* Envoy's x-forwarded-client-cert elements: who verified (By), whom (URI). */
+        size_t cap_v = strlen(s->peer_id) + (s->local_id ? strlen(s->local_id) : 0) + 10;
+        char *v = md_arena_alloc(&s->arena, cap_v);
+        if (!v)
+            return MD_ENOMEM;
+        int len = s->local_id ? snprintf(v, cap_v, "By=%s;URI=%s", s->local_id, s->peer_id)
+                              : snprintf(v, cap_v, "URI=%s", s->peer_id);
+        out[n++] = (struct md_hdr){http->xfcc_header, http->xfcc_header_len, v, (size_t)len};
+    }
     if (!have_rid) {
         char *id = md_arena_alloc(&s->arena, 37);
         if (!id)

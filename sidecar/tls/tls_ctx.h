@@ -23,11 +23,21 @@ struct md_tls_files {
 /* Whether peers must present a certificate (mTLS) or may. */
 enum md_tls_peer_cert { MD_TLS_PEER_REQUIRED, MD_TLS_PEER_OPTIONAL, MD_TLS_PEER_NONE };
 
+/* Application protocols (ALPN), as a set. */
+enum { MD_TLS_ALPN_H2 = 1, MD_TLS_ALPN_HTTP1 = 2 };
+
 /* A server context: TLS 1.2 at least (1.3 preferred), forward-secret AEAD
  * suites only, session tickets on, the identity in |f| loaded and checked,
- * peers verified against f->trusted_ca per |peer|. Returns NULL with a
- * reason in |err| (|errlen| bytes). */
-SSL_CTX *md_tls_server_ctx_new(const struct md_tls_files *f, enum md_tls_peer_cert peer, char *err,
+ * peers verified against f->trusted_ca per |peer|, ALPN choosing among
+ * |alpn| (h2 first; a client offering only others is refused). Returns NULL
+ * with a reason in |err| (|errlen| bytes). */
+SSL_CTX *md_tls_server_ctx_new(const struct md_tls_files *f, enum md_tls_peer_cert peer,
+                               unsigned alpn, char *err, size_t errlen);
+
+/* A client context with the same protocol floor and suites: the server
+ * verified against f->trusted_ca (required), f's identity presented when
+ * f->cert_chain is set, |alpn| (one protocol) offered. */
+SSL_CTX *md_tls_client_ctx_new(const struct md_tls_files *f, unsigned alpn, char *err,
                                size_t errlen);
 
 /* Loads and checks the identity in |f| into |ctx|: the chain parses, the key

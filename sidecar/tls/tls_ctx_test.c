@@ -49,7 +49,7 @@ static SSL_CTX *server(const char *chain, const char *key, const char *ca,
                        enum md_tls_peer_cert peer, char *err, size_t errlen)
 {
     struct md_tls_files f = {chain, key, ca};
-    return md_tls_server_ctx_new(&f, peer, err, errlen);
+    return md_tls_server_ctx_new(&f, peer, MD_TLS_ALPN_H2 | MD_TLS_ALPN_HTTP1, err, errlen);
 }
 
 static void test_identity_loads_and_names_its_spiffe_id(void **state)
@@ -95,7 +95,7 @@ static void test_bad_material_is_refused_with_a_reason(void **state)
     expect_refused(file(0, "plain.pem"), file(1, "plain.key"), NULL, MD_TLS_PEER_NONE,
                    "no SPIFFE ID");
     expect_refused(file(0, "web.pem"), file(1, "web.key"), NULL, MD_TLS_PEER_OPTIONAL,
-                   "trusted_ca is required");
+                   "trusted_ca_file is required");
     expect_refused(file(0, "web.pem"), file(1, "web.key"), file(2, "junk.pem"),
                    MD_TLS_PEER_REQUIRED, "trusted_ca");
 }

@@ -4,6 +4,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "loop/worker.h"
+#include "tls/tls_creds.h"
 #include "upstream/lb_rr.h"
 
 #include <errno.h>
@@ -15,12 +16,21 @@
 
 static void try_next(struct md_connect *c, int last_err);
 
-static void finish(struct md_connect *c, int fd, int err)
+static void finish(struct md_connect *c, int err)
 {
     ev_io_stop(c->w->loop, &c->io);
     ev_timer_stop(c->w->loop, &c->timer);
-    c->fd = -1;
-    c->cb(c, fd, fd >= 0 ? c->ep : NULL, err);
+    struct md_sock sock = c->sock;
+    c->sock = md_sock_plain(-1);
+    c->cb(c, sock.fd >= 0 ? &sock : NULL, sock.fd >= 0 ? c->ep : NULL, err);
+}
+
+static void drop_attempt(struct md_connect *c)
+{
+    ev_io_stop(c->w->loop, &c->io);
+    ev_timer_stop(c->w->loop, &c->timer);
+    if (c->sock.fd >= 0)
+        md_sock_close(&c->sock, false);
 }
 
 static void attempt_failed(struct md_connect *c, int err, bool timeout)
@@ -31,26 +41,97 @@ static void attempt_failed(struct md_connect *c, int err, bool timeout)
     MD_LOG(MD_LOG_WARN, "upstream_connect_failed", "session=%d.%llu cluster=%s ep=%s err=%s",
            c->w->id, (unsigned long long)c->log_id, c->cl->name, c->ep->label,
            timeout ? "timeout" : md_err_str(err));
-    ev_io_stop(c->w->loop, &c->io);
-    ev_timer_stop(c->w->loop, &c->timer);
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
+    drop_attempt(c);
     try_next(c, err);
 }
 
-static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
+/* The handshake failed or the server is not who it must be: this endpoint
+ * is no good, the next may be. */
+static void tls_failed(struct md_connect *c, enum md_cstat stat, const char *why)
+{
+    md_stats_add(md_stats_c(c->w->stats, c->cl->idx, stat), 1);
+    MD_LOG(MD_LOG_WARN, "upstream_tls_failed", "session=%d.%llu cluster=%s ep=%s reason=\"%s\"",
+           c->w->id, (unsigned long long)c->log_id, c->cl->name, c->ep->label, why);
+    drop_attempt(c);
+    try_next(c, MD_EPROTO);
+}
+
+/* NULL when the server's SPIFFE ID is one the cluster accepts, else why not
+ * (in |buf|). */
+static const char *identity_refused(const struct md_snap_cluster_tls *t, const char *id, char *buf,
+                                    size_t len)
+{
+    if (!id)
+        return "the server's certificate names no SPIFFE ID";
+    for (size_t i = 0; i < t->n_match_ids; i++)
+        if (strcmp(id, t->match_ids[i]) == 0)
+            return NULL;
+    if (t->n_match_ids == 0)
+        return NULL;
+    snprintf(buf, len, "server identity %s is not one of match_spiffe_ids (%s%s)", id,
+             t->match_ids[0], t->n_match_ids > 1 ? ", ..." : "");
+    return buf;
+}
+
+static void handshake_step(struct md_connect *c)
+{
+    char why[512];
+    int events = 0;
+    int rc = md_sock_handshake(&c->sock, &events, why, sizeof(why));
+    if (rc == -EAGAIN) {
+        ev_io_stop(c->w->loop, &c->io);
+        ev_io_set(&c->io, c->sock.fd, events);
+        ev_io_start(c->w->loop, &c->io);
+        return;
+    }
+    if (rc < 0) {
+        tls_failed(c, MD_CSTAT_TLS_HANDSHAKE_ERROR, why);
+        return;
+    }
+    const char *refused = md_sock_note_identities(&c->sock, why, sizeof(why)) < 0
+                              ? why
+                              : identity_refused(c->cl->tls, c->sock.peer_id, why, sizeof(why));
+    if (refused) {
+        tls_failed(c, MD_CSTAT_TLS_IDENTITY_MISMATCH, refused);
+        return;
+    }
+    finish(c, 0);
+}
+
+/* TCP is up: done, or TLS begins (the connect timer keeps running). */
+static void connected(struct md_connect *c)
+{
+    const struct md_snap_cluster_tls *t = c->cl->tls;
+    if (!t) {
+        finish(c, 0);
+        return;
+    }
+    c->sock.ssl = md_tls_creds_ssl(t->files.creds);
+    if (!c->sock.ssl || SSL_set_fd(c->sock.ssl, c->sock.fd) != 1 ||
+        (t->sni && SSL_set_tlsext_host_name(c->sock.ssl, t->sni) != 1)) {
+        attempt_failed(c, MD_ENOMEM, false);
+        return;
+    }
+    SSL_set_connect_state(c->sock.ssl);
+    handshake_step(c);
+}
+
+static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct md_connect *c = MD_CONTAINER_OF(io, struct md_connect, io);
+    if (c->sock.ssl) {
+        handshake_step(c);
+        return;
+    }
     int soerr = 0;
     socklen_t len = sizeof(soerr);
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+    if (getsockopt(c->sock.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
         soerr = errno;
     if (soerr) {
         attempt_failed(c, -soerr, false);
         return;
     }
-    finish(c, c->fd, 0);
+    connected(c);
 }
 
 static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
@@ -76,32 +157,32 @@ static void try_endpoint(struct md_connect *c, long idx, int last_err)
     struct md_worker *w = c->w;
     const struct md_snap_cluster *cl = c->cl;
     if (idx < 0) {
-        finish(c, -1, last_err ? last_err : MD_ENOUPSTREAM);
+        finish(c, last_err ? last_err : MD_ENOUPSTREAM);
         return;
     }
     c->tried[c->n_tried++] = (uint32_t)idx;
     c->ep = &cl->endpoints[idx];
     md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_CX_TOTAL), 1);
     const struct md_addr *a = &c->ep->addr;
-    c->fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
+    c->sock = md_sock_plain(socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (c->sock.fd < 0) {
         attempt_failed(c, -errno, false);
         return;
     }
     int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(c->fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
-        finish(c, c->fd, 0);
+    setsockopt(c->sock.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    ev_timer_set(&c->timer, cl->connect_timeout_ms / 1000.0, 0.);
+    ev_timer_start(w->loop, &c->timer);
+    if (connect(c->sock.fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
+        connected(c);
         return;
     }
     if (errno != EINPROGRESS) {
         attempt_failed(c, -errno, false);
         return;
     }
-    ev_io_set(&c->io, c->fd, EV_WRITE);
+    ev_io_set(&c->io, c->sock.fd, EV_WRITE);
     ev_io_start(w->loop, &c->io);
-    ev_timer_set(&c->timer, cl->connect_timeout_ms / 1000.0, 0.);
-    ev_timer_start(w->loop, &c->timer);
 }
 
 int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
@@ -117,10 +198,10 @@ int md_connect_start_at(struct md_connect *c, struct md_worker *w, const struct 
     c->cl = cl;
     c->cb = cb;
     c->log_id = log_id;
-    c->fd = -1;
+    c->sock = md_sock_plain(-1);
     c->ep = NULL;
     c->n_tried = 0;
-    ev_init(&c->io, on_writable);
+    ev_init(&c->io, on_io);
     ev_init(&c->timer, on_timeout);
     if (first >= 0 && (size_t)first < cl->n_endpoints && cl->max_connect_attempts > 0)
         try_endpoint(c, first, 0);
@@ -133,9 +214,5 @@ void md_connect_cancel(struct md_connect *c)
 {
     if (!c->w)
         return;
-    ev_io_stop(c->w->loop, &c->io);
-    ev_timer_stop(c->w->loop, &c->timer);
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
+    drop_attempt(c);
 }

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Connects to one endpoint of a cluster: non-blocking connect with a timeout,
- * and on refusal or timeout the next endpoint the balancer offers, up to the
- * cluster's max_connect_attempts distinct endpoints. */
+ * then for a cluster with TLS the handshake and the check of the server's
+ * SPIFFE ID (within the same timeout), and on refusal, timeout or a failed
+ * handshake the next endpoint the balancer offers, up to the cluster's
+ * max_connect_attempts distinct endpoints. */
 #ifndef MESHD_UPSTREAM_CONNECT_H
 #define MESHD_UPSTREAM_CONNECT_H
 
+#include "net/sock.h"
 #include "snapshot.h"
 
 #include <ev.h>
@@ -13,11 +16,12 @@
 struct md_worker;
 struct md_connect;
 
-/* Called once: |fd| >= 0 is a connected non-blocking socket now owned by the
- * callee, |ep| the endpoint it reaches; or fd == -1 and |err| the last failure
- * (every attempt failed). Not called if md_connect_start returned an error. */
-typedef void md_connect_cb(struct md_connect *c, int fd, const struct md_snap_endpoint *ep,
-                           int err);
+/* Called once: |sock| is a connected non-blocking socket (TLS established
+ * when the cluster has TLS) now owned by the callee, |ep| the endpoint it
+ * reaches; or sock == NULL and |err| the last failure (every attempt
+ * failed). Not called if md_connect_start returned an error. */
+typedef void md_connect_cb(struct md_connect *c, struct md_sock *sock,
+                           const struct md_snap_endpoint *ep, int err);
 
 #define MD_CONNECT_MAX_ATTEMPTS 16
 
@@ -26,8 +30,8 @@ struct md_connect {
     struct md_worker *w;              /* borrowed */
     const struct md_snap_cluster *cl; /* borrowed from the worker's snapshot */
     md_connect_cb *cb;
-    uint64_t log_id; /* the owner's id, for log lines */
-    int fd;
+    uint64_t log_id;                   /* the owner's id, for log lines */
+    struct md_sock sock;               /* fd -1 between attempts */
     const struct md_snap_endpoint *ep; /* being tried */
     uint32_t tried[MD_CONNECT_MAX_ATTEMPTS];
     uint32_t n_tried;

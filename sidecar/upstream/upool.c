@@ -188,12 +188,13 @@ static int submit(struct pconn *pc, struct md_stream *s, bool reused)
     return md_h2_client_submit(pc->cl, s);
 }
 
-static void on_connected(struct md_connect *c, int fd, const struct md_snap_endpoint *ep, int err)
+static void on_connected(struct md_connect *c, struct md_sock *sock,
+                         const struct md_snap_endpoint *ep, int err)
 {
     struct pconn *pc = MD_CONTAINER_OF(c, struct pconn, connect);
     struct md_upool *pool = pc->pool;
     struct md_worker *w = pool->w;
-    if (fd < 0) {
+    if (!sock) {
         md_list_remove(&pc->link); /* no new streams join it while the pending ones fail */
         md_list_init(&pc->link);
         fail_pending(pc, MD_US_CLOSE_CONNECT_FAILED);
@@ -218,9 +219,9 @@ static void on_connected(struct md_connect *c, int fd, const struct md_snap_endp
                                         .tx_stat = cfg.tx_stat,
                                         .rq_active_stat = cfg.rq_active_stat,
                                         .label = pc->label};
-        pc->h1 = md_h1_client_new(w, fd, &cfg1, on_h1_event, pc);
+        pc->h1 = md_h1_client_new(w, *sock, &cfg1, on_h1_event, pc);
     } else {
-        pc->cl = md_h2_client_new(w, fd, &cfg, on_client_closed, pc);
+        pc->cl = md_h2_client_new(w, *sock, &cfg, on_client_closed, pc);
     }
     if (!connected(pc)) {
         md_list_remove(&pc->link);
