@@ -228,7 +228,8 @@ struct md_snapshot {
     struct md_addr admin;
     char admin_label[MD_ADDR_STRLEN];
     /* RBAC stats slots: each policy, and each Rbac's "none matched", listeners'
-     * first, then routes' in configuration order. */
+     * first, then routes' in configuration order; Rbacs with the same labels
+     * (routes of the same name) share their slots. */
     size_t n_rbac_stats;
     struct md_snap_rbac_stat *rbac_stats;
 };

@@ -131,6 +131,68 @@ static void number_slots(struct md_snap_rbac *r, void *arg)
     }
 }
 
+static int cmp_labels(const struct md_snap_rbac_stat *x, const struct md_snap_rbac_stat *y)
+{
+    int c = strcmp(x->scope, y->scope);
+    if (!c)
+        c = strcmp(x->owner, y->owner);
+    return c ? c : strcmp(x->policy, y->policy);
+}
+
+/* By labels, then by slot: the first of equal label sets is the earliest. */
+static int cmp_slot(const void *pa, const void *pb, void *stats)
+{
+    size_t a = *(const size_t *)pa, b = *(const size_t *)pb;
+    const struct md_snap_rbac_stat *st = stats;
+    int c = cmp_labels(&st[a], &st[b]);
+    return c ? c : (a > b) - (a < b);
+}
+
+static void remap_slots(struct md_snap_rbac *r, void *arg)
+{
+    const size_t *final = arg;
+    for (size_t i = 0; i < r->n_policies; i++)
+        r->policies[i].stat = final[r->policies[i].stat];
+    r->stat_none = final[r->stat_none];
+}
+
+/* Route names need not be unique, so two Rbacs may carry the same labels:
+ * they share one slot, as Prometheus allows one series per label set.
+ * Sorted, not pairwise: O(n log n) in slots. */
+static int merge_slots(struct md_snapshot *s)
+{
+    size_t n = s->n_rbac_stats;
+    size_t *order = calloc(n + 1, sizeof(*order)), *final = calloc(n + 1, sizeof(*final));
+    if (!order || !final) {
+        free(order);
+        free(final);
+        return MD_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof(*order), cmp_slot, s->rbac_stats);
+    /* final[i]: first the earliest slot with i's labels, then its number */
+    for (size_t k = 0; k < n; k++)
+        final[order[k]] =
+            k && cmp_labels(&s->rbac_stats[order[k - 1]], &s->rbac_stats[order[k]]) == 0
+                ? final[order[k - 1]]
+                : order[k];
+    size_t next = 0;
+    for (size_t i = 0; i < n; i++) { /* number the distinct ones in order, compacted */
+        if (final[i] == i) {
+            s->rbac_stats[next] = s->rbac_stats[i];
+            final[i] = next++;
+        } else {
+            final[i] = final[final[i]];
+        }
+    }
+    s->n_rbac_stats = next;
+    each_rbac(s, remap_slots, final);
+    free(order);
+    free(final);
+    return 0;
+}
+
 int md_snapshot_index_rbac(struct md_snapshot *s)
 {
     size_t n = 0;
@@ -139,7 +201,7 @@ int md_snapshot_index_rbac(struct md_snapshot *s)
         return MD_ENOMEM;
     s->n_rbac_stats = 0;
     each_rbac(s, number_slots, s);
-    return 0;
+    return merge_slots(s);
 }
 
 static void free_policy(struct md_snap_rbac_policy *p)

@@ -1446,6 +1446,32 @@ static void test_rbac_snapshot(void **state)
     md_snapshot_unref(s);
 }
 
+/* Routes need not have unique names: Rbacs with the same labels share
+ * slots (one Prometheus series per label set), others keep their own. */
+static void test_rbac_stats_shared_labels(void **state)
+{
+    struct rfix r;
+    rfix_init(&r);
+    r.h.r[0].name = "same";
+    r.h.r[2].name = "same";
+    r.h.r[2].rbac = &r.rr;
+    r.h.r[3].rbac = &r.rr; /* unnamed: "api/routes[3]" */
+    struct md_snapshot *s = load_snapshot(&r.h.f.b);
+    const struct md_snap_route *rt = s->route_configs[0].vhosts[0].routes;
+    assert_int_equal(s->n_rbac_stats, 3 + 2 + 2);
+    assert_int_equal(rt[0].rbac->policies[0].stat, 3);
+    assert_int_equal(rt[0].rbac->stat_none, 4);
+    assert_int_equal(rt[2].rbac->policies[0].stat, 3);
+    assert_int_equal(rt[2].rbac->stat_none, 4);
+    assert_int_equal(rt[3].rbac->policies[0].stat, 5);
+    assert_int_equal(rt[3].rbac->stat_none, 6);
+    assert_string_equal(s->rbac_stats[4].owner, "same");
+    assert_string_equal(s->rbac_stats[4].policy, "");
+    assert_string_equal(s->rbac_stats[5].owner, "api/routes[3]");
+    assert_string_equal(s->rbac_stats[5].policy, "deny-web");
+    md_snapshot_unref(s);
+}
+
 static void test_rbac_snapshot_enomem(void **state)
 {
     struct rfix r;
@@ -1644,6 +1670,7 @@ int main(void)
         cmocka_unit_test(test_http_listener_detection),
         cmocka_unit_test(test_http_all_errors_reported),
         cmocka_unit_test(test_rbac_snapshot),
+        cmocka_unit_test(test_rbac_stats_shared_labels),
         cmocka_unit_test(test_rbac_snapshot_enomem),
         cmocka_unit_test(test_rbac_action_and_names),
         cmocka_unit_test(test_rbac_principals),
