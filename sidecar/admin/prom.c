@@ -38,7 +38,7 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
         family(f, &md_rstat_desc[s]);
         for (size_t i = 0; i < snap->n_rbac_stats; i++) {
             const struct md_snap_rbac_stat *r = &snap->rbac_stats[i];
-            fprintf(f, "%s{scope=\"%s\",name=\"%s\",policy=\"%s\"} %lld\n", md_rstat_desc[s].name,
+            fprintf(f, "%s{scope=\"%s\",owner=\"%s\",policy=\"%s\"} %lld\n", md_rstat_desc[s].name,
                     r->scope, r->owner, r->policy,
                     (long long)md_stats_sum_r(blocks, n, i, (enum md_rstat)s));
         }

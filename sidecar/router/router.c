@@ -344,12 +344,14 @@ static bool rbac_allows(struct md_stream *s, const struct md_snap_rbac *rbac)
         return true;
     const char *scope = rbac->scope == MD_RBAC_SCOPE_LISTENER ? "listener" : "route";
     s->rbac_denied = scope;
-    char peer[256];
+    char peer[256] = "-", esc[240];
+    if (s->peer_id)
+        snprintf(peer, sizeof(peer), "\"%s\"",
+                 md_log_escape(esc, sizeof(esc), s->peer_id, strlen(s->peer_id)));
     MD_LOG(MD_LOG_INFO, "rbac_denied",
-           "stream=%d.%llu listener=%s route=%s scope=%s policy=%s peer=\"%s\"", s->w->id,
+           "stream=%d.%llu listener=%s route=%s scope=%s policy=%s peer=%s", s->w->id,
            (unsigned long long)s->id, s->listener->name, s->route ? s->route->name : "-", scope,
-           d.policy ? d.policy->name : "-",
-           s->peer_id ? md_log_escape(peer, sizeof(peer), s->peer_id, strlen(s->peer_id)) : "-");
+           d.policy ? d.policy->name : "-", peer);
     /* the detail says no more: which rule refused is for the operator's log */
     reply(s, 403, MD_GRPC_PERMISSION_DENIED, "RBAC: access denied");
     return false;
