@@ -202,6 +202,12 @@ static int build_listener(const Mesh__V1__Bundle *b, const Mesh__V1__Listener *l
                 or_default(h->detect_timeout_ms, MD_DEFAULT_DETECT_TIMEOUT_MS);
             build_tcp_proxy(b, h->tcp_fallback, &out->tcp);
         }
+        if (h->rbac) {
+            int rc =
+                md_snapshot_build_rbac(h->rbac, MD_RBAC_SCOPE_LISTENER, out->name, &out->http.rbac);
+            if (rc < 0)
+                return rc;
+        }
         return l->tls ? build_listener_tls(l, out) : 0;
     }
     out->handler = MD_HANDLER_TCP_PROXY;
@@ -250,6 +256,40 @@ static int build_header_removes(char *const *names, size_t n, char ***out, size_
     return 0;
 }
 
+char *md_snapshot_grpc_path(const Mesh__V1__GrpcMatch *g, bool *any_method)
+{
+    /* gRPC paths are "/SERVICE/METHOD": matched as one exact path, or as
+     * the prefix "/SERVICE/" for every method. */
+    char *path;
+    *any_method = !g->method[0];
+    return asprintf(&path, "/%s/%s", g->service, g->method) < 0 ? NULL : path;
+}
+
+int md_snapshot_build_header_matchers(Mesh__V1__HeaderMatcher *const *hm, size_t n,
+                                      struct md_snap_header_matcher **out, size_t *n_out)
+{
+    if (n == 0)
+        return 0;
+    if (!(*out = new_array(n, sizeof(**out))))
+        return MD_ENOMEM;
+    *n_out = n;
+    for (size_t k = 0; k < n; k++) {
+        const Mesh__V1__HeaderMatcher *h = hm[k];
+        struct md_snap_header_matcher *m = &(*out)[k];
+        if (!(m->name = dup_lower(h->name, strlen(h->name), &m->name_len)))
+            return MD_ENOMEM;
+        if (h->match_case == MESH__V1__HEADER_MATCHER__MATCH_EXACT) {
+            m->kind = MD_HDR_MATCH_EXACT;
+            m->value_len = strlen(h->exact);
+            if (!(m->value = strdup(h->exact)))
+                return MD_ENOMEM;
+        } else {
+            m->kind = h->present ? MD_HDR_MATCH_PRESENT : MD_HDR_MATCH_ABSENT;
+        }
+    }
+    return 0;
+}
+
 static int build_match(const Mesh__V1__RouteMatch *m, struct md_snap_route *out)
 {
     switch (m->path_specifier_case) {
@@ -262,37 +302,15 @@ static int build_match(const Mesh__V1__RouteMatch *m, struct md_snap_route *out)
         out->path = strdup(m->path);
         break;
     default:
-        /* gRPC paths are "/SERVICE/METHOD": matched as one exact path, or as
-         * the prefix "/SERVICE/" for every method. */
         out->kind = MD_PATH_MATCH_GRPC;
-        out->grpc_any_method = !m->grpc->method[0];
-        if (asprintf(&out->path, "/%s/%s", m->grpc->service, m->grpc->method) < 0)
-            out->path = NULL;
+        out->path = md_snapshot_grpc_path(m->grpc, &out->grpc_any_method);
         break;
     }
     if (!out->path)
         return MD_ENOMEM;
     out->path_len = strlen(out->path);
-    if (m->n_headers == 0)
-        return 0;
-    if (!(out->headers = new_array(m->n_headers, sizeof(*out->headers))))
-        return MD_ENOMEM;
-    out->n_headers = m->n_headers;
-    for (size_t k = 0; k < m->n_headers; k++) {
-        const Mesh__V1__HeaderMatcher *h = m->headers[k];
-        struct md_snap_header_matcher *hm = &out->headers[k];
-        if (!(hm->name = dup_lower(h->name, strlen(h->name), &hm->name_len)))
-            return MD_ENOMEM;
-        if (h->match_case == MESH__V1__HEADER_MATCHER__MATCH_EXACT) {
-            hm->kind = MD_HDR_MATCH_EXACT;
-            hm->value_len = strlen(h->exact);
-            if (!(hm->value = strdup(h->exact)))
-                return MD_ENOMEM;
-        } else {
-            hm->kind = h->present ? MD_HDR_MATCH_PRESENT : MD_HDR_MATCH_ABSENT;
-        }
-    }
-    return 0;
+    return md_snapshot_build_header_matchers(m->headers, m->n_headers, &out->headers,
+                                             &out->n_headers);
 }
 
 static int build_action(const Mesh__V1__Bundle *b, const Mesh__V1__RouteAction *a,
@@ -353,7 +371,11 @@ static int build_route(const Mesh__V1__Bundle *b, const char *vh_name, size_t i,
     if (!out->name)
         return MD_ENOMEM;
     int rc = build_match(r->match, out);
-    return rc ? rc : build_action(b, r->route, out);
+    if (rc == 0)
+        rc = build_action(b, r->route, out);
+    if (rc == 0 && r->rbac)
+        rc = md_snapshot_build_rbac(r->rbac, MD_RBAC_SCOPE_ROUTE, out->name, &out->rbac);
+    return rc;
 }
 
 /* Validation allowed only "*", "*.suffix", "prefix.*" and plain hosts. */
@@ -433,6 +455,8 @@ int md_snapshot_build(const Mesh__V1__Bundle *b, struct md_snapshot **out)
         rc = build_route_config(b, b->route_configs[i], i, &s->route_configs[i]);
     for (size_t i = 0; rc == 0 && i < b->n_listeners; i++)
         rc = build_listener(b, b->listeners[i], i, &s->listeners[i]);
+    if (rc == 0)
+        rc = md_snapshot_index_rbac(s);
     if (rc < 0) {
         md_snapshot_unref(s);
         return rc;
@@ -467,15 +491,21 @@ static void free_names(char **v, size_t n)
     free(v);
 }
 
+void md_snapshot_free_header_matchers(struct md_snap_header_matcher *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
 static void free_route(struct md_snap_route *r)
 {
+    md_snapshot_free_rbac(r->rbac);
     free(r->name);
     free(r->path);
-    for (size_t i = 0; i < r->n_headers; i++) {
-        free(r->headers[i].name);
-        free(r->headers[i].value);
-    }
-    free(r->headers);
+    md_snapshot_free_header_matchers(r->headers, r->n_headers);
     free(r->clusters);
     free(r->prefix_rewrite);
     free_headers(r->req_add, r->n_req_add);
@@ -515,12 +545,14 @@ void md_snapshot_unref(struct md_snapshot *snap)
         return;
     for (size_t i = 0; i < snap->n_listeners; i++) {
         struct md_snap_listener *l = &snap->listeners[i];
+        md_snapshot_free_rbac(l->http.rbac);
         free(l->name);
         free(l->http.xfcc_header);
         if (l->tls)
             free_tls_files(&l->tls->files);
         free(l->tls);
     }
+    free(snap->rbac_stats);
     for (size_t i = 0; i < snap->n_clusters; i++) {
         struct md_snap_cluster *c = &snap->clusters[i];
         free(c->name);
@@ -562,6 +594,24 @@ static void put_field(FILE *f, int indent, const char *key, const char *s, size_
     fprintf(f, "%*s%s: ", indent, "", key);
     put_str(f, s, n);
     fputc('\n', f);
+}
+
+void md_snapshot_dump_str(FILE *f, int indent, const char *key, const char *s)
+{
+    put_field(f, indent, key, s, strlen(s));
+}
+
+void md_snapshot_dump_header_matcher(FILE *f, int indent, const struct md_snap_header_matcher *h)
+{
+    fprintf(f, "%*sheader { name: ", indent, "");
+    put_str(f, h->name, h->name_len);
+    if (h->kind == MD_HDR_MATCH_EXACT) {
+        fprintf(f, " exact: ");
+        put_str(f, h->value, h->value_len);
+    } else {
+        fprintf(f, " present: %s", h->kind == MD_HDR_MATCH_PRESENT ? "true" : "false");
+    }
+    fprintf(f, " }\n");
 }
 
 static void dump_h2(FILE *f, int indent, const struct md_snap_h2_opts *h2)
@@ -621,8 +671,11 @@ static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct 
             fprintf(f, "    detect_timeout_ms: %u\n", l->http.detect_timeout_ms);
             dump_tcp_proxy(f, snap, 4, "tcp_fallback", &l->tcp);
         }
-        fprintf(f, "    forward_client_cert: %s\n    client_cert_header: \"%s\"\n  }\n",
+        fprintf(f, "    forward_client_cert: %s\n    client_cert_header: \"%s\"\n",
                 l->http.xfcc_set ? "SANITIZE_SET" : "SANITIZE", l->http.xfcc_header);
+        if (l->http.rbac)
+            md_snapshot_dump_rbac(f, 4, l->http.rbac);
+        fprintf(f, "  }\n");
         if (l->tls)
             dump_listener_tls(f, l->tls);
         fprintf(f, "}\n");
@@ -690,18 +743,8 @@ static void dump_route(FILE *f, const struct md_snapshot *snap, const struct md_
         fprintf(f, "%s\n", r->grpc_any_method ? "  # every method" : "");
         break;
     }
-    for (size_t i = 0; i < r->n_headers; i++) {
-        const struct md_snap_header_matcher *h = &r->headers[i];
-        fprintf(f, "        header { name: ");
-        put_str(f, h->name, h->name_len);
-        if (h->kind == MD_HDR_MATCH_EXACT) {
-            fprintf(f, " exact: ");
-            put_str(f, h->value, h->value_len);
-        } else {
-            fprintf(f, " present: %s", h->kind == MD_HDR_MATCH_PRESENT ? "true" : "false");
-        }
-        fprintf(f, " }\n");
-    }
+    for (size_t i = 0; i < r->n_headers; i++)
+        md_snapshot_dump_header_matcher(f, 8, &r->headers[i]);
     fprintf(f, "      }\n      action {\n");
     if (r->n_clusters == 1) {
         fprintf(f, "        cluster: \"%s\"\n", snap->clusters[r->clusters[0].cluster].name);
@@ -724,7 +767,10 @@ static void dump_route(FILE *f, const struct md_snapshot *snap, const struct md_
     if (r->refuse_upgrades)
         fprintf(f, "        refuse_upgrades: true\n");
     dump_names(f, "upgrade_types", r->upgrades, r->n_upgrades);
-    fprintf(f, "      }\n    }\n");
+    fprintf(f, "      }\n");
+    if (r->rbac)
+        md_snapshot_dump_rbac(f, 6, r->rbac);
+    fprintf(f, "    }\n");
 }
 
 static void dump_route_config(FILE *f, const struct md_snapshot *snap,

@@ -49,6 +49,66 @@ enum md_path_match_kind {
                            * with it ("/svc/") when grpc_any_method */
 };
 
+/* Authorization (mesh.v1.Rbac): who (the peer's verified SPIFFE ID) may do
+ * what. Matched by router/rbac.c. */
+enum md_rbac_action {
+    MD_RBAC_ALLOW, /* a request must match a policy */
+    MD_RBAC_DENY,  /* a request matching a policy is refused */
+};
+
+enum md_rbac_id_kind {
+    MD_RBAC_ID_EXACT,           /* peer ID equals |text| */
+    MD_RBAC_ID_PREFIX,          /* peer ID starts with |text| */
+    MD_RBAC_ID_TRUST_DOMAIN,    /* peer ID is |text| ("spiffe://td") or starts with |text| + '/' */
+    MD_RBAC_ID_AUTHENTICATED,   /* any peer ID */
+    MD_RBAC_ID_UNAUTHENTICATED, /* no peer ID */
+    MD_RBAC_ID_ANY,             /* anyone */
+};
+
+struct md_snap_rbac_principal {
+    enum md_rbac_id_kind kind;
+    char *text; /* EXACT, PREFIX, TRUST_DOMAIN; else NULL */
+    size_t len;
+};
+
+/* Every part given must hold; none given: any request. */
+struct md_snap_rbac_permission {
+    char *grpc; /* "/svc/method", or "/svc/" when grpc_any_method; NULL: any request */
+    size_t grpc_len;
+    bool grpc_any_method;
+    char *path_prefix; /* NULL: any path */
+    size_t path_prefix_len;
+    size_t n_headers;
+    struct md_snap_header_matcher *headers; /* all must hold */
+};
+
+struct md_snap_rbac_policy {
+    char *name;
+    size_t stat;         /* index into md_snapshot.rbac_stats */
+    size_t n_principals; /* 0: any peer */
+    struct md_snap_rbac_principal *principals;
+    size_t n_permissions; /* 0: any request */
+    struct md_snap_rbac_permission *permissions;
+};
+
+enum md_rbac_scope { MD_RBAC_SCOPE_LISTENER, MD_RBAC_SCOPE_ROUTE };
+
+struct md_snap_rbac {
+    enum md_rbac_scope scope;
+    const char *owner; /* borrowed: the listener's or the route's name */
+    enum md_rbac_action action;
+    size_t n_policies; /* tried in order, the first match decides */
+    struct md_snap_rbac_policy *policies;
+    size_t stat_none; /* md_snapshot.rbac_stats slot of "no policy matched" */
+};
+
+/* One series of meshd_rbac_{allowed,denied}_total; all strings borrowed. */
+struct md_snap_rbac_stat {
+    const char *scope; /* "listener" or "route" */
+    const char *owner;
+    const char *policy; /* "" when no policy matched */
+};
+
 struct md_snap_weighted_cluster {
     size_t cluster; /* index into md_snapshot.clusters */
     uint32_t weight;
@@ -74,7 +134,8 @@ struct md_snap_route {
     char **req_remove, **resp_remove; /* lower case */
     bool refuse_upgrades;
     size_t n_upgrades;
-    char **upgrades; /* lower case; none configured: "websocket" */
+    char **upgrades;           /* lower case; none configured: "websocket" */
+    struct md_snap_rbac *rbac; /* checked after the listener's; NULL: none */
 };
 
 enum md_domain_kind {
@@ -164,6 +225,7 @@ struct md_snap_http {
     bool xfcc_set;              /* forward_client_cert SANITIZE_SET */
     char *xfcc_header;          /* client_cert_header, default applied */
     size_t xfcc_header_len;
+    struct md_snap_rbac *rbac; /* checked before routing; NULL: none */
 };
 
 struct md_snap_tcp_proxy {
@@ -194,6 +256,11 @@ struct md_snapshot {
     struct md_snap_route_config *route_configs;
     struct md_addr admin;
     char admin_label[MD_ADDR_STRLEN];
+    /* RBAC stats slots: each policy, and each Rbac's "none matched", listeners'
+     * first, then routes' in configuration order; Rbacs with the same labels
+     * (routes of the same name) share their slots. */
+    size_t n_rbac_stats;
+    struct md_snap_rbac_stat *rbac_stats;
 };
 
 /* Defaults the schema documents. */

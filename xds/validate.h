@@ -73,6 +73,27 @@ void md_validate_downstream_tls(struct md_errlist *el, const char *res,
 void md_validate_upstream_tls(struct md_errlist *el, const char *res,
                               const Mesh__V1__UpstreamTlsContext *t, unsigned alpn);
 
+/* Checks an Rbac message at |at| ("http.rbac", "virtual_hosts[0].routes[1].rbac"):
+ * policy names, principals, permissions (validate_rbac.c). */
+void md_validate_rbac(struct md_errlist *el, const char *res, const char *at,
+                      const Mesh__V1__Rbac *r);
+
+/* Shared by routes and RBAC permissions (validate_route.c). */
+
+/* Checks a path to match at |field|: starts with '/', no '?', '#', whitespace
+ * or control bytes. */
+void md_validate_path(struct md_errlist *el, const char *res, const char *field, const char *p);
+
+/* Checks a GrpcMatch at |at| ("...match.grpc"): service required, a dotted
+ * identifier; method, when given, an identifier. |g| may be NULL. */
+void md_validate_grpc_match(struct md_errlist *el, const char *res, const char *at,
+                            const Mesh__V1__GrpcMatch *g);
+
+/* Checks |n| header matchers, reported as |at|.headers[k]: lower-case
+ * token names, not pseudo-headers, exact or present set, no CR/LF. */
+void md_validate_header_matchers(struct md_errlist *el, const char *res, const char *at,
+                                 Mesh__V1__HeaderMatcher *const *hm, size_t n);
+
 /* Returns the index of the cluster named |name|, or -1. */
 long md_validate_find_cluster(const Mesh__V1__Bundle *b, const char *name);
 

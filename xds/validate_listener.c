@@ -76,6 +76,8 @@ static void check_http(const Mesh__V1__Bundle *b, struct md_errlist *el, const c
     else
         md_validate_range0(el, res, "http.detect_timeout_ms", h->detect_timeout_ms, 1,
                            MAX_DETECT_TIMEOUT_MS, " ms");
+    if (h->rbac)
+        md_validate_rbac(el, res, "http.rbac", h->rbac);
 }
 
 static bool same_addr(const struct md_addr *a, const struct md_addr *b)

@@ -94,7 +94,7 @@ void md_validate_header_name(struct md_errlist *el, const char *res, const char 
 
 /* A path to match or rewrite to: starts with '/', no query, no fragment, no
  * whitespace or control bytes (matching stops at '?', so a '?' never matches). */
-static void check_path(struct md_errlist *el, const char *res, const char *field, const char *p)
+void md_validate_path(struct md_errlist *el, const char *res, const char *field, const char *p)
 {
     char cb[8];
     if (p[0] != '/') {
@@ -134,11 +134,11 @@ static bool is_dotted_ident(const char *s)
     }
 }
 
-static void check_grpc(struct md_errlist *el, const char *res, const char *rp,
-                       const Mesh__V1__GrpcMatch *g)
+void md_validate_grpc_match(struct md_errlist *el, const char *res, const char *at,
+                            const Mesh__V1__GrpcMatch *g)
 {
     char f[FIELD_LEN];
-    fieldf(f, rp, "match.grpc.service");
+    fieldf(f, at, "service");
     const char *svc = g ? g->service : "";
     if (!svc[0])
         md_errlist_add(el, res, f, "required");
@@ -146,8 +146,27 @@ static void check_grpc(struct md_errlist *el, const char *res, const char *rp,
         md_errlist_add(el, res, f, "\"%.80s\" is not a dotted identifier (e.g. \"test.v1.Echo\")",
                        svc);
     if (g && g->method[0] && !is_ident(g->method, strlen(g->method))) {
-        fieldf(f, rp, "match.grpc.method");
+        fieldf(f, at, "method");
         md_errlist_add(el, res, f, "\"%.80s\" is not an identifier (e.g. \"Unary\")", g->method);
+    }
+}
+
+void md_validate_header_matchers(struct md_errlist *el, const char *res, const char *at,
+                                 Mesh__V1__HeaderMatcher *const *hm, size_t n)
+{
+    char f[FIELD_LEN];
+    for (size_t k = 0; k < n; k++) {
+        const Mesh__V1__HeaderMatcher *h = hm[k];
+        snprintf(f, sizeof(f), "%s.headers[%zu].name", at, k);
+        md_validate_header_name(el, res, f, h->name, "matched", false);
+        snprintf(f, sizeof(f), "%s.headers[%zu]", at, k);
+        if (h->match_case == MESH__V1__HEADER_MATCHER__MATCH__NOT_SET) {
+            md_errlist_add(el, res, f, "exact or present is required");
+        } else if (h->match_case == MESH__V1__HEADER_MATCHER__MATCH_EXACT &&
+                   strpbrk(h->exact, "\r\n")) {
+            snprintf(f, sizeof(f), "%s.headers[%zu].exact", at, k);
+            md_errlist_add(el, res, f, "contains CR or LF: it could never match");
+        }
     }
 }
 
@@ -163,31 +182,23 @@ static void check_match(struct md_errlist *el, const char *res, const char *rp,
     switch (m->path_specifier_case) {
     case MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_PREFIX:
         fieldf(f, rp, "match.prefix");
-        check_path(el, res, f, m->prefix);
+        md_validate_path(el, res, f, m->prefix);
         break;
     case MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_PATH:
         fieldf(f, rp, "match.path");
-        check_path(el, res, f, m->path);
+        md_validate_path(el, res, f, m->path);
         break;
-    case MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_GRPC: check_grpc(el, res, rp, m->grpc); break;
+    case MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_GRPC:
+        fieldf(f, rp, "match.grpc");
+        md_validate_grpc_match(el, res, f, m->grpc);
+        break;
     default:
         fieldf(f, rp, "match");
         md_errlist_add(el, res, f, "a path specifier is required: prefix, path or grpc");
         break;
     }
-    for (size_t k = 0; k < m->n_headers; k++) {
-        const Mesh__V1__HeaderMatcher *h = m->headers[k];
-        snprintf(f, sizeof(f), "%s.match.headers[%zu].name", rp, k);
-        md_validate_header_name(el, res, f, h->name, "matched", false);
-        snprintf(f, sizeof(f), "%s.match.headers[%zu]", rp, k);
-        if (h->match_case == MESH__V1__HEADER_MATCHER__MATCH__NOT_SET) {
-            md_errlist_add(el, res, f, "exact or present is required");
-        } else if (h->match_case == MESH__V1__HEADER_MATCHER__MATCH_EXACT &&
-                   strpbrk(h->exact, "\r\n")) {
-            snprintf(f, sizeof(f), "%s.match.headers[%zu].exact", rp, k);
-            md_errlist_add(el, res, f, "contains CR or LF: it could never match");
-        }
-    }
+    fieldf(f, rp, "match");
+    md_validate_header_matchers(el, res, f, m->headers, m->n_headers);
 }
 
 static void check_cluster_ref(const Mesh__V1__Bundle *b, struct md_errlist *el, const char *res,
@@ -313,7 +324,7 @@ static void check_action(const Mesh__V1__Bundle *b, struct md_errlist *el, const
         if (m && m->path_specifier_case != MESH__V1__ROUTE_MATCH__PATH_SPECIFIER_PREFIX)
             md_errlist_add(el, res, f, "only allowed with a prefix match");
         else
-            check_path(el, res, f, a->prefix_rewrite);
+            md_validate_path(el, res, f, a->prefix_rewrite);
     }
     check_header_adds(el, res, rp, "request_headers_to_add", a->request_headers_to_add,
                       a->n_request_headers_to_add);
@@ -486,6 +497,10 @@ static void check_vhost(const Mesh__V1__Bundle *b, struct md_errlist *el, const 
         }
         check_match(el, res, rp, rt->match);
         check_action(b, el, res, rp, rt->route, rt->match);
+        if (rt->rbac) {
+            fieldf(f, rp, "rbac");
+            md_validate_rbac(el, res, f, rt->rbac);
+        }
     }
 }
 

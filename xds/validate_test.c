@@ -58,6 +58,7 @@ static int fm_asprintf(char **out, const char *fmt, ...)
 #define strdup fm_strdup
 #define asprintf fm_asprintf
 #include "snapshot.c"
+#include "snapshot_rbac.c"
 #undef malloc
 #undef calloc
 #undef strdup
@@ -1287,6 +1288,339 @@ static void test_http_all_errors_reported(void **state)
     free(out);
 }
 
+/* hfix with RBAC: listener "web" ALLOW [grpc-echo: six principals, one of
+ * each kind; permissions Echo/Unary, or /admin/ with x-role: ops] [open: any
+ * peer, any request]; route routes[0] DENY [deny-web: one SPIFFE ID]. */
+struct rfix {
+    struct hfix h;
+    Mesh__V1__Rbac lr, rr;
+    Mesh__V1__RbacPolicy p[3];
+    Mesh__V1__RbacPolicy *lps[2], *rps[1];
+    Mesh__V1__Principal pr[6];
+    Mesh__V1__Principal *prs[6];
+    Mesh__V1__Permission pm[2];
+    Mesh__V1__Permission *pms[2];
+    Mesh__V1__GrpcMatch g;
+    Mesh__V1__HeaderMatcher hm;
+    Mesh__V1__HeaderMatcher *hms[1];
+};
+
+static void rfix_init(struct rfix *r)
+{
+    memset(r, 0, sizeof(*r));
+    hfix_init(&r->h);
+    for (int i = 0; i < 6; i++) {
+        mesh__v1__principal__init(&r->pr[i]);
+        r->prs[i] = &r->pr[i];
+    }
+    r->pr[0].identity_case = MESH__V1__PRINCIPAL__IDENTITY_SPIFFE_ID;
+    r->pr[0].spiffe_id = "spiffe://mesh.test/ns/shop/sa/web";
+    r->pr[1].identity_case = MESH__V1__PRINCIPAL__IDENTITY_SPIFFE_ID_PREFIX;
+    r->pr[1].spiffe_id_prefix = "spiffe://mesh.test/ns/ops/";
+    r->pr[2].identity_case = MESH__V1__PRINCIPAL__IDENTITY_TRUST_DOMAIN;
+    r->pr[2].trust_domain = "partner.test";
+    r->pr[3].identity_case = MESH__V1__PRINCIPAL__IDENTITY_AUTHENTICATED;
+    r->pr[3].authenticated = true;
+    r->pr[4].identity_case = MESH__V1__PRINCIPAL__IDENTITY_UNAUTHENTICATED;
+    r->pr[4].unauthenticated = true;
+    r->pr[5].identity_case = MESH__V1__PRINCIPAL__IDENTITY_ANY;
+    r->pr[5].any = true;
+    mesh__v1__grpc_match__init(&r->g);
+    r->g.service = "test.v1.Echo";
+    r->g.method = "Unary";
+    mesh__v1__header_matcher__init(&r->hm);
+    r->hm.name = "x-role";
+    r->hm.match_case = MESH__V1__HEADER_MATCHER__MATCH_EXACT;
+    r->hm.exact = "ops";
+    r->hms[0] = &r->hm;
+    for (int i = 0; i < 2; i++) {
+        mesh__v1__permission__init(&r->pm[i]);
+        r->pms[i] = &r->pm[i];
+    }
+    r->pm[0].grpc = &r->g;
+    r->pm[1].path_prefix = "/admin/";
+    r->pm[1].n_headers = 1;
+    r->pm[1].headers = r->hms;
+    for (int i = 0; i < 3; i++)
+        mesh__v1__rbac_policy__init(&r->p[i]);
+    r->p[0].name = "grpc-echo";
+    r->p[0].n_principals = 6;
+    r->p[0].principals = r->prs;
+    r->p[0].n_permissions = 2;
+    r->p[0].permissions = r->pms;
+    r->p[1].name = "open";
+    r->p[2].name = "deny-web";
+    r->p[2].n_principals = 1;
+    r->p[2].principals = r->prs;
+    r->lps[0] = &r->p[0];
+    r->lps[1] = &r->p[1];
+    r->rps[0] = &r->p[2];
+    mesh__v1__rbac__init(&r->lr);
+    r->lr.n_policies = 2;
+    r->lr.policies = r->lps;
+    mesh__v1__rbac__init(&r->rr);
+    r->rr.action = MESH__V1__RBAC__ACTION__DENY;
+    r->rr.n_policies = 1;
+    r->rr.policies = r->rps;
+    r->h.hcm.rbac = &r->lr;
+    r->h.r[0].rbac = &r->rr;
+}
+
+#define LRBAC WEB "http.rbac."
+#define RRBAC R(0, 0) "rbac."
+
+static void test_rbac_snapshot(void **state)
+{
+    struct rfix r;
+    rfix_init(&r);
+    struct md_snapshot *s = load_snapshot(&r.h.f.b);
+    const struct md_snap_rbac *l = s->listeners[1].http.rbac;
+    assert_null(s->listeners[0].http.rbac);
+    assert_non_null(l);
+    assert_int_equal(l->scope, MD_RBAC_SCOPE_LISTENER);
+    assert_string_equal(l->owner, "web");
+    assert_int_equal(l->action, MD_RBAC_ALLOW);
+    assert_int_equal(l->n_policies, 2);
+    const struct md_snap_rbac_policy *p = &l->policies[0];
+    assert_string_equal(p->name, "grpc-echo");
+    assert_int_equal(p->n_principals, 6);
+    assert_int_equal(p->principals[0].kind, MD_RBAC_ID_EXACT);
+    assert_string_equal(p->principals[0].text, "spiffe://mesh.test/ns/shop/sa/web");
+    assert_int_equal(p->principals[1].kind, MD_RBAC_ID_PREFIX);
+    assert_int_equal(p->principals[2].kind, MD_RBAC_ID_TRUST_DOMAIN);
+    assert_string_equal(p->principals[2].text, "spiffe://partner.test");
+    assert_int_equal(p->principals[2].len, strlen("spiffe://partner.test"));
+    assert_int_equal(p->principals[3].kind, MD_RBAC_ID_AUTHENTICATED);
+    assert_int_equal(p->principals[4].kind, MD_RBAC_ID_UNAUTHENTICATED);
+    assert_int_equal(p->principals[5].kind, MD_RBAC_ID_ANY);
+    assert_string_equal(p->permissions[0].grpc, "/test.v1.Echo/Unary");
+    assert_false(p->permissions[0].grpc_any_method);
+    assert_null(p->permissions[0].path_prefix);
+    assert_null(p->permissions[1].grpc);
+    assert_string_equal(p->permissions[1].path_prefix, "/admin/");
+    assert_int_equal(p->permissions[1].n_headers, 1);
+    assert_string_equal(p->permissions[1].headers[0].value, "ops");
+    assert_int_equal(l->policies[1].n_principals, 0);
+    assert_int_equal(l->policies[1].n_permissions, 0);
+
+    const struct md_snap_rbac *rr = s->route_configs[0].vhosts[0].routes[0].rbac;
+    assert_non_null(rr);
+    assert_null(s->route_configs[0].vhosts[0].routes[1].rbac);
+    assert_int_equal(rr->scope, MD_RBAC_SCOPE_ROUTE);
+    assert_string_equal(rr->owner, "api/routes[0]");
+    assert_int_equal(rr->action, MD_RBAC_DENY);
+
+    /* stats slots: listener policies, its "none", then the route's */
+    assert_int_equal(s->n_rbac_stats, 5);
+    assert_int_equal(l->policies[0].stat, 0);
+    assert_int_equal(l->policies[1].stat, 1);
+    assert_int_equal(l->stat_none, 2);
+    assert_int_equal(rr->policies[0].stat, 3);
+    assert_int_equal(rr->stat_none, 4);
+    assert_string_equal(s->rbac_stats[1].scope, "listener");
+    assert_string_equal(s->rbac_stats[1].owner, "web");
+    assert_string_equal(s->rbac_stats[1].policy, "open");
+    assert_string_equal(s->rbac_stats[2].policy, "");
+    assert_string_equal(s->rbac_stats[3].scope, "route");
+    assert_string_equal(s->rbac_stats[3].owner, "api/routes[0]");
+    assert_string_equal(s->rbac_stats[3].policy, "deny-web");
+
+    char *dump;
+    size_t len;
+    assert_int_equal(md_snapshot_dump(s, &dump, &len), 0);
+    static const char *const want[] = {
+        "    rbac {\n      action: ALLOW\n      policy {\n        name: \"grpc-echo\"\n",
+        "          spiffe_id: \"spiffe://mesh.test/ns/shop/sa/web\"\n",
+        "          trust_domain: \"partner.test\"\n",
+        "          unauthenticated: true\n",
+        "          grpc: \"/test.v1.Echo/Unary\"\n",
+        "          path_prefix: \"/admin/\"\n          header { name: \"x-role\" exact: \"ops\" "
+        "}\n",
+        "        name: \"open\"\n        # any peer\n        # any request\n",
+        "      rbac {\n        action: DENY\n",
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(dump, want[i]))
+            fail_msg("config_dump lacks\n%s\n--- dump ---\n%s", want[i], dump);
+    free(dump);
+    md_snapshot_unref(s);
+}
+
+/* Routes need not have unique names: Rbacs with the same labels share
+ * slots (one Prometheus series per label set), others keep their own. */
+static void test_rbac_stats_shared_labels(void **state)
+{
+    struct rfix r;
+    rfix_init(&r);
+    r.h.r[0].name = "same";
+    r.h.r[2].name = "same";
+    r.h.r[2].rbac = &r.rr;
+    r.h.r[3].rbac = &r.rr; /* unnamed: "api/routes[3]" */
+    struct md_snapshot *s = load_snapshot(&r.h.f.b);
+    const struct md_snap_route *rt = s->route_configs[0].vhosts[0].routes;
+    assert_int_equal(s->n_rbac_stats, 3 + 2 + 2);
+    assert_int_equal(rt[0].rbac->policies[0].stat, 3);
+    assert_int_equal(rt[0].rbac->stat_none, 4);
+    assert_int_equal(rt[2].rbac->policies[0].stat, 3);
+    assert_int_equal(rt[2].rbac->stat_none, 4);
+    assert_int_equal(rt[3].rbac->policies[0].stat, 5);
+    assert_int_equal(rt[3].rbac->stat_none, 6);
+    assert_string_equal(s->rbac_stats[4].owner, "same");
+    assert_string_equal(s->rbac_stats[4].policy, "");
+    assert_string_equal(s->rbac_stats[5].owner, "api/routes[3]");
+    assert_string_equal(s->rbac_stats[5].policy, "deny-web");
+    md_snapshot_unref(s);
+}
+
+static void test_rbac_snapshot_enomem(void **state)
+{
+    struct rfix r;
+    rfix_init(&r);
+    long points = 0;
+    for (;; points++) {
+        alloc_fail_at = points;
+        alloc_count = 0;
+        struct md_snapshot *s = NULL;
+        int rc = md_snapshot_build(&r.h.f.b, &s);
+        if (rc == 0) {
+            md_snapshot_unref(s);
+            break;
+        }
+        assert_int_equal(rc, MD_ENOMEM);
+        assert_null(s);
+    }
+    alloc_fail_at = -1;
+    assert_true(points > 60);
+}
+
+static void test_rbac_action_and_names(void **state)
+{
+    struct rfix r;
+    rfix_init(&r);
+    r.lr.action = 7;
+    expect_error(&r.h.f.b,
+                 "error: t.pb: " LRBAC "action: unknown enum value 7 (known: ALLOW, DENY)");
+    r.lr.action = 0;
+    r.p[1].name = "";
+    expect_error(&r.h.f.b, LRBAC "policies[1].name: required");
+    r.p[1].name = "a b";
+    expect_error(&r.h.f.b, LRBAC "policies[1].name: \"a b\" must match [a-zA-Z0-9_.-]{1,64}");
+    r.p[1].name = "grpc-echo";
+    expect_error(&r.h.f.b, LRBAC "policies[1].name: duplicate of policies[0]");
+    /* unique within one Rbac only: the route's may reuse a listener's name */
+    r.p[1].name = "open";
+    r.p[2].name = "open";
+    int rc;
+    size_t n;
+    free(load(&r.h.f.b, 0, NULL, &rc, &n));
+    assert_int_equal(rc, 0);
+}
+
+static void test_rbac_principals(void **state)
+{
+    struct rfix r;
+    rfix_init(&r);
+    r.pr[3].identity_case = MESH__V1__PRINCIPAL__IDENTITY__NOT_SET;
+    expect_error(&r.h.f.b, LRBAC "policies[0].principals[3]: one of spiffe_id, spiffe_id_prefix, "
+                                 "trust_domain, authenticated, unauthenticated or any is required");
+    rfix_init(&r);
+    r.pr[0].spiffe_id = "spiffe://Mesh.test/x";
+    expect_error(&r.h.f.b, LRBAC "policies[0].principals[0].spiffe_id: \"spiffe://Mesh.test/x\" is "
+                                 "not a SPIFFE ID: trust domain has a character other than");
+    /* the route's policy shares the principal: reported at its own path too */
+    expect_error(&r.h.f.b, RRBAC "policies[0].principals[0].spiffe_id: \"spiffe://Mesh.test/x\"");
+    r.pr[0].spiffe_id = "spiffe://mesh.test/a//b";
+    expect_error(&r.h.f.b, "is not a SPIFFE ID: empty path segment");
+    r.pr[0].spiffe_id = "";
+    expect_error(&r.h.f.b, LRBAC "policies[0].principals[0].spiffe_id: \"\" is not a SPIFFE ID: "
+                                 "does not start with spiffe://");
+    rfix_init(&r);
+    r.pr[1].spiffe_id_prefix = "mesh.test/ns/";
+    expect_error(&r.h.f.b, LRBAC "policies[0].principals[1].spiffe_id_prefix: \"mesh.test/ns/\" "
+                                 "must start with \"spiffe://\"");
+    rfix_init(&r);
+    r.pr[2].trust_domain = "";
+    expect_error(&r.h.f.b, LRBAC "policies[0].principals[2].trust_domain: \"\" is not a trust "
+                                 "domain: empty trust domain");
+    r.pr[2].trust_domain = "Partner.test";
+    expect_error(&r.h.f.b,
+                 LRBAC "policies[0].principals[2].trust_domain: \"Partner.test\" is not a "
+                       "trust domain: trust domain has a character other than");
+    r.pr[2].trust_domain = "spiffe://partner.test";
+    expect_error(&r.h.f.b, LRBAC "policies[0].principals[2].trust_domain: "
+                                 "\"spiffe://partner.test\": a trust domain is the name alone");
+    rfix_init(&r);
+    r.pr[3].authenticated = false;
+    expect_error(&r.h.f.b, LRBAC "policies[0].principals[3].authenticated: authenticated must be "
+                                 "true when set (false matches no peer)");
+    rfix_init(&r);
+    r.pr[4].unauthenticated = false;
+    expect_error(&r.h.f.b, LRBAC "policies[0].principals[4].unauthenticated: unauthenticated must "
+                                 "be true when set");
+    rfix_init(&r);
+    r.pr[5].any = false;
+    expect_error(&r.h.f.b, LRBAC "policies[0].principals[5].any: any must be true when set");
+}
+
+static void test_rbac_permissions(void **state)
+{
+    struct rfix r;
+    rfix_init(&r);
+    r.g.service = "";
+    expect_error(&r.h.f.b, LRBAC "policies[0].permissions[0].grpc.service: required");
+    r.g.service = "test v1";
+    expect_error(&r.h.f.b, LRBAC "policies[0].permissions[0].grpc.service: \"test v1\" is not a "
+                                 "dotted identifier");
+    r.g.service = "test.v1.Echo";
+    r.g.method = "Un-ary";
+    expect_error(&r.h.f.b, LRBAC "policies[0].permissions[0].grpc.method: \"Un-ary\" is not an "
+                                 "identifier");
+    rfix_init(&r);
+    r.pm[1].path_prefix = "admin/";
+    expect_error(&r.h.f.b, LRBAC "policies[0].permissions[1].path_prefix: \"admin/\" must start "
+                                 "with '/'");
+    r.pm[1].path_prefix = "/admin?x";
+    expect_error(&r.h.f.b, LRBAC "policies[0].permissions[1].path_prefix: \"/admin?x\": character "
+                                 "'?' is not allowed in a path");
+    /* header matchers: the routes' rules, at the permission's path */
+    rfix_init(&r);
+    r.hm.name = "X-Role";
+    expect_error(&r.h.f.b, LRBAC "policies[0].permissions[1].headers[0].name: \"X-Role\" must be "
+                                 "lower case");
+    r.hm.name = ":authority";
+    expect_error(&r.h.f.b, LRBAC "policies[0].permissions[1].headers[0].name: \":authority\": "
+                                 "pseudo-headers cannot be matched here");
+    r.hm.name = "x-role";
+    r.hm.match_case = MESH__V1__HEADER_MATCHER__MATCH__NOT_SET;
+    expect_error(&r.h.f.b, LRBAC "policies[0].permissions[1].headers[0]: exact or present is "
+                                 "required");
+    r.hm.match_case = MESH__V1__HEADER_MATCHER__MATCH_EXACT;
+    r.hm.exact = "a\nb";
+    expect_error(&r.h.f.b, LRBAC "policies[0].permissions[1].headers[0].exact: contains CR or LF");
+    /* on a route: the same checks at the route's path */
+    rfix_init(&r);
+    r.p[2].n_permissions = 2;
+    r.p[2].permissions = r.pms;
+    r.pm[1].path_prefix = "x";
+    expect_error(&r.h.f.b, RRBAC "policies[0].permissions[1].path_prefix: \"x\" must start with "
+                                 "'/'");
+}
+
+static void test_rbac_empty_is_valid(void **state)
+{
+    /* no policies: ALLOW refuses everything, DENY passes everything; both
+     * are meaningful configurations */
+    struct rfix r;
+    rfix_init(&r);
+    r.lr.n_policies = 0;
+    r.rr.n_policies = 0;
+    struct md_snapshot *s = load_snapshot(&r.h.f.b);
+    assert_int_equal(s->n_rbac_stats, 2);
+    assert_int_equal(s->listeners[1].http.rbac->stat_none, 0);
+    assert_int_equal(s->route_configs[0].vhosts[0].routes[0].rbac->stat_none, 1);
+    md_snapshot_unref(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1335,6 +1669,13 @@ int main(void)
         cmocka_unit_test(test_route_upgrades),
         cmocka_unit_test(test_http_listener_detection),
         cmocka_unit_test(test_http_all_errors_reported),
+        cmocka_unit_test(test_rbac_snapshot),
+        cmocka_unit_test(test_rbac_stats_shared_labels),
+        cmocka_unit_test(test_rbac_snapshot_enomem),
+        cmocka_unit_test(test_rbac_action_and_names),
+        cmocka_unit_test(test_rbac_principals),
+        cmocka_unit_test(test_rbac_permissions),
+        cmocka_unit_test(test_rbac_empty_is_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

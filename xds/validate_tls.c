@@ -2,6 +2,7 @@
 /* TLS checks for listeners and clusters: required files, modes, peer
  * identities, and the files themselves (each context is built once here,
  * so that a bad certificate is a bundle error, not a failed handshake). */
+#include "core/spiffe.h"
 #include "tls/tls_ctx.h"
 #include "validate.h"
 
@@ -100,7 +101,7 @@ void md_validate_upstream_tls(struct md_errlist *el, const char *res,
     }
     for (size_t i = 0; i < t->n_match_spiffe_ids; i++) {
         const char *id = t->match_spiffe_ids[i];
-        const char *why = md_tls_spiffe_id_invalid(id, strlen(id));
+        const char *why = md_spiffe_id_invalid(id, strlen(id));
         if (why) {
             char field[64];
             snprintf(field, sizeof(field), "tls.match_spiffe_ids[%zu]", i);

@@ -7,7 +7,8 @@
 #include <stdlib.h>
 
 /* Label values are resource names, which validation limits to
- * [a-zA-Z0-9_.-]: nothing in them needs escaping. */
+ * [a-zA-Z0-9_.-] (an unnamed route's is "VHOST/routes[i]"): nothing in them
+ * needs escaping. */
 
 static void family(FILE *f, const struct md_stat_desc *d)
 {
@@ -32,6 +33,15 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
         for (size_t i = 0; i < snap->n_clusters; i++)
             fprintf(f, "%s{cluster=\"%s\"} %lld\n", md_cstat_desc[s].name, snap->clusters[i].name,
                     (long long)md_stats_sum_c(blocks, n, i, (enum md_cstat)s));
+    }
+    for (int s = 0; s < MD_RSTAT__N; s++) {
+        family(f, &md_rstat_desc[s]);
+        for (size_t i = 0; i < snap->n_rbac_stats; i++) {
+            const struct md_snap_rbac_stat *r = &snap->rbac_stats[i];
+            fprintf(f, "%s{scope=\"%s\",owner=\"%s\",policy=\"%s\"} %lld\n", md_rstat_desc[s].name,
+                    r->scope, r->owner, r->policy,
+                    (long long)md_stats_sum_r(blocks, n, i, (enum md_rstat)s));
+        }
     }
     fprintf(f,
             "# HELP meshd_server_draining 1 while meshd drains (not accepting).\n"

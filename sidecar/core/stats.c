@@ -114,7 +114,18 @@ const struct md_stat_desc md_cstat_desc[MD_CSTAT__N] = {
                                         false},
 };
 
-struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters)
+const struct md_stat_desc md_rstat_desc[MD_RSTAT__N] = {
+    [MD_RSTAT_ALLOWED] = {"meshd_rbac_allowed_total",
+                          "Requests RBAC let through, by the policy that decided (\"\": none "
+                          "matched a DENY rule).",
+                          false},
+    [MD_RSTAT_DENIED] = {"meshd_rbac_denied_total",
+                         "Requests RBAC refused (403 / PERMISSION_DENIED), by the policy that "
+                         "decided (\"\": none matched an ALLOW rule).",
+                         false},
+};
+
+struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters, size_t n_rbac)
 {
     struct md_stats *st = calloc(1, sizeof(*st));
     if (!st)
@@ -123,7 +134,9 @@ struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters)
     st->n_clusters = n_clusters;
     st->l = calloc(n_listeners * MD_LSTAT__N + 1, sizeof(uint64_t));
     st->c = calloc(n_clusters * MD_CSTAT__N + 1, sizeof(uint64_t));
-    if (!st->l || !st->c) {
+    st->n_rbac = n_rbac;
+    st->r = calloc(n_rbac * MD_RSTAT__N + 1, sizeof(uint64_t));
+    if (!st->l || !st->c || !st->r) {
         md_stats_free(st);
         return NULL;
     }
@@ -136,6 +149,7 @@ void md_stats_free(struct md_stats *st)
         return;
     free(st->l);
     free(st->c);
+    free(st->r);
     free(st);
 }
 
@@ -152,5 +166,13 @@ int64_t md_stats_sum_c(struct md_stats *const *blocks, size_t n, size_t cluster,
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += __atomic_load_n(md_stats_c(blocks[i], cluster, s), __ATOMIC_RELAXED);
+    return (int64_t)sum;
+}
+
+int64_t md_stats_sum_r(struct md_stats *const *blocks, size_t n, size_t slot, enum md_rstat s)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += __atomic_load_n(md_stats_r(blocks[i], slot, s), __ATOMIC_RELAXED);
     return (int64_t)sum;
 }

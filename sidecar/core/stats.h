@@ -57,6 +57,13 @@ enum md_cstat {
     MD_CSTAT__N
 };
 
+/* Per RBAC slot (md_snapshot.rbac_stats: a policy, or an Rbac's "none matched"). */
+enum md_rstat {
+    MD_RSTAT_ALLOWED, /* requests the decision let through */
+    MD_RSTAT_DENIED,  /* requests refused (403 / PERMISSION_DENIED) */
+    MD_RSTAT__N
+};
+
 struct md_stat_desc {
     const char *name; /* Prometheus metric name */
     const char *help;
@@ -65,6 +72,7 @@ struct md_stat_desc {
 
 extern const struct md_stat_desc md_lstat_desc[MD_LSTAT__N];
 extern const struct md_stat_desc md_cstat_desc[MD_CSTAT__N];
+extern const struct md_stat_desc md_rstat_desc[MD_RSTAT__N];
 
 /* One worker's block. Owned by its worker; read by the admin thread. */
 struct md_stats {
@@ -72,10 +80,12 @@ struct md_stats {
     size_t n_clusters;
     uint64_t *l; /* [n_listeners][MD_LSTAT__N] */
     uint64_t *c; /* [n_clusters][MD_CSTAT__N] */
+    size_t n_rbac;
+    uint64_t *r; /* [n_rbac][MD_RSTAT__N] */
 };
 
 /* Returns NULL on allocation failure. */
-struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters);
+struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters, size_t n_rbac);
 void md_stats_free(struct md_stats *st);
 
 /* Only the owning worker calls these: a relaxed load+store is enough since
@@ -96,8 +106,14 @@ static inline uint64_t *md_stats_c(struct md_stats *st, size_t cluster, enum md_
     return &st->c[cluster * MD_CSTAT__N + s];
 }
 
+static inline uint64_t *md_stats_r(struct md_stats *st, size_t slot, enum md_rstat s)
+{
+    return &st->r[slot * MD_RSTAT__N + s];
+}
+
 /* Sums one slot over |n| workers' blocks (gauges may be negative per worker). */
 int64_t md_stats_sum_l(struct md_stats *const *blocks, size_t n, size_t listener, enum md_lstat s);
 int64_t md_stats_sum_c(struct md_stats *const *blocks, size_t n, size_t cluster, enum md_cstat s);
+int64_t md_stats_sum_r(struct md_stats *const *blocks, size_t n, size_t slot, enum md_rstat s);
 
 #endif

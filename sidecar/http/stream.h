@@ -80,6 +80,7 @@ struct md_stream {
     bool upgraded;
     bool resp_started;         /* response headers were handed to the ds side */
     bool local_reply;          /* the response is made by meshd */
+    const char *rbac_denied;   /* "listener" or "route": the RBAC that refused it; NULL: none */
     uint32_t reset_after_body; /* h2 error: reset downstream once the queued body is sent */
     int connect_attempts;
     ev_tstamp started;

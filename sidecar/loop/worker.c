@@ -112,7 +112,7 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     if (!w->rng)
         w->rng = 88172645463325252ULL;
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
-    w->stats = md_stats_new(snap->n_listeners, snap->n_clusters);
+    w->stats = md_stats_new(snap->n_listeners, snap->n_clusters, snap->n_rbac_stats);
     w->listeners = calloc(snap->n_listeners + 1, sizeof(*w->listeners));
     w->rr_cursor = calloc(snap->n_clusters + 1, sizeof(*w->rr_cursor));
     w->upools = calloc(snap->n_clusters + 1, sizeof(*w->upools));

@@ -71,23 +71,23 @@ const struct md_snap_vhost *md_route_match_vhost(const struct md_snap_route_conf
     return suffix ? suffix : prefix ? prefix : any;
 }
 
-static bool path_matches(const struct md_snap_route *r, const struct md_route_input *in)
+bool md_route_match_path(enum md_path_match_kind kind, const char *path, size_t path_len,
+                         bool grpc_any_method, const struct md_route_input *in)
 {
     /* The query is never part of a match. */
     const char *q = in->path ? memchr(in->path, '?', in->path_len) : NULL;
     size_t n = q ? (size_t)(q - in->path) : in->path ? in->path_len : 0;
-    switch (r->kind) {
-    case MD_PATH_MATCH_PREFIX:
-        return n >= r->path_len && memcmp(in->path, r->path, r->path_len) == 0;
-    case MD_PATH_MATCH_EXACT: return n == r->path_len && memcmp(in->path, r->path, n) == 0;
+    switch (kind) {
+    case MD_PATH_MATCH_PREFIX: return n >= path_len && memcmp(in->path, path, path_len) == 0;
+    case MD_PATH_MATCH_EXACT: return n == path_len && memcmp(in->path, path, n) == 0;
     case MD_PATH_MATCH_GRPC:
         if (!in->grpc)
             return false;
-        if (!r->grpc_any_method)
-            return n == r->path_len && memcmp(in->path, r->path, n) == 0;
+        if (!grpc_any_method)
+            return n == path_len && memcmp(in->path, path, n) == 0;
         /* "/svc/" + a non-empty method with no further '/' */
-        return n > r->path_len && memcmp(in->path, r->path, r->path_len) == 0 &&
-               !memchr(in->path + r->path_len, '/', n - r->path_len);
+        return n > path_len && memcmp(in->path, path, path_len) == 0 &&
+               !memchr(in->path + path_len, '/', n - path_len);
     }
     return false;
 }
@@ -107,17 +107,22 @@ static bool header_matches(const struct md_snap_header_matcher *m, const struct 
     return m->kind == MD_HDR_MATCH_ABSENT;
 }
 
+bool md_route_match_headers(const struct md_snap_header_matcher *m, size_t n,
+                            const struct md_route_input *in)
+{
+    size_t k = 0;
+    while (k < n && header_matches(&m[k], in))
+        k++;
+    return k == n;
+}
+
 const struct md_snap_route *md_route_match_route(const struct md_snap_vhost *vh,
                                                  const struct md_route_input *in)
 {
     for (size_t i = 0; i < vh->n_routes; i++) {
         const struct md_snap_route *r = &vh->routes[i];
-        if (!path_matches(r, in))
-            continue;
-        size_t k = 0;
-        while (k < r->n_headers && header_matches(&r->headers[k], in))
-            k++;
-        if (k == r->n_headers)
+        if (md_route_match_path(r->kind, r->path, r->path_len, r->grpc_any_method, in) &&
+            md_route_match_headers(r->headers, r->n_headers, in))
             return r;
     }
     return NULL;

@@ -34,6 +34,18 @@ const struct md_snap_vhost *md_route_match_vhost(const struct md_snap_route_conf
 const struct md_snap_route *md_route_match_route(const struct md_snap_vhost *vh,
                                                  const struct md_route_input *in);
 
+/* The parts of a route's match, shared with RBAC permissions (rbac.c). */
+
+/* Does |in|'s path (query removed) match |path| (|path_len| bytes) as |kind|
+ * says? MD_PATH_MATCH_GRPC needs in->grpc, and with |grpc_any_method| takes
+ * |path| ("/svc/") as the prefix of "/svc/method". */
+bool md_route_match_path(enum md_path_match_kind kind, const char *path, size_t path_len,
+                         bool grpc_any_method, const struct md_route_input *in);
+
+/* Do all |n| matchers of |m| hold for in->hdrs? (n == 0: true.) */
+bool md_route_match_headers(const struct md_snap_header_matcher *m, size_t n,
+                            const struct md_route_input *in);
+
 /* Picks the cluster index of |r| for a uniformly random |rnd| (any uint32):
  * weighted by the clusters' weights (clusters with weight 0 never chosen). */
 size_t md_route_match_pick_cluster(const struct md_snap_route *r, uint32_t rnd);

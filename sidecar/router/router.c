@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "http/local_reply.h"
 #include "loop/worker.h"
+#include "router/rbac.h"
 #include "router/route_match.h"
 #include "upstream/upool.h"
 
@@ -65,7 +66,7 @@ static void access_log(const struct md_stream *s, uint32_t h2_error)
     md_log(MD_LOG_INFO, "http_access",
            "stream=%d.%llu listener=%s method=%s authority=\"%s\" path=\"%s\" route=%s "
            "cluster=%s status=%.*s grpc_status=%.*s req_bytes=%llu resp_bytes=%llu "
-           "duration_ms=%.1f local_reply=%d reset=%s peer_id=%s",
+           "duration_ms=%.1f local_reply=%d reset=%s peer_id=%s rbac_denied=%s",
            s->w->id, (unsigned long long)s->id, s->listener->name,
            md_log_escape(m, sizeof(m), method, (size_t)ml),
            md_log_escape(a, sizeof(a), auth, (size_t)al),
@@ -74,7 +75,7 @@ static void access_log(const struct md_stream *s, uint32_t h2_error)
            s->resp_started ? status : "-", gl, grpc, (unsigned long long)q->body_bytes,
            (unsigned long long)r->body_bytes, (ev_now(s->w->loop) - s->started) * 1000.0,
            s->local_reply, h2_error ? nghttp2_http2_strerror(h2_error) : "-",
-           s->peer_id ? s->peer_id : "-");
+           s->peer_id ? s->peer_id : "-", s->rbac_denied ? s->rbac_denied : "-");
 }
 
 /* Resets the downstream side; its codec will not report the end, so the
@@ -346,6 +347,30 @@ static bool upgrade_allowed(struct md_stream *s)
     return false;
 }
 
+/* Decides |rbac| for |s| and counts it; a refusal is answered 403 /
+ * PERMISSION_DENIED here. Returns false when refused. */
+static bool rbac_allows(struct md_stream *s, const struct md_snap_rbac *rbac)
+{
+    struct md_rbac_decision d;
+    bool ok = md_rbac_check(rbac, s->req.hdrs, s->req.n_hdrs, s->grpc, s->peer_id, &d);
+    md_stats_add(md_stats_r(s->w->stats, d.stat, ok ? MD_RSTAT_ALLOWED : MD_RSTAT_DENIED), 1);
+    if (ok)
+        return true;
+    const char *scope = rbac->scope == MD_RBAC_SCOPE_LISTENER ? "listener" : "route";
+    s->rbac_denied = scope;
+    char peer[256] = "-", esc[240];
+    if (s->peer_id)
+        snprintf(peer, sizeof(peer), "\"%s\"",
+                 md_log_escape(esc, sizeof(esc), s->peer_id, strlen(s->peer_id)));
+    MD_LOG(MD_LOG_INFO, "rbac_denied",
+           "stream=%d.%llu listener=%s route=%s scope=%s policy=%s peer=%s", s->w->id,
+           (unsigned long long)s->id, s->listener->name, s->route ? s->route->name : "-", scope,
+           d.policy ? d.policy->name : "-", peer);
+    /* the detail says no more: which rule refused is for the operator's log */
+    reply(s, 403, MD_GRPC_PERMISSION_DENIED, "RBAC: access denied");
+    return false;
+}
+
 void md_router_on_request(struct md_stream *s)
 {
     const struct md_snapshot *snap = s->w->snap;
@@ -373,6 +398,8 @@ void md_router_on_request(struct md_stream *s)
         .hdrs = q->hdrs + first,
         .n_hdrs = q->n_hdrs - first,
     };
+    if (l->http.rbac && !rbac_allows(s, l->http.rbac))
+        return;
     const struct md_snap_route_config *rc = &snap->route_configs[l->http.route_config];
     const struct md_snap_vhost *vh = md_route_match_vhost(rc, in.authority, in.authority_len);
     s->route = vh ? md_route_match_route(vh, &in) : NULL;
@@ -389,6 +416,8 @@ void md_router_on_request(struct md_stream *s)
         return;
     }
     s->cluster = md_route_match_pick_cluster(s->route, (uint32_t)md_worker_rand(s->w));
+    if (s->route->rbac && !rbac_allows(s, s->route->rbac))
+        return;
     if (s->upgrade && !upgrade_allowed(s))
         return;
 

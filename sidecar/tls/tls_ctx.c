@@ -30,42 +30,6 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-static bool td_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
-}
-
-static bool path_char(char c)
-{
-    return td_char(c) || (c >= 'A' && c <= 'Z');
-}
-
-const char *md_tls_spiffe_id_invalid(const char *id, size_t n)
-{
-    static const char scheme[] = "spiffe://";
-    if (n > MD_SPIFFE_ID_MAX)
-        return "longer than 2048 bytes";
-    if (n < sizeof(scheme) - 1 || memcmp(id, scheme, sizeof(scheme) - 1) != 0)
-        return "does not start with spiffe://";
-    size_t i = sizeof(scheme) - 1, td = i;
-    while (i < n && id[i] != '/')
-        if (!td_char(id[i++]))
-            return "trust domain has a character other than a-z, 0-9, '.', '-', '_'";
-    if (i == td)
-        return "empty trust domain";
-    while (i < n) { /* at a '/': one path segment follows */
-        size_t seg = ++i;
-        while (i < n && id[i] != '/')
-            if (!path_char(id[i++]))
-                return "path has a character other than A-Z, a-z, 0-9, '.', '-', '_'";
-        if (i == seg)
-            return "empty path segment (or a trailing '/')";
-        if ((i - seg == 1 && id[seg] == '.') || (i - seg == 2 && memcmp(id + seg, "..", 2) == 0))
-            return "path segment '.' or '..'";
-    }
-    return NULL;
-}
-
 int md_tls_spiffe_id(X509 *cert, char *out, size_t outlen, char *err, size_t errlen)
 {
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
@@ -89,7 +53,7 @@ int md_tls_spiffe_id(X509 *cert, char *out, size_t outlen, char *err, size_t err
         rc = fail(err, errlen, "no SPIFFE ID: the certificate has no spiffe:// URI SAN");
     } else if (n_spiffe > 1) {
         rc = fail(err, errlen, "%d spiffe:// URI SANs: a SVID names exactly one", n_spiffe);
-    } else if (memchr(found, 0, found_len) || (why = md_tls_spiffe_id_invalid(found, found_len))) {
+    } else if (memchr(found, 0, found_len) || (why = md_spiffe_id_invalid(found, found_len))) {
         rc = fail(err, errlen, "SPIFFE ID \"%.*s\": %s", (int)(found_len > 200 ? 200 : found_len),
                   found, memchr(found, 0, found_len) ? "contains a NUL byte" : why);
     } else if (found_len >= outlen) {

@@ -7,12 +7,11 @@
 #ifndef MESHD_TLS_TLS_CTX_H
 #define MESHD_TLS_TLS_CTX_H
 
+#include "core/spiffe.h"
+
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <stddef.h>
-
-/* SPIFFE-ID §2: "spiffe://" trust domain and path, at most 2048 bytes. */
-#define MD_SPIFFE_ID_MAX 2048
 
 struct md_tls_files {
     const char *cert_chain; /* PEM: the leaf first, then intermediates */
@@ -45,13 +44,9 @@ SSL_CTX *md_tls_client_ctx_new(const struct md_tls_files *f, unsigned alpn, char
  * one SPIFFE ID. Returns 0, or -1 with a reason in |err|. */
 int md_tls_load_identity(SSL_CTX *ctx, const struct md_tls_files *f, char *err, size_t errlen);
 
-/* SPIFFE-ID §2.1-2.2: NULL when |id| (|n| bytes) is a valid SPIFFE ID,
- * else why not. */
-const char *md_tls_spiffe_id_invalid(const char *id, size_t n);
-
 /* The SPIFFE ID |cert| names in its URI SAN, NUL-terminated into |out|.
  * Returns 0, or -1 with a reason in |err|: none, more than one, or one that
- * breaks the SPIFFE ID rules. */
+ * breaks the SPIFFE ID rules (md_spiffe_id_invalid). */
 int md_tls_spiffe_id(X509 *cert, char *out, size_t outlen, char *err, size_t errlen);
 
 #endif
