@@ -309,6 +309,16 @@ static int build_match(const Mesh__V1__RouteMatch *m, struct md_snap_route *out)
     if (!out->path)
         return MD_ENOMEM;
     out->path_len = strlen(out->path);
+    if (m->n_server_names) {
+        if (!(out->server_names = new_array(m->n_server_names, sizeof(char *))))
+            return MD_ENOMEM;
+        for (size_t k = 0; k < m->n_server_names; k++, out->n_server_names++) {
+            size_t len;
+            if (!(out->server_names[k] =
+                      dup_lower(m->server_names[k], strlen(m->server_names[k]), &len)))
+                return MD_ENOMEM;
+        }
+    }
     return md_snapshot_build_header_matchers(m->headers, m->n_headers, &out->headers,
                                              &out->n_headers);
 }
@@ -513,6 +523,7 @@ static void free_route(struct md_snap_route *r)
     free_names(r->req_remove, r->n_req_remove);
     free_names(r->resp_remove, r->n_resp_remove);
     free_names(r->upgrades, r->n_upgrades);
+    free_names(r->server_names, r->n_server_names);
 }
 
 static void free_route_config(struct md_snap_route_config *rc)
@@ -745,6 +756,8 @@ static void dump_route(FILE *f, const struct md_snapshot *snap, const struct md_
     }
     for (size_t i = 0; i < r->n_headers; i++)
         md_snapshot_dump_header_matcher(f, 8, &r->headers[i]);
+    for (size_t i = 0; i < r->n_server_names; i++)
+        fprintf(f, "        server_names: \"%s\"\n", r->server_names[i]);
     fprintf(f, "      }\n      action {\n");
     if (r->n_clusters == 1) {
         fprintf(f, "        cluster: \"%s\"\n", snap->clusters[r->clusters[0].cluster].name);

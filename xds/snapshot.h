@@ -122,6 +122,8 @@ struct md_snap_route {
     bool grpc_any_method;
     size_t n_headers;
     struct md_snap_header_matcher *headers;
+    size_t n_server_names;
+    char **server_names; /* lower case; none: any connection */
     /* action */
     size_t n_clusters; /* 1 for a plain cluster */
     struct md_snap_weighted_cluster *clusters;

@@ -66,6 +66,10 @@ void md_validate_h2_opts(struct md_errlist *el, const char *res, const char *fie
 void md_validate_header_name(struct md_errlist *el, const char *res, const char *field,
                              const char *name, const char *verb, bool forbid_hop_by_hop);
 
+/* Checks a TLS server name (SNI) at |field|: letters, digits, '-', '.'. */
+void md_validate_host_name(struct md_errlist *el, const char *res, const char *field,
+                           const char *name);
+
 /* Checks a listener's / a cluster's TLS at field "tls", building its
  * context once from the files (|alpn|: MD_TLS_ALPN_* spoken or offered). */
 void md_validate_downstream_tls(struct md_errlist *el, const char *res,

@@ -199,6 +199,10 @@ static void check_match(struct md_errlist *el, const char *res, const char *rp,
     }
     fieldf(f, rp, "match");
     md_validate_header_matchers(el, res, f, m->headers, m->n_headers);
+    for (size_t k = 0; k < m->n_server_names; k++) {
+        snprintf(f, FIELD_LEN, "%s.match.server_names[%zu]", rp, k);
+        md_validate_host_name(el, res, f, m->server_names[k]);
+    }
 }
 
 static void check_cluster_ref(const Mesh__V1__Bundle *b, struct md_errlist *el, const char *res,

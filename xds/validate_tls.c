@@ -78,6 +78,20 @@ static bool sni_char(char c)
            c == '.';
 }
 
+void md_validate_host_name(struct md_errlist *el, const char *res, const char *field,
+                           const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < len || len == 0; i++) {
+        if (len == 0 || !sni_char(name[i]) || len > MAX_SNI) {
+            md_errlist_add(el, res, field,
+                           "\"%.80s\" is not a host name (letters, digits, '-', '.'; 1 to %u)",
+                           name, MAX_SNI);
+            break;
+        }
+    }
+}
+
 void md_validate_upstream_tls(struct md_errlist *el, const char *res,
                               const Mesh__V1__UpstreamTlsContext *t, unsigned alpn)
 {
@@ -90,15 +104,8 @@ void md_validate_upstream_tls(struct md_errlist *el, const char *res,
                        "required: the server's certificate is verified against it");
         ok = false;
     }
-    size_t sni_len = strlen(t->sni);
-    for (size_t i = 0; i < sni_len; i++) {
-        if (!sni_char(t->sni[i]) || sni_len > MAX_SNI) {
-            md_errlist_add(el, res, "tls.sni",
-                           "\"%.80s\" is not a host name (letters, digits, '-', '.'; at most %u)",
-                           t->sni, MAX_SNI);
-            break;
-        }
-    }
+    if (t->sni[0])
+        md_validate_host_name(el, res, "tls.sni", t->sni);
     for (size_t i = 0; i < t->n_match_spiffe_ids; i++) {
         const char *id = t->match_spiffe_ids[i];
         const char *why = md_spiffe_id_invalid(id, strlen(id));

@@ -206,6 +206,7 @@ static int on_message_begin(llhttp_t *p)
     c->s->peer_ip = c->peer_ip;
     c->s->peer_id = c->sock.peer_id;
     c->s->local_id = c->sock.local_id;
+    c->s->sni = c->sock.sni;
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_TOTAL), 1);
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), 1);
     return 0;

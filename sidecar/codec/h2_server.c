@@ -122,6 +122,7 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     s->peer_ip = c->peer_ip;
     s->peer_id = c->h2.sock.peer_id;
     s->local_id = c->h2.sock.local_id;
+    s->sni = c->h2.sock.sni;
     md_list_insert_tail(&c->streams, &ss->link);
     if (c->n_streams++ == 0)
         ev_timer_stop(c->h2.w->loop, &c->idle);

@@ -66,6 +66,7 @@ struct md_stream {
      * NULL: plaintext, or no verified client certificate. */
     const char *peer_id;
     const char *local_id;
+    const char *sni; /* the TLS server name the client sent, lower case; NULL: none */
     const struct md_snap_route *route;
     size_t cluster;
     bool grpc; /* content-type application/grpc* */

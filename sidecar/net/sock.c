@@ -5,6 +5,7 @@
 #include "core/stats.h"
 #include "tls/tls_ctx.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <openssl/err.h>
 #include <stdio.h>
@@ -119,7 +120,8 @@ void md_sock_close(struct md_sock *s, bool reset)
     }
     free(s->peer_id);
     free(s->local_id);
-    s->peer_id = s->local_id = NULL;
+    free(s->sni);
+    s->peer_id = s->local_id = s->sni = NULL;
 }
 
 void md_sock_kick(struct md_sock *s, struct ev_loop *loop, ev_io *rio)
@@ -172,6 +174,16 @@ int md_sock_note_identities(struct md_sock *s, char *err, size_t errlen)
     char ignored[256];
     if (mine && !s->local_id)
         note_id(mine, &s->local_id, ignored, sizeof(ignored)); /* checked when loaded */
+    const char *name =
+        SSL_is_server(s->ssl) ? SSL_get_servername(s->ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    if (name && !s->sni) {
+        if (!(s->sni = strdup(name))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (char *p = s->sni; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+    }
     X509 *peer = SSL_get0_peer_certificate(s->ssl);
     if (!peer || SSL_get_verify_result(s->ssl) != X509_V_OK)
         return 0;

@@ -19,6 +19,7 @@ struct md_sock {
     SSL *ssl;        /* NULL: plain */
     char *peer_id;   /* the peer's verified SPIFFE ID (malloc'd); NULL: none */
     char *local_id;  /* the SPIFFE ID we presented (malloc'd); NULL: none */
+    char *sni;       /* the name a TLS client asked for, lower case (malloc'd); NULL: none */
     bool tls_failed; /* a fatal TLS error: no close_notify may follow */
 };
 
@@ -56,9 +57,10 @@ void md_sock_kick(struct md_sock *s, struct ev_loop *loop, ev_io *rio);
 int md_sock_handshake(struct md_sock *s, int *events, char *err, size_t errlen);
 
 /* After the handshake: notes the SPIFFE ID of the peer's verified
- * certificate (none: peer_id stays NULL) and of ours. Returns 0, or -1 with
- * why in |err| when the peer's verified certificate names no valid SPIFFE ID
- * (or memory ran out). */
+ * certificate (none: peer_id stays NULL) and of ours, and on a server the
+ * name the client asked for (SNI). Returns 0, or -1 with why in |err| when
+ * the peer's verified certificate names no valid SPIFFE ID (or memory ran
+ * out). */
 int md_sock_note_identities(struct md_sock *s, char *err, size_t errlen);
 
 #endif

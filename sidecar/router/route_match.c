@@ -116,13 +116,23 @@ bool md_route_match_headers(const struct md_snap_header_matcher *m, size_t n,
     return k == n;
 }
 
+static bool server_name_matches(const struct md_snap_route *r, const char *sni)
+{
+    if (r->n_server_names == 0)
+        return true;
+    for (size_t i = 0; sni && i < r->n_server_names; i++)
+        if (strcmp(r->server_names[i], sni) == 0)
+            return true;
+    return false;
+}
+
 const struct md_snap_route *md_route_match_route(const struct md_snap_vhost *vh,
                                                  const struct md_route_input *in)
 {
     for (size_t i = 0; i < vh->n_routes; i++) {
         const struct md_snap_route *r = &vh->routes[i];
         if (md_route_match_path(r->kind, r->path, r->path_len, r->grpc_any_method, in) &&
-            md_route_match_headers(r->headers, r->n_headers, in))
+            md_route_match_headers(r->headers, r->n_headers, in) && server_name_matches(r, in->sni))
             return r;
     }
     return NULL;

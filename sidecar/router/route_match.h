@@ -21,6 +21,7 @@ struct md_route_input {
     bool grpc;                 /* content-type is application/grpc or application/grpc+... */
     const struct md_hdr *hdrs; /* the request's regular headers (no pseudo-headers) */
     size_t n_hdrs;
+    const char *sni; /* the TLS server name, lower case; NULL: plaintext or none sent */
 };
 
 /* Returns the virtual host of |rc| for |authority| (port stripped,
@@ -29,8 +30,8 @@ struct md_route_input {
 const struct md_snap_vhost *md_route_match_vhost(const struct md_snap_route_config *rc,
                                                  const char *authority, size_t authority_len);
 
-/* Returns the first route of |vh| whose path and header matchers all hold for
- * |in|, or NULL. */
+/* Returns the first route of |vh| whose path, header and server name
+ * matchers all hold for |in|, or NULL. */
 const struct md_snap_route *md_route_match_route(const struct md_snap_vhost *vh,
                                                  const struct md_route_input *in);
 

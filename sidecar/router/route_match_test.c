@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Route selection over hand-built snapshot route tables: virtual host
- * precedence, route order, path/gRPC/header matching, weighted picks. */
+ * precedence, route order, path/gRPC/header/SNI matching, weighted picks. */
 #include "router/route_match.h"
 
 #include <setjmp.h>
@@ -222,6 +222,31 @@ static void test_route_headers(void **state)
     assert_string_equal(route_for(&vh, "/", false, NULL, 0), "default");
 }
 
+static const char *route_for_sni(const struct md_snap_vhost *vh, const char *sni)
+{
+    struct md_route_input in = {.path = "/", .path_len = 1, .sni = sni};
+    const struct md_snap_route *r = md_route_match_route(vh, &in);
+    return r ? r->name : "(none)";
+}
+
+static void test_route_server_names(void **state)
+{
+    char *names[] = {"api.mesh.test", "api.internal"};
+    struct md_snap_route routes[] = {
+        ROUTE("by_sni", MD_PATH_MATCH_PREFIX, "/"),
+        ROUTE("rest", MD_PATH_MATCH_PREFIX, "/"),
+    };
+    routes[0].server_names = names;
+    routes[0].n_server_names = N_ELEMS(names);
+    struct md_snap_vhost vh = {.name = "v", .n_routes = N_ELEMS(routes), .routes = routes};
+    assert_string_equal(route_for_sni(&vh, "api.internal"), "by_sni");
+    assert_string_equal(route_for_sni(&vh, "api.mesh.test"), "by_sni");
+    assert_string_equal(route_for_sni(&vh, "web.mesh.test"), "rest");
+    assert_string_equal(route_for_sni(&vh, NULL), "rest"); /* plaintext, or no SNI */
+    vh.n_routes = 1;
+    assert_string_equal(route_for_sni(&vh, NULL), "(none)");
+}
+
 static void test_pick_single_cluster(void **state)
 {
     struct md_snap_weighted_cluster one[] = {{.cluster = 7, .weight = 1}};
@@ -285,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_route_prefix_and_exact_ignore_query),
         cmocka_unit_test(test_route_grpc),
         cmocka_unit_test(test_route_headers),
+        cmocka_unit_test(test_route_server_names),
         cmocka_unit_test(test_pick_single_cluster),
         cmocka_unit_test(test_pick_80_20_exact),
         cmocka_unit_test(test_pick_zero_weight_never_chosen),

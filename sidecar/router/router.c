@@ -397,6 +397,7 @@ void md_router_on_request(struct md_stream *s)
         .grpc = s->grpc,
         .hdrs = q->hdrs + first,
         .n_hdrs = q->n_hdrs - first,
+        .sni = s->sni,
     };
     if (l->http.rbac && !rbac_allows(s, l->http.rbac))
         return;
