@@ -133,24 +133,89 @@ static int build_listener_tls(const Mesh__V1__Listener *l, struct md_snap_listen
     return build_tls_files(t->certificate, t->trusted_ca_file, owner, &cfg, &tls->files);
 }
 
+static int build_health_check(const Mesh__V1__HealthCheck *h, struct md_snap_cluster *out)
+{
+    struct md_snap_health_check *hc = calloc(1, sizeof(*hc));
+    if (!(out->health_check = hc))
+        return MD_ENOMEM;
+    hc->interval_ms = or_default(h->interval_ms, MD_DEFAULT_HC_INTERVAL_MS);
+    uint32_t jitter = hc->interval_ms / 10 < 1000 ? hc->interval_ms / 10 : 1000;
+    hc->jitter_ms = or_default(h->jitter_ms, jitter);
+    hc->timeout_ms = or_default(h->timeout_ms, MD_DEFAULT_HC_TIMEOUT_MS);
+    if (hc->timeout_ms > hc->interval_ms) /* the default timeout with a short interval */
+        hc->timeout_ms = hc->interval_ms;
+    hc->healthy_threshold = or_default(h->healthy_threshold, MD_DEFAULT_HC_HEALTHY_THRESHOLD);
+    hc->unhealthy_threshold = or_default(h->unhealthy_threshold, MD_DEFAULT_HC_UNHEALTHY_THRESHOLD);
+    bool ok = true;
+    switch (h->check_case) {
+    case MESH__V1__HEALTH_CHECK__CHECK_HTTP: {
+        const Mesh__V1__HttpHealthCheck *x = h->http;
+        hc->kind = MD_HC_HTTP;
+        hc->path = dup_nonempty(x->path, &ok);
+        hc->host = dup_nonempty(x->host, &ok);
+        size_t n = x->n_expected_statuses ? x->n_expected_statuses : 1;
+        if (!(hc->statuses = new_array(n, sizeof(uint32_t))))
+            return MD_ENOMEM;
+        hc->n_statuses = n;
+        for (size_t k = 0; k < n; k++)
+            hc->statuses[k] = x->n_expected_statuses ? x->expected_statuses[k] : 200;
+        break;
+    }
+    case MESH__V1__HEALTH_CHECK__CHECK_GRPC:
+        hc->kind = MD_HC_GRPC;
+        hc->service = strdup(h->grpc->service_name);
+        ok = hc->service != NULL;
+        hc->host = dup_nonempty(h->grpc->authority, &ok);
+        break;
+    default: hc->kind = MD_HC_TCP; break;
+    }
+    return ok ? 0 : MD_ENOMEM;
+}
+
 static int build_cluster(const Mesh__V1__Cluster *c, size_t idx, struct md_snap_cluster *out)
 {
     out->name = strdup(c->name);
     out->idx = idx;
-    out->lb = MD_LB_ROUND_ROBIN;
+    out->discovery = (enum md_discovery)c->type; /* same order, validated */
+    out->lb = (enum md_lb_policy)c->lb_policy;
     out->connect_timeout_ms = or_default(c->connect_timeout_ms, MD_DEFAULT_CONNECT_TIMEOUT_MS);
     out->endpoints = new_array(c->n_endpoints, sizeof(*out->endpoints));
     if (!out->name || !out->endpoints)
         return MD_ENOMEM;
     out->n_endpoints = c->n_endpoints;
-    uint32_t attempts = or_default(c->max_connect_attempts, MD_DEFAULT_MAX_CONNECT_ATTEMPTS);
-    /* Each attempt goes to a different endpoint. */
-    out->max_connect_attempts = attempts < c->n_endpoints ? attempts : (uint32_t)c->n_endpoints;
+    /* Each attempt goes to a different endpoint: the endpoints there are
+     * cap it when a connect starts. */
+    out->max_connect_attempts =
+        or_default(c->max_connect_attempts, MD_DEFAULT_MAX_CONNECT_ATTEMPTS);
     for (size_t k = 0; k < c->n_endpoints; k++) {
         struct md_snap_endpoint *ep = &out->endpoints[k];
         const Mesh__V1__SocketAddress *a = c->endpoints[k]->address;
         md_addr_parse(a->address, a->port, &ep->addr);
         md_addr_format((struct sockaddr *)&ep->addr.ss, ep->label);
+        ep->weight = or_default(c->endpoints[k]->weight, 1);
+        ep->priority = c->endpoints[k]->priority;
+    }
+    bool ok = true;
+    if (c->type != MESH__V1__CLUSTER__DISCOVERY_TYPE__STATIC) {
+        out->dns_name = dup_nonempty(c->dns_name, &ok);
+        out->dns_port = (uint16_t)c->dns_port;
+    }
+    out->ring_size = or_default(c->ring_hash ? c->ring_hash->ring_size : 0, MD_DEFAULT_RING_SIZE);
+    out->panic_threshold = or_default(c->panic_threshold_percent, MD_DEFAULT_PANIC_THRESHOLD);
+    out->hash_policies = new_array(c->n_hash_policy, sizeof(*out->hash_policies));
+    if (!ok || !out->hash_policies)
+        return MD_ENOMEM;
+    for (size_t k = 0; k < c->n_hash_policy; k++, out->n_hash_policies++) {
+        const Mesh__V1__HashPolicy *hp = c->hash_policy[k];
+        struct md_snap_hash_policy *o = &out->hash_policies[k];
+        if (hp->policy_case == MESH__V1__HASH_POLICY__POLICY_HEADER &&
+            !(o->header = dup_lower(hp->header, strlen(hp->header), &o->header_len)))
+            return MD_ENOMEM;
+    }
+    if (c->health_check) {
+        int rc = build_health_check(c->health_check, out);
+        if (rc < 0)
+            return rc;
     }
     out->protocol =
         c->protocol == MESH__V1__CLUSTER__PROTOCOL__HTTP1 ? MD_CLUSTER_HTTP1 : MD_CLUSTER_HTTP2;
@@ -443,6 +508,22 @@ static int build_route_config(const Mesh__V1__Bundle *b, const Mesh__V1__RouteCo
     return err;
 }
 
+static int build_dns(const Mesh__V1__Dns *d, struct md_snap_dns *out)
+{
+    out->min_refresh_ms = or_default(d ? d->min_refresh_ms : 0, MD_DEFAULT_DNS_MIN_REFRESH_MS);
+    out->max_refresh_ms = or_default(d ? d->max_refresh_ms : 0, MD_DEFAULT_DNS_MAX_REFRESH_MS);
+    out->query_timeout_ms =
+        or_default(d ? d->query_timeout_ms : 0, MD_DEFAULT_DNS_QUERY_TIMEOUT_MS);
+    if (!d || !d->n_resolvers)
+        return 0;
+    if (!(out->resolvers = new_array(d->n_resolvers, sizeof(*out->resolvers))))
+        return MD_ENOMEM;
+    out->n_resolvers = d->n_resolvers;
+    for (size_t k = 0; k < d->n_resolvers; k++)
+        md_addr_parse(d->resolvers[k]->address, d->resolvers[k]->port, &out->resolvers[k]);
+    return 0;
+}
+
 int md_snapshot_build(const Mesh__V1__Bundle *b, struct md_snapshot **out)
 {
     struct md_snapshot *s = calloc(1, sizeof(*s));
@@ -475,6 +556,10 @@ int md_snapshot_build(const Mesh__V1__Bundle *b, struct md_snapshot **out)
     md_addr_parse(aa ? aa->address : MD_DEFAULT_ADMIN_IP, aa ? aa->port : MD_DEFAULT_ADMIN_PORT,
                   &s->admin);
     md_addr_format((struct sockaddr *)&s->admin.ss, s->admin_label);
+    if (build_dns(b->dns, &s->dns) < 0) {
+        md_snapshot_unref(s);
+        return MD_ENOMEM;
+    }
     *out = s;
     return 0;
 }
@@ -568,6 +653,17 @@ void md_snapshot_unref(struct md_snapshot *snap)
         struct md_snap_cluster *c = &snap->clusters[i];
         free(c->name);
         free(c->endpoints);
+        free(c->dns_name);
+        for (size_t k = 0; k < c->n_hash_policies; k++)
+            free(c->hash_policies[k].header);
+        free(c->hash_policies);
+        if (c->health_check) {
+            free(c->health_check->path);
+            free(c->health_check->host);
+            free(c->health_check->statuses);
+            free(c->health_check->service);
+            free(c->health_check);
+        }
         if (c->tls) {
             free_tls_files(&c->tls->files);
             free(c->tls->sni);
@@ -577,6 +673,7 @@ void md_snapshot_unref(struct md_snapshot *snap)
     }
     for (size_t i = 0; i < snap->n_route_configs; i++)
         free_route_config(&snap->route_configs[i]);
+    free(snap->dns.resolvers);
     free(snap->listeners);
     free(snap->clusters);
     free(snap->route_configs);
@@ -698,12 +795,52 @@ static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct 
 
 static void dump_cluster(FILE *f, const struct md_snap_cluster *c)
 {
+    static const char *const types[] = {"STATIC", "DNS", "DNS_SRV"};
+    static const char *const lbs[] = {
+        "ROUND_ROBIN", "WEIGHTED_ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "MAGLEV", "RANDOM"};
     fprintf(f,
-            "cluster {\n  name: \"%s\"\n  type: STATIC\n  lb_policy: ROUND_ROBIN\n"
+            "cluster {\n  name: \"%s\"\n  type: %s\n  lb_policy: %s\n"
             "  connect_timeout_ms: %u\n  max_connect_attempts: %u\n",
-            c->name, c->connect_timeout_ms, c->max_connect_attempts);
+            c->name, types[c->discovery], lbs[c->lb], c->connect_timeout_ms,
+            c->max_connect_attempts);
+    if (c->dns_name)
+        fprintf(f, "  dns_name: \"%s\"\n", c->dns_name);
+    if (c->discovery == MD_DISCOVERY_DNS)
+        fprintf(f, "  dns_port: %u\n", c->dns_port);
     for (size_t k = 0; k < c->n_endpoints; k++)
-        fprintf(f, "  endpoint: \"%s\"\n", c->endpoints[k].label);
+        fprintf(f, "  endpoint { address: \"%s\" weight: %u priority: %u }\n",
+                c->endpoints[k].label, c->endpoints[k].weight, c->endpoints[k].priority);
+    for (size_t k = 0; k < c->n_hash_policies; k++)
+        if (c->hash_policies[k].header)
+            fprintf(f, "  hash_policy { header: \"%s\" }\n", c->hash_policies[k].header);
+        else
+            fprintf(f, "  hash_policy { source_ip: true }\n");
+    if (c->lb == MD_LB_RING_HASH)
+        fprintf(f, "  ring_hash { ring_size: %u }\n", c->ring_size);
+    fprintf(f, "  panic_threshold_percent: %u\n", c->panic_threshold);
+    const struct md_snap_health_check *hc = c->health_check;
+    if (hc) {
+        fprintf(f,
+                "  health_check {\n    interval_ms: %u\n    jitter_ms: %u\n    timeout_ms: %u\n"
+                "    healthy_threshold: %u\n    unhealthy_threshold: %u\n",
+                hc->interval_ms, hc->jitter_ms, hc->timeout_ms, hc->healthy_threshold,
+                hc->unhealthy_threshold);
+        if (hc->kind == MD_HC_TCP)
+            fprintf(f, "    tcp {}\n");
+        if (hc->kind == MD_HC_HTTP) {
+            fprintf(f, "    http {\n      path: \"%s\"\n", hc->path);
+            if (hc->host)
+                fprintf(f, "      host: \"%s\"\n", hc->host);
+            for (size_t k = 0; k < hc->n_statuses; k++)
+                fprintf(f, "      expected_statuses: %u\n", hc->statuses[k]);
+            fprintf(f, "    }\n");
+        }
+        if (hc->kind == MD_HC_GRPC)
+            fprintf(f, "    grpc {\n      service_name: \"%s\"\n%s%s%s    }\n", hc->service,
+                    hc->host ? "      authority: \"" : "", hc->host ? hc->host : "",
+                    hc->host ? "\"\n" : "");
+        fprintf(f, "  }\n");
+    }
     fprintf(f, "  protocol: %s\n  pool {\n", c->protocol == MD_CLUSTER_HTTP1 ? "HTTP1" : "HTTP2");
     dump_h2(f, 4, &c->h2);
     fprintf(f,
@@ -814,6 +951,15 @@ int md_snapshot_dump(const struct md_snapshot *snap, char **out, size_t *len)
         return MD_ENOMEM;
     fprintf(f, "# meshd running configuration (defaults applied)\n");
     fprintf(f, "admin {\n  address: \"%s\"\n}\n", snap->admin_label);
+    const struct md_snap_dns *d = &snap->dns;
+    fprintf(f, "dns {\n");
+    for (size_t i = 0; i < d->n_resolvers; i++) {
+        char a[MD_ADDR_STRLEN];
+        md_addr_format((const struct sockaddr *)&d->resolvers[i].ss, a);
+        fprintf(f, "  resolver: \"%s\"\n", a);
+    }
+    fprintf(f, "  min_refresh_ms: %u\n  max_refresh_ms: %u\n  query_timeout_ms: %u\n}\n",
+            d->min_refresh_ms, d->max_refresh_ms, d->query_timeout_ms);
     for (size_t i = 0; i < snap->n_listeners; i++)
         dump_listener(f, snap, &snap->listeners[i]);
     for (size_t i = 0; i < snap->n_clusters; i++)

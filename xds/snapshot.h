@@ -13,7 +13,16 @@
 
 struct md_tls_creds; /* tls/tls_creds.h */
 
-enum md_lb_policy { MD_LB_ROUND_ROBIN };
+/* In the order of mesh.v1.Cluster.LbPolicy. */
+enum md_lb_policy {
+    MD_LB_ROUND_ROBIN,
+    MD_LB_WEIGHTED_ROUND_ROBIN,
+    MD_LB_LEAST_REQUEST,
+    MD_LB_RING_HASH,
+    MD_LB_MAGLEV,
+    MD_LB_RANDOM,
+};
+enum md_discovery { MD_DISCOVERY_STATIC, MD_DISCOVERY_DNS, MD_DISCOVERY_DNS_SRV };
 enum md_cluster_protocol { MD_CLUSTER_HTTP2, MD_CLUSTER_HTTP1 };
 
 /* HTTP/2 limits, defaults applied (see mesh.v1.Http2Options). */
@@ -171,6 +180,35 @@ struct md_snap_route_config {
 struct md_snap_endpoint {
     struct md_addr addr;
     char label[MD_ADDR_STRLEN]; /* "ip:port" for logs and stats */
+    uint32_t weight;            /* defaults applied: >= 1 */
+    uint32_t priority;
+};
+
+/* A request's hash for the consistent-hash balancers: a header's value or
+ * the client's IP. */
+struct md_snap_hash_policy {
+    char *header; /* lower case; NULL: source IP */
+    size_t header_len;
+};
+
+enum md_hc_kind { MD_HC_TCP, MD_HC_HTTP, MD_HC_GRPC };
+
+struct md_snap_health_check {
+    uint32_t interval_ms, jitter_ms, timeout_ms; /* defaults applied */
+    uint32_t healthy_threshold, unhealthy_threshold;
+    enum md_hc_kind kind;
+    char *path;         /* HTTP */
+    char *host;         /* HTTP Host / gRPC :authority; NULL: the endpoint's address */
+    uint32_t *statuses; /* HTTP; never empty (default: 200) */
+    size_t n_statuses;
+    char *service; /* gRPC HealthCheckRequest.service ("" allowed) */
+};
+
+/* How DNS clusters resolve (mesh.v1.Dns), defaults applied. */
+struct md_snap_dns {
+    size_t n_resolvers; /* 0: /etc/resolv.conf */
+    struct md_addr *resolvers;
+    uint32_t min_refresh_ms, max_refresh_ms, query_timeout_ms;
 };
 
 /* TLS files as configured (NULL: unset); the context built from them is in
@@ -198,11 +236,19 @@ struct md_snap_listener_tls {
 struct md_snap_cluster {
     char *name;
     size_t idx; /* position in md_snapshot.clusters; stats index */
+    enum md_discovery discovery;
+    char *dns_name;    /* DNS, DNS_SRV */
+    uint16_t dns_port; /* DNS */
     enum md_lb_policy lb;
+    size_t n_hash_policies;
+    struct md_snap_hash_policy *hash_policies;
+    uint32_t ring_size;            /* RING_HASH, defaults applied */
     uint32_t connect_timeout_ms;   /* defaults applied */
-    uint32_t max_connect_attempts; /* defaults applied; <= n_endpoints */
-    size_t n_endpoints;
+    uint32_t max_connect_attempts; /* defaults applied (capped by the endpoints there are) */
+    size_t n_endpoints;            /* STATIC: the endpoints; others: none */
     struct md_snap_endpoint *endpoints;
+    struct md_snap_health_check *health_check; /* NULL: every endpoint healthy */
+    uint32_t panic_threshold;                  /* percent, defaults applied */
     /* HTTP upstreams (defaults applied) */
     enum md_cluster_protocol protocol;
     struct md_snap_h2_opts h2;
@@ -258,6 +304,7 @@ struct md_snapshot {
     struct md_snap_route_config *route_configs;
     struct md_addr admin;
     char admin_label[MD_ADDR_STRLEN];
+    struct md_snap_dns dns;
     /* RBAC stats slots: each policy, and each Rbac's "none matched", listeners'
      * first, then routes' in configuration order; Rbacs with the same labels
      * (routes of the same name) share their slots. */
@@ -283,6 +330,15 @@ struct md_snapshot {
 #define MD_DEFAULT_KEEPALIVE_INTERVAL_MS (30u * 1000u)
 #define MD_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 #define MD_DEFAULT_XFCC_HEADER "x-forwarded-client-cert"
+#define MD_DEFAULT_RING_SIZE 4096u
+#define MD_DEFAULT_PANIC_THRESHOLD 50u
+#define MD_DEFAULT_HC_INTERVAL_MS 5000u
+#define MD_DEFAULT_HC_TIMEOUT_MS 1000u
+#define MD_DEFAULT_HC_HEALTHY_THRESHOLD 2u
+#define MD_DEFAULT_HC_UNHEALTHY_THRESHOLD 3u
+#define MD_DEFAULT_DNS_MIN_REFRESH_MS 1000u
+#define MD_DEFAULT_DNS_MAX_REFRESH_MS (300u * 1000u)
+#define MD_DEFAULT_DNS_QUERY_TIMEOUT_MS 2000u
 #define MD_DEFAULT_ADMIN_IP "127.0.0.1"
 #define MD_DEFAULT_ADMIN_PORT 15000u
 

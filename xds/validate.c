@@ -154,6 +154,35 @@ long md_validate_find_route_config(const Mesh__V1__Bundle *b, const char *name)
     return -1;
 }
 
+#define MAX_DNS_RESOLVERS 8u
+#define MIN_DNS_REFRESH_MS 100u
+#define MAX_DNS_REFRESH_MS (24u * 3600u * 1000u)
+#define MAX_DNS_QUERY_TIMEOUT_MS 30000u
+
+static void check_dns(struct md_errlist *el, const Mesh__V1__Dns *d)
+{
+    if (d->n_resolvers > MAX_DNS_RESOLVERS)
+        md_errlist_add(el, "dns", "resolvers", "%zu, at most %u", d->n_resolvers,
+                       MAX_DNS_RESOLVERS);
+    for (size_t k = 0; k < d->n_resolvers && k < MAX_DNS_RESOLVERS; k++) {
+        char field[32];
+        struct md_addr a;
+        snprintf(field, sizeof(field), "resolvers[%zu]", k);
+        md_validate_address(el, "dns", field, d->resolvers[k], &a);
+    }
+    md_validate_range0(el, "dns", "min_refresh_ms", d->min_refresh_ms, MIN_DNS_REFRESH_MS,
+                       MAX_DNS_REFRESH_MS, " ms");
+    md_validate_range0(el, "dns", "max_refresh_ms", d->max_refresh_ms, MIN_DNS_REFRESH_MS,
+                       MAX_DNS_REFRESH_MS, " ms");
+    uint32_t lo = d->min_refresh_ms ? d->min_refresh_ms : MD_DEFAULT_DNS_MIN_REFRESH_MS;
+    uint32_t hi = d->max_refresh_ms ? d->max_refresh_ms : MD_DEFAULT_DNS_MAX_REFRESH_MS;
+    if (hi < lo)
+        md_errlist_add(el, "dns", "max_refresh_ms", "%u ms is below min_refresh_ms (%u ms)", hi,
+                       lo);
+    md_validate_range0(el, "dns", "query_timeout_ms", d->query_timeout_ms, 1,
+                       MAX_DNS_QUERY_TIMEOUT_MS, " ms");
+}
+
 size_t md_validate_bundle(const Mesh__V1__Bundle *b, struct md_errlist *el)
 {
     size_t before = el->n;
@@ -185,5 +214,7 @@ size_t md_validate_bundle(const Mesh__V1__Bundle *b, struct md_errlist *el)
         struct md_addr a;
         md_validate_address(el, "admin", "address", b->admin->address, &a);
     }
+    if (b->dns)
+        check_dns(el, b->dns);
     return el->n - before;
 }

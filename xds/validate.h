@@ -66,7 +66,8 @@ void md_validate_h2_opts(struct md_errlist *el, const char *res, const char *fie
 void md_validate_header_name(struct md_errlist *el, const char *res, const char *field,
                              const char *name, const char *verb, bool forbid_hop_by_hop);
 
-/* Checks a TLS server name (SNI) at |field|: letters, digits, '-', '.'. */
+/* Checks a DNS name (an SNI, a cluster's dns_name) at |field|: letters,
+ * digits, '-', '.', '_'. */
 void md_validate_host_name(struct md_errlist *el, const char *res, const char *field,
                            const char *name);
 

@@ -171,6 +171,16 @@ static void expect_error(const Mesh__V1__Bundle *b, const char *want)
     free(out);
 }
 
+static void expect_valid(const Mesh__V1__Bundle *b)
+{
+    int rc;
+    size_t n;
+    char *out = load(b, 0, NULL, &rc, &n);
+    if (rc != 0)
+        fail_msg("expected a valid bundle, got\n%s", out);
+    free(out);
+}
+
 static void test_valid(void **state)
 {
     struct fixture f;
@@ -277,11 +287,101 @@ static void test_unknown_enum(void **state)
     fixture_init(&f);
     f.c.lb_policy = 7;
     expect_error(
-        &f.b,
-        "cluster \"app\" (clusters[0]): lb_policy: unknown enum value 7 (known: ROUND_ROBIN)");
+        &f.b, "cluster \"app\" (clusters[0]): lb_policy: unknown enum value 7 (known: ROUND_ROBIN, "
+              "WEIGHTED_ROUND_ROBIN, LEAST_REQUEST, RING_HASH, MAGLEV, RANDOM)");
     f.c.lb_policy = 0;
     f.c.type = 3;
     expect_error(&f.b, "cluster \"app\" (clusters[0]): type: unknown enum value 3");
+}
+
+static void test_discovery(void **state)
+{
+    struct fixture f;
+    fixture_init(&f);
+    f.c.dns_name = "backend.test";
+    expect_error(&f.b,
+                 "cluster \"app\" (clusters[0]): dns_name: only for DNS and DNS_SRV clusters");
+    f.c.type = MESH__V1__CLUSTER__DISCOVERY_TYPE__DNS;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): endpoints: only for STATIC clusters");
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): dns_port: missing: 1-65535 is required");
+    f.c.n_endpoints = 0;
+    f.c.dns_port = 8080;
+    f.c.dns_name = "bad_name!";
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): dns_name: \"bad_name!\" is not a host name");
+    f.c.dns_name = "";
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): dns_name: required for DNS");
+    f.c.dns_name = "backend.test";
+    expect_valid(&f.b);
+    f.c.type = MESH__V1__CLUSTER__DISCOVERY_TYPE__DNS_SRV;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): dns_port: only for DNS clusters");
+    f.c.dns_port = 0;
+    f.c.dns_name = "_grpc._tcp.backend.test";
+    expect_valid(&f.b);
+}
+
+static void test_lb_and_health(void **state)
+{
+    struct fixture f;
+    fixture_init(&f);
+    Mesh__V1__HashPolicy hp = MESH__V1__HASH_POLICY__INIT, *hps[] = {&hp};
+    f.c.n_hash_policy = 1;
+    f.c.hash_policy = hps;
+    expect_error(
+        &f.b,
+        "cluster \"app\" (clusters[0]): hash_policy: only for lb_policy RING_HASH and MAGLEV");
+    f.c.lb_policy = MESH__V1__CLUSTER__LB_POLICY__MAGLEV;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): hash_policy[0]: header or source_ip: true "
+                       "is required");
+    hp.policy_case = MESH__V1__HASH_POLICY__POLICY_HEADER;
+    hp.header = "X-User";
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): hash_policy[0].header: \"X-User\" must be "
+                       "lower case");
+    hp.header = "x-user";
+    expect_valid(&f.b);
+    Mesh__V1__Cluster__RingHash rh = MESH__V1__CLUSTER__RING_HASH__INIT;
+    rh.ring_size = 10;
+    f.c.ring_hash = &rh;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): ring_hash: only for lb_policy RING_HASH");
+    f.c.lb_policy = MESH__V1__CLUSTER__LB_POLICY__RING_HASH;
+    expect_error(&f.b,
+                 "cluster \"app\" (clusters[0]): ring_hash.ring_size: 10 entries out of range");
+    rh.ring_size = 1024;
+    f.e[0].weight = 2000000;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): endpoints[0].weight: 2000000 out of range");
+    f.e[0].weight = 3;
+    f.e[1].priority = 200;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): endpoints[1].priority: 200, at most 127");
+    f.e[1].priority = 1;
+    f.c.panic_threshold_percent = 101;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): panic_threshold_percent: 101% out of range");
+    f.c.panic_threshold_percent = 0;
+    expect_valid(&f.b);
+
+    Mesh__V1__HealthCheck hc = MESH__V1__HEALTH_CHECK__INIT;
+    f.c.health_check = &hc;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): health_check: a check is required");
+    Mesh__V1__HttpHealthCheck http = MESH__V1__HTTP_HEALTH_CHECK__INIT;
+    uint32_t st[] = {200, 700};
+    hc.check_case = MESH__V1__HEALTH_CHECK__CHECK_HTTP;
+    hc.http = &http;
+    http.path = "";
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): health_check.http.path: required");
+    http.path = "/healthz";
+    http.n_expected_statuses = 2;
+    http.expected_statuses = st;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): health_check.http.expected_statuses[1]: 700 "
+                       "is not an HTTP status");
+    st[1] = 204;
+    hc.interval_ms = 500;
+    hc.timeout_ms = 600;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): health_check.timeout_ms: 600 ms, at most "
+                       "interval_ms (500 ms)");
+    hc.timeout_ms = 0;
+    hc.unhealthy_threshold = 1000;
+    expect_error(&f.b, "cluster \"app\" (clusters[0]): health_check.unhealthy_threshold: 1000 out "
+                       "of range");
+    hc.unhealthy_threshold = 0;
+    expect_valid(&f.b);
 }
 
 static void test_names(void **state)
@@ -1634,6 +1734,8 @@ int main(void)
         cmocka_unit_test(test_empty_static_cluster),
         cmocka_unit_test(test_duplicate_endpoint),
         cmocka_unit_test(test_unknown_enum),
+        cmocka_unit_test(test_discovery),
+        cmocka_unit_test(test_lb_and_health),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_handler_required),
         cmocka_unit_test(test_ranges),

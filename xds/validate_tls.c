@@ -72,10 +72,11 @@ void md_validate_downstream_tls(struct md_errlist *el, const char *res,
     SSL_CTX_free(ctx);
 }
 
-static bool sni_char(char c)
+/* '_' is not a host name character, but SRV labels ("_grpc._tcp") use it. */
+static bool name_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '.';
+           c == '.' || c == '_';
 }
 
 void md_validate_host_name(struct md_errlist *el, const char *res, const char *field,
@@ -83,9 +84,9 @@ void md_validate_host_name(struct md_errlist *el, const char *res, const char *f
 {
     size_t len = strlen(name);
     for (size_t i = 0; i < len || len == 0; i++) {
-        if (len == 0 || !sni_char(name[i]) || len > MAX_SNI) {
+        if (len == 0 || !name_char(name[i]) || len > MAX_SNI) {
             md_errlist_add(el, res, field,
-                           "\"%.80s\" is not a host name (letters, digits, '-', '.'; 1 to %u)",
+                           "\"%.80s\" is not a host name (letters, digits, '-', '.', '_'; 1 to %u)",
                            name, MAX_SNI);
             break;
         }

@@ -279,6 +279,8 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
         return MD_ENOMEM;
     const struct md_snap_cluster *cl = pool->cl;
     long ep = md_lb_rr_pick(&w->rr_cursor[cl->idx], cl->n_endpoints, NULL, 0);
+    if (ep < 0)
+        return MD_ENOUPSTREAM;
     struct pconn *best = NULL, *least = NULL;
     size_t n_ep = 0;
     bool h1 = cl->protocol == MD_CLUSTER_HTTP1;
