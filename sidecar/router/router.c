@@ -437,10 +437,11 @@ void md_router_on_request(struct md_stream *s)
     }
     MD_LOG(MD_LOG_DEBUG, "http_route", "stream=%d.%llu route=%s cluster=%s", s->w->id,
            (unsigned long long)s->id, s->route->name, snap->clusters[s->cluster].name);
-    int rc = md_upool_acquire(s->w, s);
-    if (rc < 0)
+    int err = md_upool_acquire(s->w, s);
+    if (err < 0)
         md_router_local_reply(s, MD_REPLY_UNAVAILABLE,
-                              rc == MD_ENOUPSTREAM ? "no endpoint to send it to" : "out of memory");
+                              err == MD_ENOUPSTREAM ? "no endpoint to send it to"
+                                                    : "out of memory");
 }
 
 void md_router_on_response(struct md_stream *s)
