@@ -5,10 +5,12 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "net/acceptor.h"
+#include "net/detect.h"
 
 #include <errno.h>
 #include <llhttp.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +21,14 @@
 #define MAX_HEAD 8192
 #define MAX_OUT (32u * 1024u * 1024u)
 #define IDLE_S 30.0
+#define SNIFF 24 /* the HTTP/2 preface; a method token is decided sooner */
+#define H2_OUT_HIGH (64u * 1024u)
 
 struct md_admin {
     struct ev_loop *loop;
     struct md_acceptor acc;
     md_admin_handler *handler;
+    md_admin_health_fn *health; /* NULL: no h2c */
     void *ctx;
     struct md_list conns;
     int n_conns;
@@ -43,6 +48,10 @@ struct aconn {
     char *out;         /* pending reply bytes */
     size_t out_len, out_off;
     bool close_after;
+    bool decided;         /* HTTP/1.1 or HTTP/2, by the first bytes */
+    uint8_t sniff[SNIFF]; /* bytes read while undecided */
+    size_t sniff_len;
+    struct md_admin_grpc *g; /* HTTP/2: owned; NULL for HTTP/1.1 */
 };
 
 void md_admin_reply_text(struct md_admin_reply *r, int status, const char *text)
@@ -62,6 +71,7 @@ static void conn_free(struct aconn *c)
     md_list_remove(&c->link);
     a->n_conns--;
     free(c->out);
+    md_admin_grpc_free(c->g);
     free(c);
 }
 
@@ -79,18 +89,10 @@ static const char *reason(int status)
     }
 }
 
-/* Appends one whole response to the connection's output. Returns 0 or MD_ENOMEM. */
-static int append_reply(struct aconn *c, const struct md_admin_reply *r, bool head_only)
+/* Makes room for |add| more bytes of output. Returns 0, MD_ETOOBIG or MD_ENOMEM. */
+static int out_reserve(struct aconn *c, size_t add)
 {
-    char head[512];
-    int hl = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s%s\r\n",
-                      r->status, reason(r->status),
-                      r->content_type ? r->content_type : "text/plain; charset=utf-8", r->len,
-                      r->allow ? "Allow: " : "", r->allow ? r->allow : "", r->allow ? "\r\n" : "",
-                      c->close_after ? "Connection: close\r\n" : "");
-    size_t body = head_only ? 0 : r->len;
-    size_t need = c->out_len - c->out_off + (size_t)hl + body;
+    size_t need = c->out_len - c->out_off + add;
     if (need > MAX_OUT)
         return MD_ETOOBIG;
     if (c->out_off > 0) { /* drop what was already written */
@@ -102,11 +104,49 @@ static int append_reply(struct aconn *c, const struct md_admin_reply *r, bool he
     if (!p)
         return MD_ENOMEM;
     c->out = p;
+    return 0;
+}
+
+/* Appends one whole response to the connection's output. Returns 0 or MD_ENOMEM. */
+static int append_reply(struct aconn *c, const struct md_admin_reply *r, bool head_only)
+{
+    char head[512];
+    int hl = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s%s\r\n",
+                      r->status, reason(r->status),
+                      r->content_type ? r->content_type : "text/plain; charset=utf-8", r->len,
+                      r->allow ? "Allow: " : "", r->allow ? r->allow : "", r->allow ? "\r\n" : "",
+                      c->close_after ? "Connection: close\r\n" : "");
+    size_t body = head_only ? 0 : r->len;
+    int rc = out_reserve(c, (size_t)hl + body);
+    if (rc < 0)
+        return rc;
     memcpy(c->out + c->out_len, head, (size_t)hl);
     if (body)
         memcpy(c->out + c->out_len + hl, r->body, body);
-    c->out_len = need;
+    c->out_len += (size_t)hl + body;
     return 0;
+}
+
+/* Moves the HTTP/2 session's frames to the output, up to H2_OUT_HIGH
+ * pending: reading stops while output waits (flush), so a peer that does not
+ * read cannot make us hold more. Returns the bytes moved or a negative MD_E*. */
+static ssize_t pump(struct aconn *c)
+{
+    size_t moved = 0;
+    while (c->out_len - c->out_off < H2_OUT_HIGH) {
+        const uint8_t *data;
+        ssize_t n = md_admin_grpc_send(c->g, &data);
+        if (n <= 0)
+            return n < 0 ? n : (ssize_t)moved;
+        int rc = out_reserve(c, (size_t)n);
+        if (rc < 0)
+            return rc;
+        memcpy(c->out + c->out_len, data, (size_t)n);
+        c->out_len += (size_t)n;
+        moved += (size_t)n;
+    }
+    return (ssize_t)moved;
 }
 
 static void reply_error(struct aconn *c, int status, const char *text)
@@ -168,23 +208,33 @@ static int on_message_complete(llhttp_t *p)
  * the connection was freed. */
 static bool flush(struct aconn *c)
 {
-    while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN) {
-            ev_io_start(c->a->loop, &c->wio);
-            ev_io_stop(c->a->loop, &c->rio); /* one reply at a time */
-            return true;
-        }
-        if (n < 0) {
+    ssize_t moved;
+    do {
+        moved = c->g ? pump(c) : 0;
+        if (moved < 0) {
             conn_free(c);
             return false;
         }
-        c->out_off += (size_t)n;
-    }
-    c->out_off = c->out_len = 0;
+        while (c->out_off < c->out_len) {
+            ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno == EAGAIN) {
+                ev_io_start(c->a->loop, &c->wio);
+                ev_io_stop(c->a->loop, &c->rio); /* one reply at a time */
+                return true;
+            }
+            if (n < 0) {
+                conn_free(c);
+                return false;
+            }
+            c->out_off += (size_t)n;
+        }
+        c->out_off = c->out_len = 0;
+    } while (moved > 0); /* HTTP/2: until the session has nothing more */
     ev_io_stop(c->a->loop, &c->wio);
+    if (c->g && md_admin_grpc_is_done(c->g))
+        c->close_after = true;
     if (c->close_after) {
         conn_free(c);
         return false;
@@ -196,8 +246,10 @@ static bool flush(struct aconn *c)
 static void on_read(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct aconn *c = MD_CONTAINER_OF(io, struct aconn, rio);
-    char buf[4096];
-    ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+    char buf[SNIFF + 4096];
+    size_t held = c->sniff_len; /* 0 once decided */
+    memcpy(buf, c->sniff, held);
+    ssize_t n = recv(c->fd, buf + held, sizeof(buf) - held, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
@@ -205,7 +257,33 @@ static void on_read(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     ev_timer_again(loop, &c->idle);
-    llhttp_errno_t e = llhttp_execute(&c->parser, buf, (size_t)n);
+    size_t len = held + (size_t)n;
+    if (!c->decided) {
+        enum md_detect_kind k = md_detect_classify((const uint8_t *)buf, len);
+        if (k == MD_DETECT_MORE && len < sizeof(c->sniff)) {
+            memcpy(c->sniff, buf, len);
+            c->sniff_len = len;
+            return;
+        }
+        c->decided = true;
+        c->sniff_len = 0;
+        /* Anything but the preface (TLS, garbage) goes on to HTTP/1.1: a 400. */
+        if (k == MD_DETECT_H2 && c->a->health) {
+            int err;
+            if (!(c->g = md_admin_grpc_new(c->a->health, c->a->ctx, &err))) {
+                MD_LOG(MD_LOG_WARN, "admin_conn_failed", "err=%s", md_err_str(err));
+                conn_free(c);
+                return;
+            }
+        }
+    }
+    if (c->g) {
+        if (md_admin_grpc_recv(c->g, (const uint8_t *)buf, len) < 0)
+            c->close_after = true; /* after the GOAWAY */
+        flush(c);
+        return;
+    }
+    llhttp_errno_t e = llhttp_execute(&c->parser, buf, len);
     if (e != HPE_OK && e != HPE_PAUSED && !c->close_after) {
         bool too_big = e == HPE_CB_URL_COMPLETE || c->url_len + 1 >= sizeof(c->url) ||
                        c->head_bytes > MAX_HEAD;
@@ -253,7 +331,8 @@ static void on_conn(struct md_acceptor *acc, int fd)
 }
 
 struct md_admin *md_admin_new(struct ev_loop *loop, const struct md_addr *addr, const char *label,
-                              md_admin_handler *handler, void *ctx, int *err)
+                              md_admin_handler *handler, md_admin_health_fn *health, void *ctx,
+                              int *err)
 {
     struct md_admin *a = calloc(1, sizeof(*a));
     if (!a) {
@@ -262,6 +341,7 @@ struct md_admin *md_admin_new(struct ev_loop *loop, const struct md_addr *addr, 
     }
     a->loop = loop;
     a->handler = handler;
+    a->health = health;
     a->ctx = ctx;
     md_list_init(&a->conns);
     llhttp_settings_init(&a->settings);

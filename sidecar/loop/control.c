@@ -123,7 +123,9 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
             "  GET  /ready              200 ready, 503 draining\n"
             "  GET  /stats/prometheus   metrics, Prometheus text 0.0.4\n"
             "  GET  /config_dump        running configuration\n"
-            "  POST /drain              stop accepting; open connections continue\n");
+            "  POST /drain              stop accepting; open connections continue\n"
+            "  gRPC grpc.health.v1.Health/Check (h2c, same port): \"\" as /ready; a listener's\n"
+            "       name: that listener; others NOT_FOUND\n");
     } else {
         md_admin_reply_text(r, 404, "not found (GET / lists the endpoints)\n");
     }
@@ -131,6 +133,22 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
 get_only:
     r->allow = "GET, HEAD";
     md_admin_reply_text(r, 405, "method not allowed\n");
+}
+
+/* gRPC health, for probes that speak gRPC: "" is the whole server, as /ready;
+ * a listener's name reports that listener (all stop accepting together on
+ * drain). Any other name is unknown (NOT_FOUND), as in grpc's reference. */
+static enum md_admin_health admin_health(void *ctx, const char *service, size_t len)
+{
+    struct md_control *c = ctx;
+    bool known = len == 0;
+    for (size_t i = 0; i < c->snap->n_listeners && !known; i++) {
+        const char *name = c->snap->listeners[i].name;
+        known = strlen(name) == len && memcmp(name, service, len) == 0;
+    }
+    if (!known)
+        return MD_ADMIN_HEALTH_UNKNOWN;
+    return c->draining ? MD_ADMIN_HEALTH_NOT_SERVING : MD_ADMIN_HEALTH_SERVING;
 }
 
 int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_workers,
@@ -153,7 +171,8 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
         c->blocks[i] = c->workers[i].stats;
     }
     int err;
-    c->admin = md_admin_new(c->loop, &snap->admin, snap->admin_label, admin_handler, c, &err);
+    c->admin = md_admin_new(c->loop, &snap->admin, snap->admin_label, admin_handler, admin_health,
+                            c, &err);
     if (!c->admin)
         return err;
     ev_signal_init(&c->sig_term, on_signal, SIGTERM);
