@@ -200,7 +200,8 @@ static int build_cluster(const Mesh__V1__Cluster *c, size_t idx, struct md_snap_
         out->dns_name = dup_nonempty(c->dns_name, &ok);
         out->dns_port = (uint16_t)c->dns_port;
     }
-    out->ring_size = or_default(c->ring_hash ? c->ring_hash->ring_size : 0, MD_DEFAULT_RING_SIZE);
+    out->ring_points =
+        or_default(c->ring_hash ? c->ring_hash->points_per_weight : 0, MD_DEFAULT_RING_POINTS);
     out->panic_threshold = or_default(c->panic_threshold_percent, MD_DEFAULT_PANIC_THRESHOLD);
     out->hash_policies = new_array(c->n_hash_policy, sizeof(*out->hash_policies));
     if (!ok || !out->hash_policies)
@@ -816,7 +817,7 @@ static void dump_cluster(FILE *f, const struct md_snap_cluster *c)
         else
             fprintf(f, "  hash_policy { source_ip: true }\n");
     if (c->lb == MD_LB_RING_HASH)
-        fprintf(f, "  ring_hash { ring_size: %u }\n", c->ring_size);
+        fprintf(f, "  ring_hash { points_per_weight: %u }\n", c->ring_points);
     fprintf(f, "  panic_threshold_percent: %u\n", c->panic_threshold);
     const struct md_snap_health_check *hc = c->health_check;
     if (hc) {

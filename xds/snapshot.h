@@ -242,7 +242,7 @@ struct md_snap_cluster {
     enum md_lb_policy lb;
     size_t n_hash_policies;
     struct md_snap_hash_policy *hash_policies;
-    uint32_t ring_size;            /* RING_HASH, defaults applied */
+    uint32_t ring_points;          /* RING_HASH: points per unit of weight, defaults applied */
     uint32_t connect_timeout_ms;   /* defaults applied */
     uint32_t max_connect_attempts; /* defaults applied (capped by the endpoints there are) */
     size_t n_endpoints;            /* STATIC: the endpoints; others: none */
@@ -330,7 +330,7 @@ struct md_snapshot {
 #define MD_DEFAULT_KEEPALIVE_INTERVAL_MS (30u * 1000u)
 #define MD_DEFAULT_HANDSHAKE_TIMEOUT_MS 10000u
 #define MD_DEFAULT_XFCC_HEADER "x-forwarded-client-cert"
-#define MD_DEFAULT_RING_SIZE 4096u
+#define MD_DEFAULT_RING_POINTS 256u
 #define MD_DEFAULT_PANIC_THRESHOLD 50u
 #define MD_DEFAULT_HC_INTERVAL_MS 5000u
 #define MD_DEFAULT_HC_TIMEOUT_MS 1000u

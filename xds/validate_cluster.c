@@ -15,8 +15,8 @@
 #define MAX_POOL_CONNECTIONS 1024u
 #define MAX_WEIGHT 1000000u
 #define MAX_PRIORITY 127u
-#define MIN_RING 64u
-#define MAX_RING (1024u * 1024u)
+#define MIN_RING 16u
+#define MAX_RING 65536u
 #define MIN_HC_INTERVAL_MS 100u
 #define MAX_HC_INTERVAL_MS (3600u * 1000u)
 #define MAX_HC_THRESHOLD 100u
@@ -124,8 +124,8 @@ static void check_lb(struct md_errlist *el, const char *res, const Mesh__V1__Clu
     if (c->ring_hash && c->lb_policy != MESH__V1__CLUSTER__LB_POLICY__RING_HASH)
         md_errlist_add(el, res, "ring_hash", "only for lb_policy RING_HASH");
     else if (c->ring_hash)
-        md_validate_range0(el, res, "ring_hash.ring_size", c->ring_hash->ring_size, MIN_RING,
-                           MAX_RING, " entries");
+        md_validate_range0(el, res, "ring_hash.points_per_weight", c->ring_hash->points_per_weight,
+                           MIN_RING, MAX_RING, " points");
     md_validate_range0(el, res, "panic_threshold_percent", c->panic_threshold_percent, 1, 100, "%");
 }
 

@@ -339,13 +339,13 @@ static void test_lb_and_health(void **state)
     hp.header = "x-user";
     expect_valid(&f.b);
     Mesh__V1__Cluster__RingHash rh = MESH__V1__CLUSTER__RING_HASH__INIT;
-    rh.ring_size = 10;
+    rh.points_per_weight = 10;
     f.c.ring_hash = &rh;
     expect_error(&f.b, "cluster \"app\" (clusters[0]): ring_hash: only for lb_policy RING_HASH");
     f.c.lb_policy = MESH__V1__CLUSTER__LB_POLICY__RING_HASH;
-    expect_error(&f.b,
-                 "cluster \"app\" (clusters[0]): ring_hash.ring_size: 10 entries out of range");
-    rh.ring_size = 1024;
+    expect_error(
+        &f.b, "cluster \"app\" (clusters[0]): ring_hash.points_per_weight: 10 points out of range");
+    rh.points_per_weight = 1024;
     f.e[0].weight = 2000000;
     expect_error(&f.b, "cluster \"app\" (clusters[0]): endpoints[0].weight: 2000000 out of range");
     f.e[0].weight = 3;

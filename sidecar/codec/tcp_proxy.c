@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -46,7 +47,7 @@ struct session {
     struct md_worker *w;
     const struct md_snap_listener *l;
     const struct md_snap_cluster *cl;
-    const struct md_snap_endpoint *ep;
+    char ep[MD_ADDR_STRLEN]; /* the upstream endpoint once connected; "" before */
     uint64_t id;
     struct side ds, us;
     struct dir up;   /* downstream -> upstream */
@@ -110,7 +111,7 @@ static void session_free(struct session *s, bool reset, const char *reason)
     MD_LOG(MD_LOG_INFO, "tcp_session_end",
            "session=%d.%llu listener=%s cluster=%s ep=%s bytes_from_downstream=%llu "
            "bytes_to_downstream=%llu duration_ms=%.0f reason=%s",
-           w->id, (unsigned long long)s->id, s->l->name, s->cl->name, s->ep ? s->ep->label : "-",
+           w->id, (unsigned long long)s->id, s->l->name, s->cl->name, s->ep[0] ? s->ep : "-",
            (unsigned long long)s->up.moved_in, (unsigned long long)s->down.moved_out,
            (ev_now(w->loop) - s->started) * 1000.0, reason);
     free(s);
@@ -289,8 +290,8 @@ static void on_us_error(struct md_errwatch *ew, uint32_t events)
     side_error(s, &s->us);
 }
 
-static void on_connected(struct md_connect *c, struct md_sock *sock,
-                         const struct md_snap_endpoint *ep, int err)
+static void on_connected(struct md_connect *c, struct md_sock *sock, const struct md_ep *ep,
+                         int err)
 {
     int fd = sock ? sock->fd : -1; /* plain: TLS clusters are refused for TCP proxies */
     struct session *s = MD_CONTAINER_OF(c, struct session, connect);
@@ -303,7 +304,7 @@ static void on_connected(struct md_connect *c, struct md_sock *sock,
         session_free(s, true, "upstream_unavailable");
         return;
     }
-    s->ep = ep;
+    memcpy(s->ep, ep->label, sizeof(s->ep));
     s->us.fd = fd;
     s->us_connected = true;
     md_stats_add(md_stats_c(w->stats, s->cl->idx, MD_CSTAT_CX_ACTIVE), 1);
@@ -331,8 +332,26 @@ static void dir_init(struct dir *d, struct side *src, struct side *dst,
     d->tx_stat = tx;
 }
 
+/* RING_HASH / MAGLEV with a source_ip hash policy: the client's address
+ * keeps reaching the same endpoint (header policies mean nothing here). */
+static bool source_hash(const struct md_snap_cluster *cl, int fd, struct md_lb_ctx *ctx)
+{
+    for (size_t k = 0; k < cl->n_hash_policies; k++) {
+        char ip[INET6_ADDRSTRLEN] = "";
+        if (!cl->hash_policies[k].header)
+            md_addr_peer_ip(fd, ip, sizeof(ip));
+        if (ip[0]) {
+            ctx->has_hash = true;
+            ctx->hash = md_hash64(ip, strlen(ip));
+            return true;
+        }
+    }
+    return false;
+}
+
 void md_tcp_proxy_start(struct md_worker *w, const struct md_snap_listener *l, int fd)
 {
+    struct md_lb_ctx ctx = {0};
     struct md_stats *st = w->stats;
     struct session *s = calloc(1, sizeof(*s));
     if (!s) {
@@ -362,7 +381,8 @@ void md_tcp_proxy_start(struct md_worker *w, const struct md_snap_listener *l, i
     md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_CX_ACTIVE), 1);
     /* Downstream is not read until the upstream is connected: its bytes wait
      * in the kernel, which bounds them. */
-    md_connect_start(&s->connect, w, s->cl, s->id, on_connected);
+    md_connect_start(&s->connect, w, s->cl, s->id, NULL, source_hash(s->cl, fd, &ctx) ? &ctx : NULL,
+                     on_connected);
 }
 
 void md_tcp_proxy_close_all(struct md_worker *w)

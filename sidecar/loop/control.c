@@ -64,6 +64,14 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     ev_timer_start(loop, &c->drain_poll);
 }
 
+/* A cluster's new endpoint set goes to every worker. */
+static void publish_epset(void *arg, size_t idx, struct md_epset *set)
+{
+    struct md_control *c = arg;
+    for (size_t i = 0; i < c->n_workers; i++)
+        md_worker_post_epset(&c->workers[i], idx, set);
+}
+
 static void on_sighup(struct ev_loop *loop, ev_signal *s, int revents)
 {
     struct md_control *c = s->data;
@@ -170,6 +178,8 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
             return rc;
         c->blocks[i] = c->workers[i].stats;
     }
+    if (md_clusters_init(&c->clusters, snap, publish_epset, c) < 0)
+        return MD_ENOMEM;
     int err;
     c->admin = md_admin_new(c->loop, &snap->admin, snap->admin_label, admin_handler, admin_health,
                             c, &err);
@@ -221,6 +231,7 @@ void md_control_fini(struct md_control *c)
         md_worker_fini(&c->workers[i]);
     md_admin_free(c->admin);
     md_tls_watch_free(c->tls_watch);
+    md_clusters_fini(&c->clusters);
     if (c->loop) {
         ev_signal_stop(c->loop, &c->sig_term);
         ev_signal_stop(c->loop, &c->sig_int);

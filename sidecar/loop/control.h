@@ -9,6 +9,7 @@
 #include "loop/worker.h"
 #include "snapshot.h"
 #include "tls/tls_watch.h"
+#include "upstream/clusters.h"
 
 #include <ev.h>
 #include <stdbool.h>
@@ -23,6 +24,7 @@ struct md_control {
     struct md_admin *admin;   /* owned */
     ev_signal sig_term, sig_int, sig_hup;
     struct md_tls_watch *tls_watch; /* owned: certificate rotation */
+    struct md_clusters clusters;    /* every cluster's current endpoint set */
     ev_timer drain_deadline, drain_poll;
     double drain_timeout_s;
     bool draining; /* listeners closed; /ready is 503 */

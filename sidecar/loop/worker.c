@@ -35,9 +35,24 @@ static void close_connections(struct md_worker *w)
     md_h1_server_close_all(w);
 }
 
+/* Switches the balancers to the sets the control thread posted. */
+static void take_epsets(struct md_worker *w)
+{
+    for (size_t i = 0; i < w->snap->n_clusters; i++) {
+        struct md_epset *set = __atomic_exchange_n(&w->epset_next[i], NULL, __ATOMIC_ACQ_REL);
+        if (!set)
+            continue;
+        if (md_lb_set(&w->lbs[i], set) < 0)
+            MD_LOG(MD_LOG_ERROR, "out_of_memory", "worker=%d what=endpoint_set cluster=%s", w->id,
+                   w->snap->clusters[i].name);
+        md_epset_unref(set);
+    }
+}
+
 static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct md_worker *w = MD_CONTAINER_OF(a, struct md_worker, wake);
+    take_epsets(w);
     unsigned cmd = __atomic_exchange_n(&w->cmd, 0, __ATOMIC_ACQ_REL);
     if (cmd & (MD_WORKER_CMD_STOP_ACCEPT | MD_WORKER_CMD_EXIT))
         stop_accepting(w);
@@ -114,14 +129,13 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     w->stats = md_stats_new(snap->n_listeners, snap->n_clusters, snap->n_rbac_stats);
     w->listeners = calloc(snap->n_listeners + 1, sizeof(*w->listeners));
-    w->rr_cursor = calloc(snap->n_clusters + 1, sizeof(*w->rr_cursor));
+    w->lbs = calloc(snap->n_clusters + 1, sizeof(*w->lbs));
+    w->epset_next = calloc(snap->n_clusters + 1, sizeof(*w->epset_next));
     w->upools = calloc(snap->n_clusters + 1, sizeof(*w->upools));
-    if (!w->loop || !w->stats || !w->listeners || !w->rr_cursor || !w->upools)
+    if (!w->loop || !w->stats || !w->listeners || !w->lbs || !w->epset_next || !w->upools)
         return MD_ENOMEM;
     for (size_t i = 0; i < snap->n_clusters; i++) /* workers start on different endpoints */
-        w->rr_cursor[i] =
-            (uint32_t)((size_t)id %
-                       (snap->clusters[i].n_endpoints ? snap->clusters[i].n_endpoints : 1));
+        md_lb_init(&w->lbs[i], (uint64_t)id ^ md_worker_rand(w));
     w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     ev_async_init(&w->wake, on_wake);
     ev_async_start(w->loop, &w->wake);
@@ -165,6 +179,17 @@ int md_worker_start(struct md_worker *w)
         return -rc;
     w->thread_started = true;
     return 0;
+}
+
+void md_worker_post_epset(struct md_worker *w, size_t idx, struct md_epset *set)
+{
+    struct md_epset *old =
+        __atomic_exchange_n(&w->epset_next[idx], md_epset_ref(set), __ATOMIC_ACQ_REL);
+    md_epset_unref(old); /* posted before and never taken: superseded */
+    if (w->thread_started)
+        ev_async_send(w->loop, &w->wake);
+    else
+        take_epsets(w);
 }
 
 void md_worker_post(struct md_worker *w, unsigned cmd)
@@ -211,7 +236,12 @@ void md_worker_fini(struct md_worker *w)
     md_outbuf_fini(&w->h2_batch);
     md_pages_fini(&w->pages);
     free(w->listeners);
-    free(w->rr_cursor);
+    for (size_t i = 0; w->lbs && i < w->snap->n_clusters; i++) {
+        md_lb_fini(&w->lbs[i]);
+        md_epset_unref(w->epset_next ? w->epset_next[i] : NULL);
+    }
+    free(w->lbs);
+    free(w->epset_next);
     free(w->upools);
     md_stats_free(w->stats);
     md_snapshot_unref(w->snap);

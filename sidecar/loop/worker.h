@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One worker = one thread = one libev loop. It owns its listening sockets
  * (one SO_REUSEPORT socket per listener), every connection it accepted, its
- * stats block and its load-balancer cursors. Nothing here is shared. */
+ * stats block and its load balancers. Nothing here is shared but the
+ * endpoint sets its balancers read (immutable, reference counted). */
 #ifndef MESHD_LOOP_WORKER_H
 #define MESHD_LOOP_WORKER_H
 
@@ -11,6 +12,7 @@
 #include "core/stats.h"
 #include "net/errwatch.h"
 #include "snapshot.h"
+#include "upstream/lb.h"
 
 #include <ev.h>
 #include <pthread.h>
@@ -44,7 +46,8 @@ struct md_worker {
     struct md_snapshot *snap;       /* one reference */
     struct md_stats *stats;         /* owned; read by the admin thread */
     struct md_listener **listeners; /* [snap->n_listeners], owned */
-    uint32_t *rr_cursor;            /* [snap->n_clusters] round-robin positions */
+    struct md_lb *lbs;              /* [snap->n_clusters] balancers over the current sets */
+    struct md_epset **epset_next;   /* [snap->n_clusters] atomic: sets posted, not yet taken */
     struct md_list sessions;        /* open TCP proxy sessions */
     uint64_t next_session_id;
     uint64_t active;                    /* atomic: open downstream connections */
@@ -75,6 +78,10 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap);
 int md_worker_start(struct md_worker *w);
 /* From any thread: asks the worker to act on |cmd| bits. */
 void md_worker_post(struct md_worker *w, unsigned cmd);
+/* From the control thread: cluster |idx|'s balancer is to use |set| (a
+ * reference is taken) from its next event on; before the thread runs, at
+ * once. */
+void md_worker_post_epset(struct md_worker *w, size_t idx, struct md_epset *set);
 /* Joins the thread (after MD_WORKER_CMD_EXIT) and frees everything. */
 void md_worker_fini(struct md_worker *w);
 

@@ -5,7 +5,6 @@
 #include "core/log.h"
 #include "loop/worker.h"
 #include "tls/tls_creds.h"
-#include "upstream/lb_rr.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -22,7 +21,7 @@ static void finish(struct md_connect *c, int err)
     ev_timer_stop(c->w->loop, &c->timer);
     struct md_sock sock = c->sock;
     c->sock = md_sock_plain(-1);
-    c->cb(c, sock.fd >= 0 ? &sock : NULL, sock.fd >= 0 ? c->ep : NULL, err);
+    c->cb(c, sock.fd >= 0 ? &sock : NULL, sock.fd >= 0 ? &c->ep : NULL, err);
 }
 
 static void drop_attempt(struct md_connect *c)
@@ -39,7 +38,7 @@ static void attempt_failed(struct md_connect *c, int err, bool timeout)
     md_stats_add(
         md_stats_c(st, c->cl->idx, timeout ? MD_CSTAT_CONNECT_TIMEOUT : MD_CSTAT_CONNECT_FAIL), 1);
     MD_LOG(MD_LOG_WARN, "upstream_connect_failed", "session=%d.%llu cluster=%s ep=%s err=%s",
-           c->w->id, (unsigned long long)c->log_id, c->cl->name, c->ep->label,
+           c->w->id, (unsigned long long)c->log_id, c->cl->name, c->ep.label,
            timeout ? "timeout" : md_err_str(err));
     drop_attempt(c);
     try_next(c, err);
@@ -51,7 +50,7 @@ static void tls_failed(struct md_connect *c, enum md_cstat stat, const char *why
 {
     md_stats_add(md_stats_c(c->w->stats, c->cl->idx, stat), 1);
     MD_LOG(MD_LOG_WARN, "upstream_tls_failed", "session=%d.%llu cluster=%s ep=%s reason=\"%s\"",
-           c->w->id, (unsigned long long)c->log_id, c->cl->name, c->ep->label, why);
+           c->w->id, (unsigned long long)c->log_id, c->cl->name, c->ep.label, why);
     drop_attempt(c);
     try_next(c, MD_EPROTO);
 }
@@ -140,30 +139,31 @@ static void on_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     attempt_failed(c, -ETIMEDOUT, true);
 }
 
-static void try_endpoint(struct md_connect *c, long idx, int last_err);
+static void try_endpoint(struct md_connect *c, const struct md_ep *ep, int last_err);
 
 static void try_next(struct md_connect *c, int last_err)
 {
     struct md_worker *w = c->w;
     const struct md_snap_cluster *cl = c->cl;
-    long idx = c->n_tried < cl->max_connect_attempts
-                   ? md_lb_rr_pick(&w->rr_cursor[cl->idx], cl->n_endpoints, c->tried, c->n_tried)
-                   : -1;
-    try_endpoint(c, idx, last_err);
+    struct md_lb_ctx ctx = {
+        .has_hash = c->has_hash, .hash = c->hash, .tried = c->tried, .n_tried = c->n_tried};
+    try_endpoint(
+        c, c->n_tried < cl->max_connect_attempts ? md_lb_pick(&w->lbs[cl->idx], cl, &ctx) : NULL,
+        last_err);
 }
 
-static void try_endpoint(struct md_connect *c, long idx, int last_err)
+static void try_endpoint(struct md_connect *c, const struct md_ep *ep, int last_err)
 {
     struct md_worker *w = c->w;
     const struct md_snap_cluster *cl = c->cl;
-    if (idx < 0) {
+    if (!ep) {
         finish(c, last_err ? last_err : MD_ENOUPSTREAM);
         return;
     }
-    c->tried[c->n_tried++] = (uint32_t)idx;
-    c->ep = &cl->endpoints[idx];
+    c->ep = *ep;
+    c->tried[c->n_tried++] = ep->addr;
     md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_CX_TOTAL), 1);
-    const struct md_addr *a = &c->ep->addr;
+    const struct md_addr *a = &c->ep.addr;
     c->sock = md_sock_plain(socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (c->sock.fd < 0) {
         attempt_failed(c, -errno, false);
@@ -186,24 +186,20 @@ static void try_endpoint(struct md_connect *c, long idx, int last_err)
 }
 
 int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
-                     uint64_t log_id, md_connect_cb *cb)
-{
-    return md_connect_start_at(c, w, cl, log_id, -1, cb);
-}
-
-int md_connect_start_at(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
-                        uint64_t log_id, long first, md_connect_cb *cb)
+                     uint64_t log_id, const struct md_ep *first, const struct md_lb_ctx *ctx,
+                     md_connect_cb *cb)
 {
     c->w = w;
     c->cl = cl;
     c->cb = cb;
     c->log_id = log_id;
     c->sock = md_sock_plain(-1);
-    c->ep = NULL;
     c->n_tried = 0;
+    c->has_hash = ctx && ctx->has_hash;
+    c->hash = ctx ? ctx->hash : 0;
     ev_init(&c->io, on_io);
     ev_init(&c->timer, on_timeout);
-    if (first >= 0 && (size_t)first < cl->n_endpoints && cl->max_connect_attempts > 0)
+    if (first && cl->max_connect_attempts > 0)
         try_endpoint(c, first, 0);
     else
         try_next(c, 0);

@@ -9,6 +9,7 @@
 
 #include "net/sock.h"
 #include "snapshot.h"
+#include "upstream/lb.h"
 
 #include <ev.h>
 #include <stdint.h>
@@ -20,8 +21,8 @@ struct md_connect;
  * when the cluster has TLS) now owned by the callee, |ep| the endpoint it
  * reaches; or sock == NULL and |err| the last failure (every attempt
  * failed). Not called if md_connect_start returned an error. */
-typedef void md_connect_cb(struct md_connect *c, struct md_sock *sock,
-                           const struct md_snap_endpoint *ep, int err);
+typedef void md_connect_cb(struct md_connect *c, struct md_sock *sock, const struct md_ep *ep,
+                           int err);
 
 #define MD_CONNECT_MAX_ATTEMPTS 16
 
@@ -30,23 +31,24 @@ struct md_connect {
     struct md_worker *w;              /* borrowed */
     const struct md_snap_cluster *cl; /* borrowed from the worker's snapshot */
     md_connect_cb *cb;
-    uint64_t log_id;                   /* the owner's id, for log lines */
-    struct md_sock sock;               /* fd -1 between attempts */
-    const struct md_snap_endpoint *ep; /* being tried */
-    uint32_t tried[MD_CONNECT_MAX_ATTEMPTS];
+    uint64_t log_id;     /* the owner's id, for log lines */
+    struct md_sock sock; /* fd -1 between attempts */
+    struct md_ep ep;     /* being tried (a copy: the worker's set may change meanwhile) */
+    struct md_addr tried[MD_CONNECT_MAX_ATTEMPTS];
     uint32_t n_tried;
+    bool has_hash; /* the request's hash, for the next endpoint's pick */
+    uint64_t hash;
     ev_io io;
     ev_timer timer;
 };
 
-/* Starts connecting to |cl|. The callback may run before this returns (a
- * connect that completes or fails at once). Returns 0. */
+/* Starts connecting to |cl|: to |first| (an endpoint the caller picked),
+ * or when NULL to the balancer's pick for |ctx| (its hash also picks the
+ * next endpoints). The callback may run before this returns (a connect that
+ * completes or fails at once). Returns 0. */
 int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
-                     uint64_t log_id, md_connect_cb *cb);
-
-/* Same, trying endpoint |first| (an index of |cl|'s endpoints) first. */
-int md_connect_start_at(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
-                        uint64_t log_id, long first, md_connect_cb *cb);
+                     uint64_t log_id, const struct md_ep *first, const struct md_lb_ctx *ctx,
+                     md_connect_cb *cb);
 
 /* Stops an attempt in progress; the callback will not run. Safe to call twice. */
 void md_connect_cancel(struct md_connect *c);

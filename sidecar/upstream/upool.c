@@ -8,16 +8,17 @@
 #include "loop/worker.h"
 #include "router/router.h"
 #include "upstream/connect.h"
-#include "upstream/lb_rr.h"
+#include "upstream/lb.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* A connection of the pool: being made, or an h2 or h1 client. */
 struct pconn {
     struct md_list link; /* in md_upool.conns */
     struct md_upool *pool;
-    size_t ep; /* endpoint index (the one finally connected) */
+    struct md_addr addr; /* the endpoint (the one finally connected) */
     struct md_connect connect;
     struct md_h2_client *cl; /* HTTP/2; NULL while connecting */
     struct md_h1_client *h1; /* HTTP/1.1; NULL while connecting */
@@ -141,12 +142,17 @@ static void on_client_ready(void *owner, struct md_h2_client *cl)
     }
 }
 
-static size_t idle_count(struct md_upool *pool, size_t ep)
+static bool same_addr(const struct md_addr *a, const struct md_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static size_t idle_count(struct md_upool *pool, const struct md_addr *ep)
 {
     size_t n = 0;
     for (struct md_list *it = pool->conns.next; it != &pool->conns; it = it->next) {
         struct pconn *pc = MD_CONTAINER_OF(it, struct pconn, link);
-        n += pc->ep == ep && pc->h1 && pc->idle;
+        n += same_addr(&pc->addr, ep) && pc->h1 && pc->idle;
     }
     return n;
 }
@@ -160,7 +166,7 @@ static void on_h1_event(void *owner, struct md_h1_client *cl, bool idle)
         return;
     }
     /* Keep at most max_connections_per_endpoint idle per endpoint. */
-    if (idle_count(pc->pool, pc->ep) >= pc->pool->cl->max_connections_per_endpoint) {
+    if (idle_count(pc->pool, &pc->addr) >= pc->pool->cl->max_connections_per_endpoint) {
         md_h1_client_free(cl);
         pconn_free(pc);
         return;
@@ -188,8 +194,8 @@ static int submit(struct pconn *pc, struct md_stream *s, bool reused)
     return md_h2_client_submit(pc->cl, s);
 }
 
-static void on_connected(struct md_connect *c, struct md_sock *sock,
-                         const struct md_snap_endpoint *ep, int err)
+static void on_connected(struct md_connect *c, struct md_sock *sock, const struct md_ep *ep,
+                         int err)
 {
     struct pconn *pc = MD_CONTAINER_OF(c, struct pconn, connect);
     struct md_upool *pool = pc->pool;
@@ -201,7 +207,7 @@ static void on_connected(struct md_connect *c, struct md_sock *sock,
         pconn_free(pc);
         return;
     }
-    pc->ep = (size_t)(ep - pool->cl->endpoints);
+    pc->addr = ep->addr;
     snprintf(pc->label, sizeof(pc->label), "%s/%s", pool->cl->name, ep->label);
     struct md_stats *st = w->stats;
     struct md_h2_client_cfg cfg = {
@@ -272,28 +278,69 @@ static struct md_upool *pool_get(struct md_worker *w, size_t cluster)
     return p;
 }
 
+/* LEAST_REQUEST: streams in progress or waiting on this worker's
+ * connections to |ep|. */
+static size_t ep_load(void *arg, const struct md_ep *ep)
+{
+    struct md_upool *pool = arg;
+    size_t n = 0;
+    for (struct md_list *it = pool->conns.next; it != &pool->conns; it = it->next) {
+        struct pconn *pc = MD_CONTAINER_OF(it, struct pconn, link);
+        if (same_addr(&pc->addr, &ep->addr))
+            n += load(pc);
+    }
+    return n;
+}
+
+/* The request's hash for the consistent-hash balancers: the first hash
+ * policy with a value. */
+static bool request_hash(const struct md_snap_cluster *cl, const struct md_stream *s,
+                         uint64_t *hash)
+{
+    for (size_t k = 0; k < cl->n_hash_policies; k++) {
+        const struct md_snap_hash_policy *hp = &cl->hash_policies[k];
+        if (!hp->header) {
+            if (s->peer_ip && s->peer_ip[0]) {
+                *hash = md_hash64(s->peer_ip, strlen(s->peer_ip));
+                return true;
+            }
+            continue;
+        }
+        const struct md_hdr *h = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, hp->header);
+        if (h) {
+            *hash = md_hash64(h->value, h->value_len);
+            return true;
+        }
+    }
+    return false;
+}
+
 int md_upool_acquire(struct md_worker *w, struct md_stream *s)
 {
     struct md_upool *pool = pool_get(w, s->cluster);
     if (!pool)
         return MD_ENOMEM;
     const struct md_snap_cluster *cl = pool->cl;
-    long ep = md_lb_rr_pick(&w->rr_cursor[cl->idx], cl->n_endpoints, NULL, 0);
-    if (ep < 0)
+    struct md_lb_ctx ctx = {.load = ep_load, .load_arg = pool};
+    ctx.has_hash = request_hash(cl, s, &ctx.hash);
+    const struct md_ep *ep = md_lb_pick(&w->lbs[cl->idx], cl, &ctx);
+    if (!ep)
         return MD_ENOUPSTREAM;
     struct pconn *best = NULL, *least = NULL;
     size_t n_ep = 0;
     bool h1 = cl->protocol == MD_CLUSTER_HTTP1;
     for (struct md_list *it = pool->conns.next; it != &pool->conns; it = it->next) {
         struct pconn *pc = MD_CONTAINER_OF(it, struct pconn, link);
+        if (!same_addr(&pc->addr, &ep->addr))
+            continue;
         if (h1) { /* one request per connection: an idle one, or a new one */
-            if (pc->ep == (size_t)ep && pc->h1 && pc->idle) {
+            if (pc->h1 && pc->idle) {
                 best = pc;
                 break;
             }
             continue;
         }
-        if (pc->ep != (size_t)ep || (pc->cl && !md_h2_client_usable(pc->cl)))
+        if (pc->cl && !md_h2_client_usable(pc->cl))
             continue;
         n_ep++;
         /* One not ready yet (connecting, or waiting for the peer's SETTINGS)
@@ -313,10 +360,10 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
         if (!best)
             return MD_ENOMEM;
         best->pool = pool;
-        best->ep = (size_t)ep;
+        best->addr = ep->addr;
         md_list_init(&best->pending);
         md_list_insert_tail(&pool->conns, &best->link);
-        snprintf(best->label, sizeof(best->label), "%s/%s", cl->name, cl->endpoints[ep].label);
+        snprintf(best->label, sizeof(best->label), "%s/%s", cl->name, ep->label);
         ev_init(&best->idle_timer, on_idle_timeout);
         best->idle_timer.repeat = cl->pool_idle_timeout_ms / 1000.0;
     }
@@ -331,7 +378,7 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
     md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_RQ_TOTAL), 1);
     /* After queueing: the connect may complete (or fail) before it returns. */
     if (fresh)
-        md_connect_start_at(&best->connect, w, cl, s->id, ep, on_connected);
+        md_connect_start(&best->connect, w, cl, s->id, ep, &ctx, on_connected);
     return 0;
 }
 

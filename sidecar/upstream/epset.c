@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "upstream/epset.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t md_hash64(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    /* FNV alone leaves nearby inputs close in the high bits */
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
+}
+
+/* Priority first; then by address, so that the same endpoints in another
+ * DNS answer order make the same set (and the same tables). */
+static int ep_cmp(const void *a, const void *b)
+{
+    const struct md_ep *x = a, *y = b;
+    if (x->priority != y->priority)
+        return x->priority < y->priority ? -1 : 1;
+    if (x->addr.len != y->addr.len)
+        return x->addr.len < y->addr.len ? -1 : 1;
+    return memcmp(&x->addr.ss, &y->addr.ss, x->addr.len);
+}
+
+static int point_cmp(const void *a, const void *b)
+{
+    const struct md_ring_point *x = a, *y = b;
+    return x->hash < y->hash ? -1 : x->hash > y->hash ? 1 : x->ep < y->ep ? -1 : x->ep > y->ep;
+}
+
+static uint64_t point_hash(const struct md_ep *ep, uint32_t k)
+{
+    char buf[MD_ADDR_STRLEN + 16];
+    int n = snprintf(buf, sizeof(buf), "%s_%u", ep->label, k);
+    return md_hash64(buf, (size_t)n);
+}
+
+/* Each endpoint gets |per_weight| points per unit of its weight: its
+ * points do not depend on the others, so one leaving moves only its keys
+ * (unless the ring's cap scales everyone down). */
+static int build_ring(struct md_epset *set, struct md_eplevel *lv, uint32_t per_weight)
+{
+    size_t total = 0;
+    uint32_t *pts = calloc(lv->n, sizeof(*pts));
+    if (!pts)
+        return -1;
+    double scale = 1.0;
+    if ((double)per_weight * (double)lv->total_weight > MD_RING_MAX)
+        scale = MD_RING_MAX / ((double)per_weight * (double)lv->total_weight);
+    for (uint32_t i = 0; i < lv->n; i++) {
+        double p = (double)per_weight * set->eps[lv->first + i].weight * scale;
+        pts[i] = p >= 1.0 ? (uint32_t)p : 1;
+        total += pts[i];
+    }
+    lv->ring = malloc(total * sizeof(*lv->ring));
+    if (!lv->ring) {
+        free(pts);
+        return -1;
+    }
+    for (uint32_t i = 0; i < lv->n; i++)
+        for (uint32_t k = 0; k < pts[i]; k++)
+            lv->ring[lv->ring_n++] =
+                (struct md_ring_point){point_hash(&set->eps[lv->first + i], k), lv->first + i};
+    free(pts);
+    qsort(lv->ring, lv->ring_n, sizeof(*lv->ring), point_cmp);
+    return 0;
+}
+
+/* Maglev (Eisenbud et al., NSDI 2016) §3.4, with turns in proportion to
+ * weight: each endpoint walks its own permutation of the table and takes
+ * the next free entry on each of its turns. */
+static int build_maglev(struct md_epset *set, struct md_eplevel *lv)
+{
+    const uint32_t m = MD_MAGLEV_SIZE;
+    uint32_t n = lv->n;
+    lv->maglev = malloc(m * sizeof(*lv->maglev));
+    uint32_t *offset = calloc(n, sizeof(uint32_t)), *skip = calloc(n, sizeof(uint32_t));
+    uint32_t *next = calloc(n, sizeof(uint32_t));
+    double *credit = calloc(n, sizeof(double));
+    if (!lv->maglev || !offset || !skip || !next || !credit) {
+        free(offset), free(skip), free(next), free(credit);
+        return -1;
+    }
+    uint32_t max_w = 1;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct md_ep *ep = &set->eps[lv->first + i];
+        size_t len = strlen(ep->label);
+        offset[i] = (uint32_t)(md_hash64(ep->label, len) % m);
+        skip[i] = (uint32_t)(point_hash(ep, 0xffffffffu) % (m - 1)) + 1;
+        if (ep->weight > max_w)
+            max_w = ep->weight;
+    }
+    memset(lv->maglev, 0xff, m * sizeof(*lv->maglev));
+    uint32_t filled = 0;
+    while (filled < m) {
+        for (uint32_t i = 0; i < n && filled < m; i++) {
+            credit[i] += (double)set->eps[lv->first + i].weight / max_w;
+            for (; credit[i] >= 1.0 && filled < m; credit[i] -= 1.0) {
+                uint32_t c;
+                do
+                    c = (uint32_t)((offset[i] + (uint64_t)next[i]++ * skip[i]) % m);
+                while (lv->maglev[c] != 0xffff);
+                lv->maglev[c] = (uint16_t)i;
+                filled++;
+            }
+        }
+    }
+    free(offset), free(skip), free(next), free(credit);
+    return 0;
+}
+
+struct md_epset *md_epset_new(const struct md_snap_cluster *cl, const struct md_snap_endpoint *eps,
+                              size_t n)
+{
+    struct md_epset *set = calloc(1, sizeof(*set));
+    if (!set)
+        return NULL;
+    set->refs = 1;
+    set->eps = calloc(n ? n : 1, sizeof(*set->eps));
+    set->levels = calloc(n ? n : 1, sizeof(*set->levels));
+    if (!set->eps || !set->levels)
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        struct md_ep *ep = &set->eps[i];
+        ep->addr = eps[i].addr;
+        memcpy(ep->label, eps[i].label, sizeof(ep->label));
+        ep->weight = eps[i].weight ? eps[i].weight : 1;
+        ep->priority = eps[i].priority;
+        ep->healthy = 1;
+    }
+    set->n = n;
+    qsort(set->eps, n, sizeof(*set->eps), ep_cmp);
+    for (uint32_t i = 0; i < n; i++) {
+        struct md_eplevel *lv = set->n_levels ? &set->levels[set->n_levels - 1] : NULL;
+        if (!lv || lv->priority != set->eps[i].priority) {
+            lv = &set->levels[set->n_levels++];
+            lv->priority = set->eps[i].priority;
+            lv->first = i;
+        }
+        lv->n++;
+        lv->total_weight += set->eps[i].weight;
+    }
+    for (size_t k = 0; k < set->n_levels; k++) {
+        if (cl->lb == MD_LB_RING_HASH && build_ring(set, &set->levels[k], cl->ring_points) < 0)
+            goto fail;
+        if (cl->lb == MD_LB_MAGLEV && build_maglev(set, &set->levels[k]) < 0)
+            goto fail;
+    }
+    return set;
+fail:
+    md_epset_unref(set);
+    return NULL;
+}
+
+struct md_epset *md_epset_ref(struct md_epset *set)
+{
+    __atomic_add_fetch(&set->refs, 1, __ATOMIC_RELAXED);
+    return set;
+}
+
+void md_epset_unref(struct md_epset *set)
+{
+    if (!set || __atomic_sub_fetch(&set->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    for (size_t k = 0; set->levels && k < set->n_levels; k++) {
+        free(set->levels[k].ring);
+        free(set->levels[k].maglev);
+    }
+    free(set->levels);
+    free(set->eps);
+    free(set);
+}
+
+struct md_ep *md_epset_find(struct md_epset *set, const struct md_addr *addr)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (set->eps[i].addr.len == addr->len &&
+            memcmp(&set->eps[i].addr.ss, &addr->ss, addr->len) == 0)
+            return &set->eps[i];
+    return NULL;
+}
+
+bool md_epset_same(const struct md_epset *a, const struct md_epset *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (size_t i = 0; i < a->n; i++)
+        if (ep_cmp(&a->eps[i], &b->eps[i]) != 0 || a->eps[i].weight != b->eps[i].weight)
+            return false;
+    return true;
+}
+
+uint32_t md_eplevel_ring_lookup(const struct md_epset *set, const struct md_eplevel *lv,
+                                uint64_t hash, size_t *pos)
+{
+    size_t lo = 0, hi = lv->ring_n;
+    while (lo < hi) { /* the first point at or after |hash| */
+        size_t mid = lo + (hi - lo) / 2;
+        if (lv->ring[mid].hash < hash)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == lv->ring_n)
+        lo = 0; /* past the last point: the ring wraps */
+    *pos = lo;
+    return lv->ring[lo].ep;
+}
+
+uint32_t md_eplevel_maglev_lookup(const struct md_epset *set, const struct md_eplevel *lv,
+                                  uint64_t hash)
+{
+    return lv->first + lv->maglev[hash % MD_MAGLEV_SIZE];
+}

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A cluster's endpoints at one moment: immutable once built and shared by
+ * reference between the control thread (discovery, health checks) and the
+ * workers, which switch to a new set between two events (in-flight requests
+ * keep the connections they have). Only the health flags change in place:
+ * the health checker writes them, workers read them, one byte each.
+ *
+ * Endpoints are sorted by priority, so each priority level is a range; the
+ * consistent-hash balancers' tables are built here once per level. */
+#ifndef MESHD_UPSTREAM_EPSET_H
+#define MESHD_UPSTREAM_EPSET_H
+
+#include "core/addr.h"
+#include "snapshot.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MD_MAGLEV_SIZE 65537u         /* prime, as Maglev needs */
+#define MD_RING_MAX (1024.0 * 1024.0) /* points on one level's ring at most */
+
+struct md_ep {
+    struct md_addr addr;
+    char label[MD_ADDR_STRLEN];
+    uint32_t weight; /* >= 1 */
+    uint32_t priority;
+    uint8_t healthy; /* atomic; 1 unless an active health check said otherwise */
+};
+
+/* A ring point: the hash at which an endpoint's arc ends. */
+struct md_ring_point {
+    uint64_t hash;
+    uint32_t ep;
+};
+
+struct md_eplevel {
+    uint32_t priority;
+    uint32_t first, n; /* eps[first .. first+n) */
+    uint64_t total_weight;
+    struct md_ring_point *ring; /* RING_HASH: sorted by hash */
+    size_t ring_n;
+    uint16_t *maglev; /* MAGLEV: [MD_MAGLEV_SIZE] endpoint offsets within the level */
+};
+
+struct md_epset {
+    int refs; /* atomic */
+    size_t n;
+    struct md_ep *eps;
+    size_t n_levels;
+    struct md_eplevel *levels; /* by priority, highest (0) first */
+};
+
+/* Builds a set from |n| endpoints (any order; copied) with the tables |cl|'s
+ * balancer needs. Returns NULL on ENOMEM. */
+struct md_epset *md_epset_new(const struct md_snap_cluster *cl, const struct md_snap_endpoint *eps,
+                              size_t n);
+struct md_epset *md_epset_ref(struct md_epset *set);
+/* NULL is ignored. */
+void md_epset_unref(struct md_epset *set);
+
+/* The endpoint of |set| at |addr|, or NULL. */
+struct md_ep *md_epset_find(struct md_epset *set, const struct md_addr *addr);
+
+static inline bool md_ep_healthy(const struct md_ep *ep)
+{
+    return __atomic_load_n(&ep->healthy, __ATOMIC_RELAXED) != 0;
+}
+
+static inline void md_ep_set_healthy(struct md_ep *ep, bool healthy)
+{
+    __atomic_store_n(&ep->healthy, healthy ? 1 : 0, __ATOMIC_RELAXED);
+}
+
+/* Same addresses, weights and priorities? (A DNS answer that changed nothing.) */
+bool md_epset_same(const struct md_epset *a, const struct md_epset *b);
+
+/* A 64-bit hash of |n| bytes, well mixed in every bit (FNV-1a with a
+ * splitmix64 finish). */
+uint64_t md_hash64(const void *p, size_t n);
+
+/* The ring point or Maglev entry for |hash| in |lv|: an index into eps. */
+uint32_t md_eplevel_ring_lookup(const struct md_epset *set, const struct md_eplevel *lv,
+                                uint64_t hash, size_t *pos);
+uint32_t md_eplevel_maglev_lookup(const struct md_epset *set, const struct md_eplevel *lv,
+                                  uint64_t hash);
+
+#endif

@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "upstream/lb.h"
+
+#include "core/err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Rehashes MAGLEV tries before taking any candidate: enough to step past a
+ * few unhealthy endpoints while keeping keys where they were. */
+#define MAGLEV_RETRIES 8
+
+void md_lb_init(struct md_lb *lb, uint64_t seed)
+{
+    memset(lb, 0, sizeof(*lb));
+    lb->rng = seed | 1;
+    lb->rr = (uint32_t)seed;
+}
+
+int md_lb_set(struct md_lb *lb, struct md_epset *set)
+{
+    int64_t *wrr = calloc(set->n ? set->n : 1, sizeof(*wrr));
+    if (!wrr)
+        return MD_ENOMEM;
+    free(lb->wrr);
+    lb->wrr = wrr;
+    md_epset_unref(lb->set);
+    lb->set = md_epset_ref(set);
+    return 0;
+}
+
+void md_lb_fini(struct md_lb *lb)
+{
+    md_epset_unref(lb->set);
+    free(lb->wrr);
+    lb->set = NULL;
+    lb->wrr = NULL;
+}
+
+static uint64_t next_rand(struct md_lb *lb)
+{
+    uint64_t x = lb->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    lb->rng = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+static bool was_tried(const struct md_ep *ep, const struct md_lb_ctx *ctx)
+{
+    for (size_t i = 0; i < ctx->n_tried; i++)
+        if (ctx->tried[i].len == ep->addr.len &&
+            memcmp(&ctx->tried[i].ss, &ep->addr.ss, ep->addr.len) == 0)
+            return true;
+    return false;
+}
+
+/* The candidates: their indices into set->eps, and a membership bitmap. */
+struct cands {
+    uint32_t idx[MD_EPSET_MAX];
+    uint8_t in[MD_EPSET_MAX / 8];
+    uint32_t n;
+    uint64_t total_weight;
+    const struct md_eplevel *level;
+};
+
+static bool is_cand(const struct cands *c, uint32_t i)
+{
+    return c->in[i / 8] & (1u << (i % 8));
+}
+
+static void choose(const struct md_lb *lb, const struct md_snap_cluster *cl,
+                   const struct md_lb_ctx *ctx, struct cands *c)
+{
+    const struct md_epset *set = lb->set;
+    const struct md_eplevel *pick = NULL;
+    bool panic = true;
+    for (size_t k = 0; k < set->n_levels && !pick; k++) { /* the first level with a healthy one */
+        const struct md_eplevel *lv = &set->levels[k];
+        uint32_t healthy = 0;
+        bool untried_healthy = false;
+        for (uint32_t i = lv->first; i < lv->first + lv->n; i++) {
+            bool h = md_ep_healthy(&set->eps[i]);
+            healthy += h;
+            untried_healthy |= h && !was_tried(&set->eps[i], ctx);
+        }
+        if (untried_healthy) {
+            pick = lv;
+            panic = (uint64_t)healthy * 100 < (uint64_t)lv->n * cl->panic_threshold;
+        }
+    }
+    for (size_t k = 0; k < set->n_levels && !pick; k++) { /* none healthy: the first untried */
+        const struct md_eplevel *lv = &set->levels[k];
+        for (uint32_t i = lv->first; i < lv->first + lv->n && !pick; i++)
+            if (!was_tried(&set->eps[i], ctx))
+                pick = lv;
+    }
+    memset(c->in, 0, sizeof(c->in));
+    c->n = 0;
+    c->total_weight = 0;
+    c->level = pick;
+    if (!pick)
+        return;
+    for (uint32_t i = pick->first; i < pick->first + pick->n && i < MD_EPSET_MAX; i++) {
+        const struct md_ep *ep = &set->eps[i];
+        if ((!panic && !md_ep_healthy(ep)) || was_tried(ep, ctx))
+            continue;
+        c->idx[c->n++] = i;
+        c->in[i / 8] |= (uint8_t)(1u << (i % 8));
+        c->total_weight += ep->weight;
+    }
+}
+
+static uint32_t weighted_random(struct md_lb *lb, const struct cands *c)
+{
+    uint64_t r = next_rand(lb) % c->total_weight;
+    for (uint32_t k = 0; k < c->n; k++) {
+        uint32_t w = lb->set->eps[c->idx[k]].weight;
+        if (r < w)
+            return c->idx[k];
+        r -= w;
+    }
+    return c->idx[c->n - 1];
+}
+
+/* nginx's smooth weighted round robin: every candidate gains its weight,
+ * the richest is picked and pays the total. */
+static uint32_t smooth_wrr(struct md_lb *lb, const struct cands *c)
+{
+    uint32_t best = c->idx[0];
+    for (uint32_t k = 0; k < c->n; k++) {
+        uint32_t i = c->idx[k];
+        lb->wrr[i] += lb->set->eps[i].weight;
+        if (lb->wrr[i] > lb->wrr[best])
+            best = i;
+    }
+    lb->wrr[best] -= (int64_t)c->total_weight;
+    return best;
+}
+
+/* Power of two choices: two different candidates (when there are two),
+ * each drawn by weight. */
+static uint32_t least_request(struct md_lb *lb, const struct md_lb_ctx *ctx, const struct cands *c)
+{
+    uint32_t a = weighted_random(lb, c), b = a;
+    uint64_t rest = c->total_weight - lb->set->eps[a].weight;
+    if (rest) {
+        uint64_t r = next_rand(lb) % rest;
+        for (uint32_t k = 0; k < c->n; k++) {
+            uint32_t w = lb->set->eps[c->idx[k]].weight;
+            if (c->idx[k] == a)
+                continue;
+            b = c->idx[k];
+            if (r < w)
+                break;
+            r -= w;
+        }
+    }
+    if (!ctx->load)
+        return a;
+    return ctx->load(ctx->load_arg, &lb->set->eps[b]) < ctx->load(ctx->load_arg, &lb->set->eps[a])
+               ? b
+               : a;
+}
+
+static uint32_t ring_hash(struct md_lb *lb, uint64_t hash, const struct cands *c)
+{
+    const struct md_eplevel *lv = c->level;
+    size_t pos;
+    uint32_t i = md_eplevel_ring_lookup(lb->set, lv, hash, &pos);
+    /* Walk on to the next point of a candidate: a key leaves its endpoint
+     * only while that one is out. */
+    for (size_t step = 0; !is_cand(c, i) && step < lv->ring_n; step++)
+        i = lv->ring[(pos + step) % lv->ring_n].ep;
+    return is_cand(c, i) ? i : c->idx[hash % c->n];
+}
+
+static uint32_t maglev(struct md_lb *lb, uint64_t hash, const struct cands *c)
+{
+    uint64_t h = hash;
+    for (int k = 0; k < MAGLEV_RETRIES; k++) {
+        uint32_t i = md_eplevel_maglev_lookup(lb->set, c->level, h);
+        if (is_cand(c, i))
+            return i;
+        h = md_hash64(&h, sizeof(h));
+    }
+    return c->idx[hash % c->n];
+}
+
+const struct md_ep *md_lb_pick(struct md_lb *lb, const struct md_snap_cluster *cl,
+                               const struct md_lb_ctx *ctx)
+{
+    if (!lb->set || lb->set->n == 0)
+        return NULL;
+    struct cands c;
+    choose(lb, cl, ctx, &c);
+    if (c.n == 0)
+        return NULL;
+    uint32_t i;
+    switch (cl->lb) {
+    case MD_LB_WEIGHTED_ROUND_ROBIN: i = smooth_wrr(lb, &c); break;
+    case MD_LB_LEAST_REQUEST: i = least_request(lb, ctx, &c); break;
+    case MD_LB_RING_HASH:
+        i = ctx->has_hash ? ring_hash(lb, ctx->hash, &c) : weighted_random(lb, &c);
+        break;
+    case MD_LB_MAGLEV:
+        i = ctx->has_hash ? maglev(lb, ctx->hash, &c) : weighted_random(lb, &c);
+        break;
+    case MD_LB_RANDOM: i = weighted_random(lb, &c); break;
+    default: i = c.idx[lb->rr++ % c.n]; break;
+    }
+    return &lb->set->eps[i];
+}

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A worker's balancer for one cluster: which endpoint of the current set a
+ * request (or a connection) goes to. Candidates are the healthy endpoints
+ * of the highest-priority level that has any; a level with fewer than
+ * panic_threshold percent healthy balances over all of its endpoints, and
+ * when no level has a healthy one the first level does. Then the cluster's
+ * policy picks among them. State is per worker: no locks, no shared lines. */
+#ifndef MESHD_UPSTREAM_LB_H
+#define MESHD_UPSTREAM_LB_H
+
+#include "upstream/epset.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Endpoints a set may hold (DNS answers beyond it are cut). */
+#define MD_EPSET_MAX 1024u
+
+struct md_lb {
+    struct md_epset *set; /* one reference; NULL until the first set */
+    uint32_t rr;          /* ROUND_ROBIN cursor */
+    int64_t *wrr;         /* WEIGHTED_ROUND_ROBIN current weights, [set->n] */
+    uint64_t rng;         /* xorshift64* state, never 0 */
+};
+
+/* What a pick may use besides the set. */
+struct md_lb_ctx {
+    bool has_hash; /* RING_HASH / MAGLEV: the request's hash (else a random pick) */
+    uint64_t hash;
+    const struct md_addr *tried; /* endpoints to skip (a connect's earlier attempts) */
+    size_t n_tried;
+    /* LEAST_REQUEST: requests in progress to |ep| on this worker; NULL: none known */
+    size_t (*load)(void *arg, const struct md_ep *ep);
+    void *load_arg;
+};
+
+void md_lb_init(struct md_lb *lb, uint64_t seed);
+/* Switches to |set| (a reference is taken). Returns 0 or MD_ENOMEM (the
+ * previous set stays). */
+int md_lb_set(struct md_lb *lb, struct md_epset *set);
+void md_lb_fini(struct md_lb *lb);
+
+/* The endpoint for the next request per |cl|'s policy, or NULL when the set
+ * is empty or every endpoint was tried. Valid while lb->set is. */
+const struct md_ep *md_lb_pick(struct md_lb *lb, const struct md_snap_cluster *cl,
+                               const struct md_lb_ctx *ctx);
+
+#endif
