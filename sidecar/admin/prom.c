@@ -3,6 +3,7 @@
 
 #include "core/err.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -16,8 +17,63 @@ static void family(FILE *f, const struct md_stat_desc *d)
             d->gauge ? "gauge" : "counter");
 }
 
+/* The control thread's per-cluster counters and membership gauges. */
+static void render_clusters(FILE *f, const struct md_clusters *cs)
+{
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"meshd_cluster_dns_resolve_total", "DNS resolutions answered (changed or not).",
+         offsetof(struct md_cluster_ctl_stats, dns_resolve)},
+        {"meshd_cluster_dns_failure_total",
+         "DNS resolutions that failed; the last good endpoint set stays.",
+         offsetof(struct md_cluster_ctl_stats, dns_failure)},
+        {"meshd_cluster_health_check_success_total", "Active health checks that passed.",
+         offsetof(struct md_cluster_ctl_stats, hc_success)},
+        {"meshd_cluster_health_check_failure_total",
+         "Active health checks that failed (refused, timed out, wrong answer).",
+         offsetof(struct md_cluster_ctl_stats, hc_failure)},
+        {"meshd_cluster_health_check_ejected_total", "Endpoints marked unhealthy.",
+         offsetof(struct md_cluster_ctl_stats, hc_ejected)},
+        {"meshd_cluster_health_check_restored_total", "Endpoints marked healthy again.",
+         offsetof(struct md_cluster_ctl_stats, hc_restored)},
+    };
+    const struct md_snapshot *snap = cs->snap;
+    for (size_t s = 0; s < sizeof(counters) / sizeof(counters[0]); s++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", counters[s].name, counters[s].help,
+                counters[s].name);
+        for (size_t i = 0; i < snap->n_clusters; i++)
+            fprintf(f, "%s{cluster=\"%s\"} %llu\n", counters[s].name, snap->clusters[i].name,
+                    (unsigned long long)*(const uint64_t *)((const char *)&cs->stats[i] +
+                                                            counters[s].off));
+    }
+    fprintf(f, "# HELP meshd_cluster_membership_total Endpoints in the current set.\n"
+               "# TYPE meshd_cluster_membership_total gauge\n");
+    for (size_t i = 0; i < snap->n_clusters; i++)
+        fprintf(f, "meshd_cluster_membership_total{cluster=\"%s\"} %zu\n", snap->clusters[i].name,
+                cs->cur[i] ? cs->cur[i]->n : 0);
+    fprintf(f, "# HELP meshd_cluster_membership_healthy Endpoints in the current set taken "
+               "as healthy.\n# TYPE meshd_cluster_membership_healthy gauge\n");
+    for (size_t i = 0; i < snap->n_clusters; i++) {
+        size_t healthy = 0;
+        for (size_t k = 0; cs->cur[i] && k < cs->cur[i]->n; k++)
+            healthy += md_ep_healthy(&cs->cur[i]->eps[k]);
+        fprintf(f, "meshd_cluster_membership_healthy{cluster=\"%s\"} %zu\n", snap->clusters[i].name,
+                healthy);
+    }
+    fprintf(f, "# HELP meshd_cluster_endpoint_healthy 1 when the endpoint takes traffic, 0 when "
+               "a health check ejected it.\n# TYPE meshd_cluster_endpoint_healthy gauge\n");
+    for (size_t i = 0; i < snap->n_clusters; i++)
+        for (size_t k = 0; cs->cur[i] && k < cs->cur[i]->n; k++)
+            fprintf(f, "meshd_cluster_endpoint_healthy{cluster=\"%s\",endpoint=\"%s\"} %d\n",
+                    snap->clusters[i].name, cs->cur[i]->eps[k].label,
+                    md_ep_healthy(&cs->cur[i]->eps[k]) ? 1 : 0);
+}
+
 int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *blocks, size_t n,
-                   const struct md_prom_server *server, char **out, size_t *len)
+                   const struct md_clusters *cs, const struct md_prom_server *server, char **out,
+                   size_t *len)
 {
     FILE *f = open_memstream(out, len);
     if (!f)
@@ -43,6 +99,7 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
                     (long long)md_stats_sum_r(blocks, n, i, (enum md_rstat)s));
         }
     }
+    render_clusters(f, cs);
     fprintf(f,
             "# HELP meshd_server_draining 1 while meshd drains (not accepting).\n"
             "# TYPE meshd_server_draining gauge\nmeshd_server_draining %d\n"

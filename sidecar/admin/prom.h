@@ -5,6 +5,7 @@
 
 #include "core/stats.h"
 #include "snapshot.h"
+#include "upstream/clusters.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -18,8 +19,10 @@ struct md_prom_server {
 };
 
 /* Renders the exposition of |snap|'s listeners and clusters summed over the
- * |n| worker blocks into a malloc'd string (*out, *len). Returns 0 or MD_ENOMEM. */
+ * |n| worker blocks, and the control thread's cluster figures (|cs|), into
+ * a malloc'd string (*out, *len). Returns 0 or MD_ENOMEM. */
 int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *blocks, size_t n,
-                   const struct md_prom_server *server, char **out, size_t *len);
+                   const struct md_clusters *cs, const struct md_prom_server *server, char **out,
+                   size_t *len);
 
 #endif

@@ -107,7 +107,7 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
         md_tls_watch_counts(c->tls_watch, &srv.tls_reloads, &srv.tls_reload_failures);
         char *body;
         size_t len;
-        int rc = md_prom_render(c->snap, c->blocks, c->n_workers, &srv, &body, &len);
+        int rc = md_prom_render(c->snap, c->blocks, c->n_workers, &c->clusters, &srv, &body, &len);
         reply_owned(r, rc, body, len, "text/plain; version=0.0.4; charset=utf-8");
     } else if (strcmp(path, "/config_dump") == 0) {
         if (!get)
@@ -115,6 +115,13 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
         char *body;
         size_t len;
         int rc = md_snapshot_dump(c->snap, &body, &len);
+        reply_owned(r, rc, body, len, NULL);
+    } else if (strcmp(path, "/clusters") == 0) {
+        if (!get)
+            goto get_only;
+        char *body;
+        size_t len;
+        int rc = md_clusters_dump(&c->clusters, &body, &len);
         reply_owned(r, rc, body, len, NULL);
     } else if (strcmp(path, "/drain") == 0) {
         if (!post) {
@@ -131,6 +138,7 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
             "  GET  /ready              200 ready, 503 draining\n"
             "  GET  /stats/prometheus   metrics, Prometheus text 0.0.4\n"
             "  GET  /config_dump        running configuration\n"
+            "  GET  /clusters           endpoints of every cluster: priority, weight, health\n"
             "  POST /drain              stop accepting; open connections continue\n"
             "  gRPC grpc.health.v1.Health/Check (h2c, same port): \"\" as /ready; a listener's\n"
             "       name: that listener; others NOT_FOUND\n");

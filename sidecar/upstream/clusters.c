@@ -4,6 +4,7 @@
 #include "core/err.h"
 #include "core/log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,8 @@ int md_clusters_init(struct md_clusters *cs, const struct md_snapshot *snap,
     cs->publish = publish;
     cs->publish_arg = arg;
     cs->cur = calloc(snap->n_clusters ? snap->n_clusters : 1, sizeof(*cs->cur));
-    if (!cs->cur)
+    cs->stats = calloc(snap->n_clusters ? snap->n_clusters : 1, sizeof(*cs->stats));
+    if (!cs->cur || !cs->stats)
         return MD_ENOMEM;
     for (size_t i = 0; i < snap->n_clusters; i++) {
         const struct md_snap_cluster *cl = &snap->clusters[i];
@@ -31,7 +33,39 @@ void md_clusters_fini(struct md_clusters *cs)
     for (size_t i = 0; cs->cur && i < cs->snap->n_clusters; i++)
         md_epset_unref(cs->cur[i]);
     free(cs->cur);
+    free(cs->stats);
     cs->cur = NULL;
+    cs->stats = NULL;
+}
+
+int md_clusters_dump(const struct md_clusters *cs, char **out, size_t *len)
+{
+    FILE *f = open_memstream(out, len);
+    if (!f)
+        return MD_ENOMEM;
+    static const char *const kinds[] = {"STATIC", "DNS", "DNS_SRV"};
+    for (size_t i = 0; i < cs->snap->n_clusters; i++) {
+        const struct md_snap_cluster *cl = &cs->snap->clusters[i];
+        const struct md_epset *set = cs->cur[i];
+        size_t healthy = 0;
+        for (size_t k = 0; set && k < set->n; k++)
+            healthy += md_ep_healthy(&set->eps[k]);
+        fprintf(f, "%s type=%s%s%s endpoints=%zu healthy=%zu health_checked=%s\n", cl->name,
+                kinds[cl->discovery], cl->dns_name ? " dns_name=" : "",
+                cl->dns_name ? cl->dns_name : "", set ? set->n : 0, healthy,
+                cl->health_check ? "yes" : "no");
+        for (size_t k = 0; set && k < set->n; k++) {
+            const struct md_ep *ep = &set->eps[k];
+            fprintf(f, "  %s priority=%u weight=%u health=%s\n", ep->label, ep->priority,
+                    ep->weight, md_ep_healthy(ep) ? "healthy" : "unhealthy");
+        }
+    }
+    if (fclose(f) != 0) {
+        free(*out);
+        *out = NULL;
+        return MD_ENOMEM;
+    }
+    return 0;
 }
 
 int md_clusters_update(struct md_clusters *cs, size_t idx, const struct md_snap_endpoint *eps,
