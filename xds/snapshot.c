@@ -218,6 +218,9 @@ static int build_cluster(const Mesh__V1__Cluster *c, size_t idx, struct md_snap_
         if (rc < 0)
             return rc;
     }
+    int rc = md_snapshot_build_cluster_resilience(c, out);
+    if (rc < 0)
+        return rc;
     out->protocol =
         c->protocol == MESH__V1__CLUSTER__PROTOCOL__HTTP1 ? MD_CLUSTER_HTTP1 : MD_CLUSTER_HTTP2;
     const Mesh__V1__Cluster__ConnectionPool *p = c->pool;
@@ -239,6 +242,10 @@ static int build_listener(const Mesh__V1__Bundle *b, const Mesh__V1__Listener *l
 {
     out->name = strdup(l->name);
     if (!out->name)
+        return MD_ENOMEM;
+    if (l->connection_rate_limit &&
+        md_snapshot_build_rate_limit(l->connection_rate_limit, "listener", out->name,
+                                     &out->conn_rate_limit) < 0)
         return MD_ENOMEM;
     out->idx = idx;
     md_addr_parse(l->address->address, l->address->port, &out->addr);
@@ -451,6 +458,18 @@ static int build_route(const Mesh__V1__Bundle *b, const char *vh_name, size_t i,
         rc = build_action(b, r->route, out);
     if (rc == 0 && r->rbac)
         rc = md_snapshot_build_rbac(r->rbac, MD_RBAC_SCOPE_ROUTE, out->name, &out->rbac);
+    const Mesh__V1__RouteAction *a = r->route;
+    if (rc == 0 && a->retry_policy)
+        rc = md_snapshot_build_retry(a->retry_policy, &out->retry);
+    if (rc == 0 && a->rate_limit)
+        rc = md_snapshot_build_rate_limit(a->rate_limit, "route", out->name, &out->rate_limit);
+    if (rc == 0 && a->fault)
+        rc = md_snapshot_build_fault(a->fault, &out->fault);
+    out->max_stream_duration_ms = a->max_stream_duration_ms;
+    if (a->fallback_cluster[0]) {
+        out->has_fallback = true;
+        out->fallback = (size_t)md_validate_find_cluster(b, a->fallback_cluster);
+    }
     return rc;
 }
 
@@ -549,6 +568,8 @@ int md_snapshot_build(const Mesh__V1__Bundle *b, struct md_snapshot **out)
         rc = build_listener(b, b->listeners[i], i, &s->listeners[i]);
     if (rc == 0)
         rc = md_snapshot_index_rbac(s);
+    if (rc == 0)
+        rc = md_snapshot_index_rate_limits(s);
     if (rc < 0) {
         md_snapshot_unref(s);
         return rc;
@@ -610,6 +631,9 @@ static void free_route(struct md_snap_route *r)
     free_names(r->resp_remove, r->n_resp_remove);
     free_names(r->upgrades, r->n_upgrades);
     free_names(r->server_names, r->n_server_names);
+    md_snapshot_free_retry(r->retry);
+    md_snapshot_free_rate_limit(r->rate_limit);
+    free(r->fault);
 }
 
 static void free_route_config(struct md_snap_route_config *rc)
@@ -643,6 +667,7 @@ void md_snapshot_unref(struct md_snapshot *snap)
     for (size_t i = 0; i < snap->n_listeners; i++) {
         struct md_snap_listener *l = &snap->listeners[i];
         md_snapshot_free_rbac(l->http.rbac);
+        md_snapshot_free_rate_limit(l->conn_rate_limit);
         free(l->name);
         free(l->http.xfcc_header);
         if (l->tls)
@@ -650,6 +675,7 @@ void md_snapshot_unref(struct md_snapshot *snap)
         free(l->tls);
     }
     free(snap->rbac_stats);
+    free(snap->rate_limits);
     for (size_t i = 0; i < snap->n_clusters; i++) {
         struct md_snap_cluster *c = &snap->clusters[i];
         free(c->name);
@@ -658,6 +684,7 @@ void md_snapshot_unref(struct md_snapshot *snap)
         for (size_t k = 0; k < c->n_hash_policies; k++)
             free(c->hash_policies[k].header);
         free(c->hash_policies);
+        free(c->outlier);
         if (c->health_check) {
             free(c->health_check->path);
             free(c->health_check->host);
@@ -787,10 +814,14 @@ static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct 
         fprintf(f, "  }\n");
         if (l->tls)
             dump_listener_tls(f, l->tls);
+        if (l->conn_rate_limit)
+            md_snapshot_dump_rate_limit(f, 2, "connection_rate_limit", l->conn_rate_limit);
         fprintf(f, "}\n");
         return;
     }
     dump_tcp_proxy(f, snap, 2, "tcp_proxy", &l->tcp);
+    if (l->conn_rate_limit)
+        md_snapshot_dump_rate_limit(f, 2, "connection_rate_limit", l->conn_rate_limit);
     fprintf(f, "}\n");
 }
 
@@ -848,6 +879,7 @@ static void dump_cluster(FILE *f, const struct md_snap_cluster *c)
             "    max_connections_per_endpoint: %u\n    idle_timeout_ms: %u\n"
             "    keepalive_interval_ms: %u\n  }\n",
             c->max_connections_per_endpoint, c->pool_idle_timeout_ms, c->keepalive_interval_ms);
+    md_snapshot_dump_cluster_resilience(f, c);
     if (c->tls) {
         fprintf(f, "  tls {\n");
         dump_tls_files(f, &c->tls->files);
@@ -918,6 +950,9 @@ static void dump_route(FILE *f, const struct md_snapshot *snap, const struct md_
     if (r->refuse_upgrades)
         fprintf(f, "        refuse_upgrades: true\n");
     dump_names(f, "upgrade_types", r->upgrades, r->n_upgrades);
+    md_snapshot_dump_route_resilience(f, 8, r);
+    if (r->has_fallback)
+        fprintf(f, "        fallback_cluster: \"%s\"\n", snap->clusters[r->fallback].name);
     fprintf(f, "      }\n");
     if (r->rbac)
         md_snapshot_dump_rbac(f, 6, r->rbac);

@@ -118,6 +118,57 @@ struct md_snap_rbac_stat {
     const char *policy; /* "" when no policy matched */
 };
 
+/* Resilience (mesh/v1/resilience.proto), defaults applied. */
+enum {
+    MD_RETRY_ON_5XX = 1 << 0,
+    MD_RETRY_ON_GATEWAY_ERROR = 1 << 1,
+    MD_RETRY_ON_RESET = 1 << 2,
+    MD_RETRY_ON_CONNECT_FAILURE = 1 << 3,
+    MD_RETRY_ON_STATUS_CODES = 1 << 4,
+};
+
+struct md_snap_retry {
+    uint32_t num_retries;
+    uint32_t on;      /* MD_RETRY_ON_* */
+    uint32_t grpc_on; /* bit n: gRPC status n is retried */
+    size_t n_codes;
+    uint32_t *codes;             /* HTTP statuses for MD_RETRY_ON_STATUS_CODES */
+    uint32_t per_try_timeout_ms; /* 0: none */
+    uint32_t base_interval_ms, max_interval_ms;
+    uint32_t buffer_limit;
+};
+
+struct md_snap_rate_limit {
+    uint32_t per_second, burst, max_keys;
+    char *header; /* keyed by this header (lower case); NULL: not */
+    size_t header_len;
+    bool by_spiffe_id;
+    size_t idx;        /* position in md_snapshot.rate_limits: the shared bucket's slot */
+    const char *scope; /* "listener" or "route", for stats */
+    const char *owner; /* the listener's or route's name (borrowed) */
+};
+
+struct md_snap_fault {
+    uint32_t delay_ms, delay_percent;
+    uint32_t abort_http_status, abort_grpc_status, abort_percent;
+    bool header_control;
+};
+
+struct md_snap_breakers {
+    uint32_t max_connections, max_pending, max_requests, max_retries;
+};
+
+struct md_snap_outlier {
+    uint32_t consecutive_errors, consecutive_grpc_failures;
+    uint32_t grpc_failures; /* bit n: gRPC status n counts as a failure */
+    uint32_t success_rate_threshold, success_rate_min_requests, interval_ms;
+    uint32_t base_ejection_ms, max_ejection_ms, max_ejection_percent;
+};
+
+struct md_snap_retry_budget {
+    uint32_t percent, min_concurrency;
+};
+
 struct md_snap_weighted_cluster {
     size_t cluster; /* index into md_snapshot.clusters */
     uint32_t weight;
@@ -144,6 +195,12 @@ struct md_snap_route {
     struct md_snap_header *req_add, *resp_add;
     char **req_remove, **resp_remove; /* lower case */
     bool refuse_upgrades;
+    struct md_snap_retry *retry;           /* NULL: no retries */
+    uint32_t max_stream_duration_ms;       /* 0: none */
+    struct md_snap_rate_limit *rate_limit; /* NULL: none */
+    struct md_snap_fault *fault;           /* NULL: none */
+    bool has_fallback;
+    size_t fallback; /* cluster index used when the route's has no endpoint */
     size_t n_upgrades;
     char **upgrades;           /* lower case; none configured: "websocket" */
     struct md_snap_rbac *rbac; /* checked after the listener's; NULL: none */
@@ -249,6 +306,9 @@ struct md_snap_cluster {
     struct md_snap_endpoint *endpoints;
     struct md_snap_health_check *health_check; /* NULL: every endpoint healthy */
     uint32_t panic_threshold;                  /* percent, defaults applied */
+    struct md_snap_breakers breakers;          /* defaults applied */
+    struct md_snap_outlier *outlier;           /* NULL: no outlier detection */
+    struct md_snap_retry_budget retry_budget;  /* defaults applied */
     /* HTTP upstreams (defaults applied) */
     enum md_cluster_protocol protocol;
     struct md_snap_h2_opts h2;
@@ -289,9 +349,10 @@ struct md_snap_listener {
     struct md_addr addr;
     char label[MD_ADDR_STRLEN];
     enum md_snap_handler handler;
-    struct md_snap_tcp_proxy tcp;     /* MD_HANDLER_TCP_PROXY, or http.tcp_fallback */
-    struct md_snap_http http;         /* MD_HANDLER_HTTP */
-    struct md_snap_listener_tls *tls; /* NULL: plaintext */
+    struct md_snap_tcp_proxy tcp;               /* MD_HANDLER_TCP_PROXY, or http.tcp_fallback */
+    struct md_snap_http http;                   /* MD_HANDLER_HTTP */
+    struct md_snap_listener_tls *tls;           /* NULL: plaintext */
+    struct md_snap_rate_limit *conn_rate_limit; /* NULL: none */
 };
 
 struct md_snapshot {
@@ -310,6 +371,8 @@ struct md_snapshot {
      * (routes of the same name) share their slots. */
     size_t n_rbac_stats;
     struct md_snap_rbac_stat *rbac_stats;
+    size_t n_rate_limits; /* every listener's and route's rate limit, for the shared buckets */
+    struct md_snap_rate_limit **rate_limits;
 };
 
 /* Defaults the schema documents. */
@@ -339,6 +402,20 @@ struct md_snapshot {
 #define MD_DEFAULT_DNS_MIN_REFRESH_MS 1000u
 #define MD_DEFAULT_DNS_MAX_REFRESH_MS (300u * 1000u)
 #define MD_DEFAULT_DNS_QUERY_TIMEOUT_MS 2000u
+#define MD_DEFAULT_RETRIES 2u
+#define MD_DEFAULT_RETRY_BASE_MS 25u
+#define MD_DEFAULT_RETRY_BUFFER (64u * 1024u)
+#define MD_DEFAULT_RATE_LIMIT_KEYS 10000u
+#define MD_DEFAULT_BREAKER_LIMIT 1024u
+#define MD_DEFAULT_BREAKER_RETRIES 3u
+#define MD_DEFAULT_RETRY_BUDGET_PERCENT 20u
+#define MD_DEFAULT_RETRY_BUDGET_MIN 3u
+#define MD_DEFAULT_OUTLIER_CONSECUTIVE 5u
+#define MD_DEFAULT_OUTLIER_MIN_REQUESTS 100u
+#define MD_DEFAULT_OUTLIER_INTERVAL_MS 10000u
+#define MD_DEFAULT_OUTLIER_BASE_MS 30000u
+#define MD_DEFAULT_OUTLIER_MAX_MS 300000u
+#define MD_DEFAULT_OUTLIER_MAX_PERCENT 10u
 #define MD_DEFAULT_ADMIN_IP "127.0.0.1"
 #define MD_DEFAULT_ADMIN_PORT 15000u
 

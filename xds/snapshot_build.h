@@ -49,4 +49,24 @@ void md_snapshot_free_rbac(struct md_snap_rbac *r);
 /* Writes `rbac { ... }` at |indent|. */
 void md_snapshot_dump_rbac(FILE *f, int indent, const struct md_snap_rbac *r);
 
+/* Resilience (snapshot_resilience.c). Each builds into a new *out, set as
+ * soon as it exists so that the snapshot frees it on a later failure.
+ * Returns 0 or MD_ENOMEM. */
+int md_snapshot_build_retry(const Mesh__V1__RetryPolicy *r, struct md_snap_retry **out);
+void md_snapshot_free_retry(struct md_snap_retry *r);
+/* |scope| ("listener", "route") and |owner| are borrowed for stats labels. */
+int md_snapshot_build_rate_limit(const Mesh__V1__RateLimit *r, const char *scope, const char *owner,
+                                 struct md_snap_rate_limit **out);
+void md_snapshot_free_rate_limit(struct md_snap_rate_limit *r);
+int md_snapshot_build_fault(const Mesh__V1__FaultInjection *f, struct md_snap_fault **out);
+/* Breakers and retry budget (defaults applied) and outlier detection. */
+int md_snapshot_build_cluster_resilience(const Mesh__V1__Cluster *c, struct md_snap_cluster *out);
+/* Fills s->rate_limits with every listener's then route's rate limit and
+ * numbers them. */
+int md_snapshot_index_rate_limits(struct md_snapshot *s);
+void md_snapshot_dump_route_resilience(FILE *f, int indent, const struct md_snap_route *r);
+void md_snapshot_dump_rate_limit(FILE *f, int indent, const char *key,
+                                 const struct md_snap_rate_limit *r);
+void md_snapshot_dump_cluster_resilience(FILE *f, const struct md_snap_cluster *c);
+
 #endif

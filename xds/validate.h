@@ -99,6 +99,21 @@ void md_validate_grpc_match(struct md_errlist *el, const char *res, const char *
 void md_validate_header_matchers(struct md_errlist *el, const char *res, const char *at,
                                  Mesh__V1__HeaderMatcher *const *hm, size_t n);
 
+/* Resilience (validate_resilience.c). |at| names the message's field. */
+void md_validate_retry_policy(struct md_errlist *el, const char *res, const char *at,
+                              const Mesh__V1__RetryPolicy *r);
+/* |keyed|: a key (header, SPIFFE ID) is allowed (routes). */
+void md_validate_rate_limit(struct md_errlist *el, const char *res, const char *at,
+                            const Mesh__V1__RateLimit *r, bool keyed);
+void md_validate_fault(struct md_errlist *el, const char *res, const char *at,
+                       const Mesh__V1__FaultInjection *f);
+void md_validate_cluster_resilience(struct md_errlist *el, const char *res,
+                                    const Mesh__V1__Cluster *c);
+/* The gRPC status code a name ("unavailable") stands for, or -1. */
+int md_validate_grpc_status_name(const char *name);
+/* The index of a RetryPolicy.retry_on name in its documented order, or -1. */
+int md_validate_retry_on_name(const char *name);
+
 /* Returns the index of the cluster named |name|, or -1. */
 long md_validate_find_cluster(const Mesh__V1__Bundle *b, const char *name);
 

@@ -187,6 +187,7 @@ void md_validate_clusters(const Mesh__V1__Bundle *b, struct md_errlist *el)
         check_discovery(el, res, c);
         check_lb(el, res, c);
         check_health(el, res, c->health_check);
+        md_validate_cluster_resilience(el, res, c);
         md_validate_range0(el, res, "connect_timeout_ms", c->connect_timeout_ms, 1,
                            MAX_CONNECT_TIMEOUT_MS, " ms");
         md_validate_range0(el, res, "max_connect_attempts", c->max_connect_attempts, 1,

@@ -126,6 +126,9 @@ void md_validate_listeners(const Mesh__V1__Bundle *b, struct md_errlist *el)
             md_errlist_add(el, res, "handler", "none set: tcp_proxy or http is required");
             break;
         }
+        if (l->connection_rate_limit)
+            md_validate_rate_limit(el, res, "connection_rate_limit", l->connection_rate_limit,
+                                   false);
         if (l->tls && l->handler_case != MESH__V1__LISTENER__HANDLER_HTTP) {
             md_errlist_add(el, res, "tls",
                            "only for http listeners (a tcp_proxy passes TLS through unchanged)");

@@ -339,6 +339,33 @@ static void check_action(const Mesh__V1__Bundle *b, struct md_errlist *el, const
     check_header_removes(el, res, rp, "response_headers_to_remove", a->response_headers_to_remove,
                          a->n_response_headers_to_remove);
     check_upgrades(el, res, rp, a);
+    if (a->retry_policy) {
+        fieldf(f, rp, "route.retry_policy");
+        md_validate_retry_policy(el, res, f, a->retry_policy);
+    }
+    fieldf(f, rp, "route.max_stream_duration_ms");
+    md_validate_range0(el, res, f, a->max_stream_duration_ms, 1, MAX_ROUTE_TIMEOUT_MS, " ms");
+    if (a->rate_limit) {
+        fieldf(f, rp, "route.rate_limit");
+        md_validate_rate_limit(el, res, f, a->rate_limit, true);
+    }
+    if (a->fault) {
+        fieldf(f, rp, "route.fault");
+        md_validate_fault(el, res, f, a->fault);
+    }
+    if (a->fallback_cluster[0]) {
+        fieldf(f, rp, "route.fallback_cluster");
+        check_cluster_ref(b, el, res, f, a->fallback_cluster);
+        long fb = md_validate_find_cluster(b, a->fallback_cluster);
+        long main = a->cluster_specifier_case == MESH__V1__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER
+                        ? md_validate_find_cluster(b, a->cluster)
+                        : -1;
+        if (fb >= 0 && main >= 0 && b->clusters[fb]->protocol != b->clusters[main]->protocol)
+            md_errlist_add(el, res, f, "speaks another protocol than cluster \"%.80s\"",
+                           a->cluster);
+        if (a->cluster_specifier_case != MESH__V1__ROUTE_ACTION__CLUSTER_SPECIFIER_CLUSTER)
+            md_errlist_add(el, res, f, "only with a single cluster (not weighted_clusters)");
+    }
 }
 
 /* "*", "*.suffix", "prefix.*" or a host name / bracketed IPv6 literal. */
