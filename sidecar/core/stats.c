@@ -108,6 +108,17 @@ const struct md_stat_desc md_cstat_desc[MD_CSTAT__N] = {
                                       "TLS handshakes with endpoints that failed (untrusted "
                                       "certificate, protocol, ALPN).",
                                       false},
+    [MD_CSTAT_RQ_RETRY] = {"meshd_cluster_upstream_rq_retry_total",
+                           "Attempts made again by a route's retry policy.", false},
+    [MD_CSTAT_RQ_RETRY_SUCCESS] = {"meshd_cluster_upstream_rq_retry_success_total",
+                                   "Requests answered by an attempt after the first.", false},
+    [MD_CSTAT_RQ_FALLBACK] = {"meshd_cluster_upstream_rq_fallback_total",
+                              "Requests this cluster had no endpoint for, sent to the route's "
+                              "fallback cluster.",
+                              false},
+    [MD_CSTAT_RQ_FAULT_ABORT] = {"meshd_cluster_upstream_rq_fault_abort_total",
+                                 "Requests answered by fault injection instead of this cluster.",
+                                 false},
     [MD_CSTAT_TLS_IDENTITY_MISMATCH] = {"meshd_cluster_tls_identity_mismatch_total",
                                         "Endpoints refused for presenting a SPIFFE ID not in "
                                         "match_spiffe_ids (or none).",

@@ -54,6 +54,10 @@ enum md_cstat {
     MD_CSTAT_H2_CX_ACTIVE,          /* gauge: pooled HTTP/2 connections */
     MD_CSTAT_TLS_HANDSHAKE_ERROR,   /* TLS handshakes with an endpoint that failed */
     MD_CSTAT_TLS_IDENTITY_MISMATCH, /* servers whose SPIFFE ID the cluster does not accept */
+    MD_CSTAT_RQ_RETRY,              /* attempts made again (retry policies) */
+    MD_CSTAT_RQ_RETRY_SUCCESS,      /* requests answered by an attempt after the first */
+    MD_CSTAT_RQ_FALLBACK,           /* requests sent to the route's fallback cluster */
+    MD_CSTAT_RQ_FAULT_ABORT,        /* requests aborted by fault injection */
     MD_CSTAT__N
 };
 

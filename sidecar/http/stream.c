@@ -31,6 +31,8 @@ struct md_stream *md_stream_new(struct md_worker *w, const struct md_snap_listen
 static void stream_free(struct md_stream *s)
 {
     ev_timer_stop(s->w->loop, &s->timer);
+    ev_timer_stop(s->w->loop, &s->retry_timer);
+    md_outbuf_fini(&s->kept);
     md_bq_fini(&s->req.body);
     md_bq_fini(&s->resp.body);
     md_arena_fini(&s->arena);
@@ -113,6 +115,12 @@ int md_stream_body(struct md_stream *s, struct md_half *h, const void *data, siz
     if (rc < 0)
         return rc;
     h->body_bytes += len;
+    if (h == &s->req && s->keep_limit && !s->keep_lost) {
+        if (s->kept.len + len > s->keep_limit || md_outbuf_append(&s->kept, data, len) < 0) {
+            s->keep_lost = true; /* too large to send again: no more attempts */
+            md_outbuf_fini(&s->kept);
+        }
+    }
     md_stream_notify_data(s, h == &s->resp);
     return 0;
 }
@@ -131,11 +139,43 @@ size_t md_stream_take(struct md_stream *s, struct md_half *h, void *dst, size_t 
     h->taken += n;
     s->last_active = ev_now(s->w->loop);
     /* The producer of the request is ds; of the response, us. */
-    if (h == &s->req && s->ds)
-        s->ds_ops->consumed(s->ds, n);
-    else if (h == &s->resp && s->us)
+    if (h == &s->req && h->taken > s->req_acked) {
+        size_t fresh = (size_t)(h->taken - s->req_acked);
+        s->req_acked = h->taken;
+        if (s->ds)
+            s->ds_ops->consumed(s->ds, fresh);
+    } else if (h == &s->resp && s->us) {
         s->us_ops->consumed(s->us, n);
+    }
     return n;
+}
+
+void md_stream_drop_request_body(struct md_stream *s)
+{
+    md_bq_clear(&s->req.body);
+    size_t unacked = (size_t)(s->req.body_bytes - s->req_acked);
+    s->req_acked = s->req.body_bytes;
+    if (unacked && s->ds)
+        s->ds_ops->consumed(s->ds, unacked);
+}
+
+bool md_stream_restart(struct md_stream *s)
+{
+    if (s->keep_lost)
+        return false;
+    /* What the client sent and the last attempt had not taken yet is in
+     * |kept| too: queue the whole body again. */
+    md_bq_clear(&s->req.body);
+    if (s->kept.len && md_bq_append(&s->req.body, s->kept.data, s->kept.len) < 0)
+        return false;
+    s->req.taken = 0;
+    struct md_half *r = &s->resp;
+    md_bq_clear(&r->body);
+    r->n_hdrs = r->n_trailers = 0;
+    r->headers_done = r->end = r->headers_end = false;
+    r->body_bytes = r->taken = 0;
+    s->us_ep = NULL;
+    return true;
 }
 
 bool md_stream_detach_ds(struct md_stream *s)

@@ -12,6 +12,7 @@
 
 #include "core/arena.h"
 #include "core/bq.h"
+#include "core/outbuf.h"
 #include "http/hdrs.h"
 #include "snapshot.h"
 
@@ -90,6 +91,21 @@ struct md_stream {
     ev_timer timer;         /* deadline */
     struct md_hdr *us_hdrs; /* request headers as sent upstream */
     size_t n_us_hdrs;
+    /* The upstream endpoint of the current attempt (the pool's copy): valid
+     * while the upstream side is attached. NULL: none yet. */
+    const struct md_addr *us_ep;
+    /* Retries (router.c): every request body byte is kept while it fits in
+     * |keep_limit|, so that another attempt can send it again. */
+    uint32_t keep_limit; /* 0: nothing kept */
+    bool keep_lost;      /* the body outgrew the limit: no more attempts */
+    struct md_outbuf kept;
+    uint64_t req_acked;    /* request bytes reported consumed to the ds side */
+    uint32_t attempts;     /* upstream attempts made (the first is 1) */
+    struct md_addr *tried; /* endpoints of failed attempts (arena), for the next pick */
+    uint32_t n_tried;
+    ev_timer retry_timer; /* per-try timeout, or (send_on_timer) a backoff or fault delay */
+    bool send_on_timer;
+    ev_tstamp hard_deadline; /* max_stream_duration: holds after an upgrade too; 0: none */
 };
 
 /* Creates a stream for the downstream side |ds|. Returns NULL on ENOMEM. */
@@ -109,8 +125,18 @@ int md_stream_body(struct md_stream *s, struct md_half *h, const void *data, siz
 void md_stream_end(struct md_stream *s, struct md_half *h);
 
 /* Consumer call: takes up to |len| body bytes of |h| into |dst|, and tells
- * the producer. Returns how many. */
+ * the producer (of request bytes, only those it was not told of before: a
+ * replayed request is not acknowledged twice). Returns how many. */
 size_t md_stream_take(struct md_stream *s, struct md_half *h, void *dst, size_t len);
+
+/* Discards the request body queued so far and tells the producer it was
+ * taken (an answer made without it). */
+void md_stream_drop_request_body(struct md_stream *s);
+
+/* Starts the request over for another attempt: the kept body queued again
+ * from its first byte, the response half emptied. The upstream side must be
+ * detached. Returns false when the body was not kept whole. */
+bool md_stream_restart(struct md_stream *s);
 
 /* Side notifications. */
 void md_stream_notify_headers(struct md_stream *s, bool to_ds);

@@ -7,6 +7,7 @@
 #include "http/local_reply.h"
 #include "loop/worker.h"
 #include "router/rbac.h"
+#include "router/retry.h"
 #include "router/route_match.h"
 #include "upstream/upool.h"
 
@@ -101,10 +102,9 @@ static void reply(struct md_stream *s, int http_status, int grpc_status, const c
 {
     md_stream_reset_us(s, NGHTTP2_CANCEL);
     ev_timer_stop(s->w->loop, &s->timer);
+    ev_timer_stop(s->w->loop, &s->retry_timer);
     s->local_reply = true;
-    size_t dropped = md_bq_clear(&s->req.body);
-    if (dropped && s->ds)
-        s->ds_ops->consumed(s->ds, dropped);
+    md_stream_drop_request_body(s);
     if (md_local_reply_build(s, http_status, grpc_status, detail) < 0) {
         abandon(s, NGHTTP2_INTERNAL_ERROR);
         return;
@@ -131,6 +131,19 @@ void md_router_local_reply(struct md_stream *s, enum md_reply_kind kind, const c
     reply(s, map[kind].http, map[kind].grpc, detail);
 }
 
+/* The earliest of the stream's idle time (from |active|), its deadline and
+ * its max duration; 0: none. */
+static ev_tstamp next_timeout(const struct md_stream *s, ev_tstamp active)
+{
+    double idle = s->listener->http.stream_idle_timeout_ms / 1000.0;
+    ev_tstamp next = idle > 0 ? active + idle : 0;
+    if (s->deadline && (!next || s->deadline < next))
+        next = s->deadline;
+    if (s->hard_deadline && (!next || s->hard_deadline < next))
+        next = s->hard_deadline;
+    return next;
+}
+
 /* Deadline or stream idle time reached. */
 static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
@@ -138,17 +151,19 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     ev_tstamp now = ev_now(loop);
     double idle = s->listener->http.stream_idle_timeout_ms / 1000.0;
     bool deadline = s->deadline && now >= s->deadline - 0.0005;
+    bool longest = s->hard_deadline && now >= s->hard_deadline - 0.0005;
     bool idled = idle > 0 && now >= s->last_active + idle - 0.0005;
-    if (!deadline && !idled) {
-        ev_tstamp next = idle > 0 ? s->last_active + idle : 0;
-        if (s->deadline && (!next || s->deadline < next))
-            next = s->deadline;
+    if (!deadline && !idled && !longest) {
+        ev_tstamp next = next_timeout(s, s->last_active);
         t->repeat = next - now > 0.001 ? next - now : 0.001;
         ev_timer_again(loop, t);
         return;
     }
     ev_timer_stop(loop, t);
-    const char *why = deadline ? "deadline exceeded" : "stream idle timeout";
+    ev_timer_stop(loop, &s->retry_timer);
+    const char *why = deadline  ? "deadline exceeded"
+                      : longest ? "max stream duration"
+                                : "stream idle timeout";
     md_stats_add(md_stats_l(s->w->stats, s->listener->idx, MD_LSTAT_RQ_TIMEOUT), 1);
     MD_LOG(MD_LOG_INFO, "http_timeout", "stream=%d.%llu listener=%s route=%s reason=\"%s\"",
            s->w->id, (unsigned long long)s->id, s->listener->name, s->route ? s->route->name : "-",
@@ -171,11 +186,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 
 static void arm_timer(struct md_stream *s)
 {
-    double idle = s->listener->http.stream_idle_timeout_ms / 1000.0;
     ev_tstamp now = ev_now(s->w->loop);
-    ev_tstamp next = idle > 0 ? now + idle : 0;
-    if (s->deadline && (!next || s->deadline < next))
-        next = s->deadline;
+    ev_tstamp next = next_timeout(s, now);
     if (!next)
         return;
     ev_init(&s->timer, on_timer);
@@ -217,7 +229,7 @@ static int build_upstream_headers(struct md_stream *s)
     const struct md_snap_route *r = s->route;
     const struct md_half *q = &s->req;
     const struct md_snap_http *http = &s->listener->http;
-    size_t cap = q->n_hdrs + r->n_req_add + 4;
+    size_t cap = q->n_hdrs + r->n_req_add + 5;
     struct md_hdr *out = md_arena_alloc(&s->arena, cap * sizeof(*out));
     if (!out)
         return MD_ENOMEM;
@@ -293,6 +305,8 @@ static int build_upstream_headers(struct md_stream *s)
         size_t len = md_grpc_timeout_format(left > 0 ? left : 1e-6, v);
         out[n++] = (struct md_hdr){"grpc-timeout", 12, v, len};
     }
+    if (r->retry) /* last: rewritten for every attempt (send_upstream) */
+        out[n++] = (struct md_hdr){"x-meshd-attempt-count", 21, "1", 1};
     s->us_hdrs = out;
     s->n_us_hdrs = n;
     return 0;
@@ -371,6 +385,150 @@ static bool rbac_allows(struct md_stream *s, const struct md_snap_rbac *rbac)
     return false;
 }
 
+static void on_retry_timer(struct ev_loop *loop, ev_timer *t, int revents);
+
+static void wait_then_send(struct md_stream *s, double delay)
+{
+    s->send_on_timer = true;
+    ev_timer_set(&s->retry_timer, delay, 0.);
+    ev_timer_start(s->w->loop, &s->retry_timer);
+}
+
+/* Attempt |s->attempts| + 1: to the route's cluster, or when it has no
+ * endpoint to the route's fallback cluster. */
+static void send_upstream(struct md_stream *s)
+{
+    const struct md_snap_route *r = s->route;
+    s->attempts++;
+    if (r->retry) {
+        char *v = md_arena_alloc(&s->arena, 12);
+        if (v) {
+            int len = snprintf(v, 12, "%u", s->attempts);
+            s->us_hdrs[s->n_us_hdrs - 1].value = v;
+            s->us_hdrs[s->n_us_hdrs - 1].value_len = (size_t)len;
+        }
+    }
+    int err = md_upool_acquire(s->w, s);
+    if (err == MD_ENOUPSTREAM && r->has_fallback && s->cluster != r->fallback) {
+        MD_LOG(MD_LOG_INFO, "http_fallback", "stream=%d.%llu route=%s cluster=%s fallback=%s",
+               s->w->id, (unsigned long long)s->id, r->name, s->w->snap->clusters[s->cluster].name,
+               s->w->snap->clusters[r->fallback].name);
+        md_stats_add(md_stats_c(s->w->stats, s->cluster, MD_CSTAT_RQ_FALLBACK), 1);
+        s->cluster = r->fallback;
+        err = md_upool_acquire(s->w, s);
+    }
+    if (err < 0) {
+        md_router_local_reply(s, MD_REPLY_UNAVAILABLE,
+                              err == MD_ENOUPSTREAM ? "no endpoint to send it to"
+                                                    : "out of memory");
+        return;
+    }
+    if (r->retry && r->retry->per_try_timeout_ms) {
+        s->send_on_timer = false;
+        ev_timer_set(&s->retry_timer, r->retry->per_try_timeout_ms / 1000.0, 0.);
+        ev_timer_start(s->w->loop, &s->retry_timer);
+    }
+}
+
+/* The failed attempt is tried again if the route's policy allows it and
+ * nothing of it reached the client: the upstream side is let go, the
+ * request queued again whole, and the next attempt sent after the backoff
+ * (or the server's pushback). Returns false when it is not (the caller
+ * answers). */
+static bool try_again(struct md_stream *s, const char *why, int64_t pushback_ms)
+{
+    const struct md_snap_retry *rp = s->route->retry;
+    struct md_worker *w = s->w;
+    if (!rp || s->attempts > rp->num_retries || s->resp_started || !s->ds || s->keep_lost ||
+        s->upgraded || s->local_reply || pushback_ms == -2)
+        return false;
+    double wait = pushback_ms >= 0 ? pushback_ms / 1000.0
+                                   : md_retry_backoff(rp, s->attempts, md_worker_rand(w));
+    if (s->deadline && ev_now(w->loop) + wait >= s->deadline)
+        return false; /* no time left for another attempt */
+    if (!s->tried)
+        s->tried = md_arena_alloc(&s->arena, (rp->num_retries + 1) * sizeof(*s->tried));
+    if (s->tried && s->us_ep && s->n_tried <= rp->num_retries)
+        s->tried[s->n_tried++] = *s->us_ep;
+    ev_timer_stop(w->loop, &s->retry_timer);
+    md_stream_reset_us(s, NGHTTP2_CANCEL);
+    if (!md_stream_restart(s))
+        return false;
+    md_stats_add(md_stats_c(w->stats, s->cluster, MD_CSTAT_RQ_RETRY), 1);
+    MD_LOG(MD_LOG_INFO, "http_retry",
+           "stream=%d.%llu route=%s cluster=%s attempt=%u reason=\"%s\" backoff_ms=%.1f", w->id,
+           (unsigned long long)s->id, s->route->name, w->snap->clusters[s->cluster].name,
+           s->attempts + 1, why, wait * 1000.0);
+    wait_then_send(s, wait);
+    return true;
+}
+
+static void on_retry_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct md_stream *s = MD_CONTAINER_OF(t, struct md_stream, retry_timer);
+    if (s->send_on_timer) {
+        s->send_on_timer = false;
+        send_upstream(s);
+        return;
+    }
+    /* The attempt's own deadline: another attempt, or the answer. */
+    if (s->resp_started || try_again(s, "per-try timeout", -1))
+        return;
+    md_stats_add(md_stats_l(s->w->stats, s->listener->idx, MD_LSTAT_RQ_TIMEOUT), 1);
+    md_router_local_reply(s, MD_REPLY_TIMEOUT, "per-try timeout");
+}
+
+/* A request header's decimal value, or |def| when absent or not a number. */
+static long header_value(const struct md_stream *s, const char *name, long def)
+{
+    const struct md_hdr *h = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, name);
+    if (!h || h->value_len == 0 || h->value_len > 9)
+        return def;
+    long v = 0;
+    for (size_t i = 0; i < h->value_len; i++) {
+        if (h->value[i] < '0' || h->value[i] > '9')
+            return def;
+        v = v * 10 + (h->value[i] - '0');
+    }
+    return v;
+}
+
+/* Fault injection: an abort is answered here (returns true); a delay is
+ * left in |*delay| (seconds). The percentages draw once per request; a
+ * request may ask for a fault itself when the route allows it. */
+static bool inject_fault(struct md_stream *s, double *delay)
+{
+    const struct md_snap_fault *f = s->route->fault;
+    struct md_worker *w = s->w;
+    long http = f->abort_http_status, grpc = f->abort_grpc_status;
+    long delay_ms = f->delay_ms;
+    bool abort = f->abort_percent && md_worker_rand(w) % 100 < f->abort_percent;
+    bool late = f->delay_percent && md_worker_rand(w) % 100 < f->delay_percent;
+    if (f->header_control) {
+        long hd = header_value(s, "x-meshd-fault-delay-ms", -1);
+        long hh = header_value(s, "x-meshd-fault-abort-http-status", -1);
+        long hg = header_value(s, "x-meshd-fault-abort-grpc-status", -1);
+        if (hd >= 0 && hd <= 3600000)
+            late = true, delay_ms = hd;
+        if ((hh >= 200 && hh <= 599) || (hg >= 1 && hg <= 16)) {
+            abort = true;
+            http = hh >= 200 && hh <= 599 ? hh : 0;
+            grpc = hg >= 1 && hg <= 16 ? hg : 0;
+        }
+    }
+    if (late)
+        *delay = delay_ms / 1000.0;
+    if (!abort)
+        return false;
+    md_stats_add(md_stats_c(w->stats, s->cluster, MD_CSTAT_RQ_FAULT_ABORT), 1);
+    MD_LOG(MD_LOG_INFO, "http_fault_abort",
+           "stream=%d.%llu route=%s http_status=%ld grpc_status=%ld", w->id,
+           (unsigned long long)s->id, s->route->name, http, grpc);
+    /* gRPC callers get the gRPC status when one is set, others the HTTP one */
+    reply(s, http ? (int)http : 503, grpc ? (int)grpc : MD_GRPC_UNAVAILABLE, "fault injected");
+    return true;
+}
+
 void md_router_on_request(struct md_stream *s)
 {
     const struct md_snapshot *snap = s->w->snap;
@@ -429,25 +587,50 @@ void md_router_on_request(struct md_stream *s)
         timeout = grpc_timeout;
     if (timeout > 0)
         s->deadline = ev_now(s->w->loop) + timeout;
-    arm_timer(s);
 
+    if (s->route->max_stream_duration_ms)
+        s->hard_deadline = ev_now(s->w->loop) + s->route->max_stream_duration_ms / 1000.0;
+    arm_timer(s);
     if (build_upstream_headers(s) < 0) {
         md_router_local_reply(s, MD_REPLY_UNAVAILABLE, "out of memory");
         return;
     }
+    if (s->route->retry && !s->upgrade)
+        s->keep_limit = s->route->retry->buffer_limit;
+    ev_init(&s->retry_timer, on_retry_timer);
     MD_LOG(MD_LOG_DEBUG, "http_route", "stream=%d.%llu route=%s cluster=%s", s->w->id,
            (unsigned long long)s->id, s->route->name, snap->clusters[s->cluster].name);
-    int err = md_upool_acquire(s->w, s);
-    if (err < 0)
-        md_router_local_reply(s, MD_REPLY_UNAVAILABLE,
-                              err == MD_ENOUPSTREAM ? "no endpoint to send it to"
-                                                    : "out of memory");
+    double delay = 0;
+    if (s->route->fault && inject_fault(s, &delay))
+        return;
+    if (delay > 0) {
+        wait_then_send(s, delay);
+        return;
+    }
+    send_upstream(s);
 }
 
 void md_router_on_response(struct md_stream *s)
 {
     const struct md_snap_route *r = s->route;
     struct md_half *h = &s->resp;
+    if (r->retry && md_retry_on_response(r->retry, h, s->grpc)) {
+        const struct md_hdr *st = md_hdrs_find(h->hdrs, h->n_hdrs, ":status");
+        const struct md_hdr *gs = md_hdrs_find(h->hdrs, h->n_hdrs, "grpc-status");
+        char why[48];
+        snprintf(why, sizeof(why), "%s %.*s", gs ? "grpc-status" : "status",
+                 (int)(gs   ? gs->value_len
+                       : st ? st->value_len
+                            : 0),
+                 gs   ? gs->value
+                 : st ? st->value
+                      : "");
+        if (try_again(s, why, md_retry_pushback_ms(h)))
+            return;
+    }
+    ev_timer_stop(s->w->loop, &s->retry_timer); /* answered: the per-try timeout is done */
+    if (s->attempts > 1)
+        md_stats_add(md_stats_c(s->w->stats, s->cluster, MD_CSTAT_RQ_RETRY_SUCCESS), 1);
     size_t n = 0;
     struct md_hdr *out = md_arena_alloc(&s->arena, (h->n_hdrs + r->n_resp_add + 1) * sizeof(*out));
     if (!out) {
@@ -485,6 +668,20 @@ void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uin
     struct md_stats *st = w->stats;
     s->us = NULL;
     const char *cl = w->snap->clusters[s->cluster].name;
+    if (s->route && s->route->retry && !s->resp_started &&
+        (why == MD_US_CLOSE_RESET || why == MD_US_CLOSE_CONN_LOST ||
+         why == MD_US_CLOSE_CONNECT_FAILED) &&
+        md_retry_on_end(s->route->retry, why == MD_US_CLOSE_CONNECT_FAILED
+                                             ? MD_RETRY_END_CONNECT_FAILED
+                                             : MD_RETRY_END_RESET) &&
+        try_again(s,
+                  why == MD_US_CLOSE_CONNECT_FAILED ? "connect failure"
+                  : why == MD_US_CLOSE_RESET        ? "upstream reset"
+                                                    : "connection lost",
+                  -1)) {
+        md_stream_detach_us(s);
+        return;
+    }
     if (why == MD_US_CLOSE_REFUSED && s->req.taken == 0 && s->ds && !s->resp_started &&
         s->connect_attempts++ < MAX_REFUSED_RETRIES) {
         /* Refused before any of it was processed (RFC 9113 §8.7): safe to send again. */

@@ -186,6 +186,7 @@ static void on_idle_timeout(struct ev_loop *loop, ev_timer *t, int revents)
 
 static int submit(struct pconn *pc, struct md_stream *s, bool reused)
 {
+    s->us_ep = &pc->addr;
     if (pc->h1) {
         pc->idle = false;
         ev_timer_stop(pc->pool->w->loop, &pc->idle_timer);
@@ -259,6 +260,7 @@ static int add_pending(struct pconn *pc, struct md_stream *s)
     p->s = s;
     md_list_insert_tail(&pc->pending, &p->link);
     pc->n_pending++;
+    s->us_ep = &pc->addr;
     s->us = p;
     s->us_ops = &pending_ops;
     return 0;
@@ -321,9 +323,14 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
     if (!pool)
         return MD_ENOMEM;
     const struct md_snap_cluster *cl = pool->cl;
-    struct md_lb_ctx ctx = {.load = ep_load, .load_arg = pool};
+    struct md_lb_ctx ctx = {
+        .load = ep_load, .load_arg = pool, .tried = s->tried, .n_tried = s->n_tried};
     ctx.has_hash = request_hash(cl, s, &ctx.hash);
     const struct md_ep *ep = md_lb_pick(&w->lbs[cl->idx], cl, &ctx);
+    if (!ep && ctx.n_tried) { /* a retry goes elsewhere when it can, else where it was */
+        ctx.n_tried = 0;
+        ep = md_lb_pick(&w->lbs[cl->idx], cl, &ctx);
+    }
     if (!ep)
         return MD_ENOUPSTREAM;
     struct pconn *best = NULL, *least = NULL;
