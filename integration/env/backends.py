@@ -12,6 +12,8 @@ listener and every open connection and joins the threads, with bounded waits.
   SourceServer     sends N deterministic bytes, then closes, or half-closes and
                    keeps reading (recording what the client sent)
   CountingServer   accepts and counts, discards input until EOF
+  IdentifyServer   greets each connection with its name ("NAME\n"), then
+                   discards input until EOF (for load-balancing tests)
   RefusingPort     a bound socket that never listens: connects are refused
   ResettingServer  reads N bytes, optionally replies M bytes, then resets (RST)
   EndObserver      sends or reads until the connection ends, and records how
@@ -301,6 +303,20 @@ class CountingServer(TCPServer):
     """Accept and count (see `accepted`); discard input until EOF."""
 
     def handle(self, conn):
+        n = self._read_to_eof(conn)
+        self.results.put({"bytes": n})
+
+
+class IdentifyServer(TCPServer):
+    """Send b"<name>\\n" on accept (server first), then read to EOF.
+    Result: {"bytes": what the client sent}."""
+
+    def __init__(self, name, **kw):
+        super().__init__(name=f"identify-{name}", **kw)
+        self.name = name
+
+    def handle(self, conn):
+        conn.sendall(f"{self.name}\n".encode())
         n = self._read_to_eof(conn)
         self.results.put({"bytes": n})
 
