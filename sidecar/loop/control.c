@@ -189,6 +189,8 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
     if (md_clusters_init(&c->clusters, snap, publish_epset, c) < 0)
         return MD_ENOMEM;
     int err;
+    if (!(c->dns = md_dns_new(c->loop, snap, &c->clusters, &err)))
+        return err;
     c->admin = md_admin_new(c->loop, &snap->admin, snap->admin_label, admin_handler, admin_health,
                             c, &err);
     if (!c->admin)
@@ -239,6 +241,7 @@ void md_control_fini(struct md_control *c)
         md_worker_fini(&c->workers[i]);
     md_admin_free(c->admin);
     md_tls_watch_free(c->tls_watch);
+    md_dns_free(c->dns);
     md_clusters_fini(&c->clusters);
     if (c->loop) {
         ev_signal_stop(c->loop, &c->sig_term);

@@ -6,6 +6,7 @@
 #define MESHD_LOOP_CONTROL_H
 
 #include "admin/admin.h"
+#include "discovery/dns.h"
 #include "loop/worker.h"
 #include "snapshot.h"
 #include "tls/tls_watch.h"
@@ -25,6 +26,7 @@ struct md_control {
     ev_signal sig_term, sig_int, sig_hup;
     struct md_tls_watch *tls_watch; /* owned: certificate rotation */
     struct md_clusters clusters;    /* every cluster's current endpoint set */
+    struct md_dns *dns;             /* owned: DNS and DNS_SRV clusters' discovery */
     ev_timer drain_deadline, drain_poll;
     double drain_timeout_s;
     bool draining; /* listeners closed; /ready is 503 */

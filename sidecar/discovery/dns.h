@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* DNS and DNS_SRV clusters: c-ares on the control loop (its sockets on
+ * ev_io, its timeouts on one ev_timer; never blocking) resolves every such
+ * cluster at start and again when the answer's shortest TTL runs out, and
+ * hands each good answer to md_clusters_update. A failed resolution keeps
+ * the last good set and is retried after min_refresh_ms. */
+#ifndef MESHD_DISCOVERY_DNS_H
+#define MESHD_DISCOVERY_DNS_H
+
+#include "snapshot.h"
+#include "upstream/clusters.h"
+
+#include <ev.h>
+
+/* Most endpoints one cluster takes from DNS; the rest of an answer is cut
+ * (logged), as the schema documents. */
+#define MD_DNS_MAX_ENDPOINTS 1024
+
+struct md_dns;
+
+/* Starts resolving every DNS and DNS_SRV cluster of |snap| on |loop| (the
+ * first queries leave at once), updating |cs|. Borrows |loop|, |snap| and
+ * |cs| until md_dns_free. A snapshot without DNS clusters gets an object
+ * with nothing in it (no channel, no resolv.conf read). Returns NULL and
+ * sets |*err| (MD_ENOMEM, or MD_EINVAL when c-ares refuses its options or
+ * servers; logged). */
+struct md_dns *md_dns_new(struct ev_loop *loop, const struct md_snapshot *snap,
+                          struct md_clusters *cs, int *err);
+/* Cancels what is in flight (no endpoint update follows), stops every
+ * watcher and frees. NULL is ignored. */
+void md_dns_free(struct md_dns *dns);
+
+#endif
