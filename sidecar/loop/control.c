@@ -195,6 +195,8 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
                             c, &err);
     if (!c->admin)
         return err;
+    if (!(c->checker = md_checker_new(c->loop, &c->clusters, &err)))
+        return err;
     ev_signal_init(&c->sig_term, on_signal, SIGTERM);
     ev_signal_init(&c->sig_int, on_signal, SIGINT);
     c->sig_term.data = c->sig_int.data = c;
@@ -242,6 +244,7 @@ void md_control_fini(struct md_control *c)
     md_admin_free(c->admin);
     md_tls_watch_free(c->tls_watch);
     md_dns_free(c->dns);
+    md_checker_free(c->checker); /* stops its probes; the sets it flags go next */
     md_clusters_fini(&c->clusters);
     if (c->loop) {
         ev_signal_stop(c->loop, &c->sig_term);

@@ -7,6 +7,7 @@
 
 #include "admin/admin.h"
 #include "discovery/dns.h"
+#include "health/checker.h"
 #include "loop/worker.h"
 #include "snapshot.h"
 #include "tls/tls_watch.h"
@@ -27,6 +28,7 @@ struct md_control {
     struct md_tls_watch *tls_watch; /* owned: certificate rotation */
     struct md_clusters clusters;    /* every cluster's current endpoint set */
     struct md_dns *dns;             /* owned: DNS and DNS_SRV clusters' discovery */
+    struct md_checker *checker;     /* owned: active health checks (takes clusters.watch) */
     ev_timer drain_deadline, drain_poll;
     double drain_timeout_s;
     bool draining; /* listeners closed; /ready is 503 */
