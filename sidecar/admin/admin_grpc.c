@@ -3,6 +3,7 @@
  * replies are a few bytes, so the protobuf is read and written by hand. */
 #include "admin/admin_grpc.h"
 
+#include "codec/grpc.h"
 #include "codec/h2_conn.h"
 #include "core/err.h"
 #include "core/list.h"
@@ -62,63 +63,13 @@ static void gstream_free(struct gstream *s)
     free(s);
 }
 
-static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    *v = 0;
-    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        *v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80))
-            return true;
-    }
-    return false;
-}
-
-/* One uncompressed gRPC message holding HealthCheckRequest{string service = 1}.
- * Sets |svc| to the last service field (protobuf: the last one wins), or to
- * "" when absent; unknown fields are skipped. Returns 0 or MD_EPROTO. */
+/* HealthCheckRequest{string service = 1}: |svc| the service, "" when absent.
+ * Returns 0 or MD_EPROTO. */
 static int parse_request(const uint8_t *b, size_t n, const uint8_t **svc, size_t *svc_len)
 {
-    if (n < 5 || b[0] != 0)
-        return MD_EPROTO;
-    size_t len = (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
-    if (len != n - 5)
-        return MD_EPROTO; /* a unary request is exactly one message */
-    const uint8_t *p = b + 5, *end = b + n;
-    *svc = p;
+    *svc = b;
     *svc_len = 0;
-    while (p < end) {
-        uint64_t tag, v;
-        if (!read_varint(&p, end, &tag) || tag >> 3 == 0)
-            return MD_EPROTO;
-        if (tag >> 3 == 1 && (tag & 7) != 2)
-            return MD_EPROTO; /* service must be a string */
-        switch (tag & 7) {
-        case 0:
-            if (!read_varint(&p, end, &v))
-                return MD_EPROTO;
-            break;
-        case 1:
-        case 5: {
-            size_t w = (tag & 7) == 1 ? 8 : 4;
-            if ((size_t)(end - p) < w)
-                return MD_EPROTO;
-            p += w;
-            break;
-        }
-        case 2:
-            if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
-                return MD_EPROTO;
-            if (tag >> 3 == 1) {
-                *svc = p;
-                *svc_len = (size_t)v;
-            }
-            p += v;
-            break;
-        default: /* groups are not in proto3 */ return MD_EPROTO;
-        }
-    }
-    return 0;
+    return md_grpc_field1(b, n, 2, NULL, svc, svc_len) < 0 ? MD_EPROTO : 0;
 }
 
 static void log_answer(const struct gstream *s, int grpc_status, const uint8_t *svc, size_t svc_len)

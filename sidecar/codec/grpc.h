@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum md_grpc_status {
     MD_GRPC_OK = 0,
@@ -30,5 +31,14 @@ size_t md_grpc_timeout_format(double seconds, char *buf);
 
 /* Is |v| an application/grpc content type ("application/grpc" or "+proto"...)? */
 bool md_grpc_is_content_type(const char *v, size_t len);
+
+/* Field 1 of a unary body: |b| (|n| bytes) must be exactly one uncompressed
+ * length-prefixed message; its field number 1 (the last one, as protobuf
+ * reads repeats) must have wire type |wire| (0: varint into *v; 2: bytes
+ * into *p, *len); other fields are skipped. Returns 1 when found, 0 when
+ * absent, or -1 when the body or the message is malformed. Enough for the
+ * one-field messages of grpc.health.v1. */
+int md_grpc_field1(const uint8_t *b, size_t n, int wire, uint64_t *v, const uint8_t **p,
+                   size_t *len);
 
 #endif

@@ -54,12 +54,41 @@ static void test_content_type(void **state)
     assert_false(md_grpc_is_content_type("application/json", 16));
 }
 
+static void test_field1(void **state)
+{
+    /* HealthCheckResponse{status: SERVING}, with an unknown field first */
+    const uint8_t serving[] = {0, 0, 0, 0, 4, 0x10, 7, 0x08, 1};
+    uint64_t v = 99;
+    assert_int_equal(md_grpc_field1(serving, sizeof(serving), 0, &v, NULL, NULL), 1);
+    assert_int_equal(v, 1);
+    const uint8_t empty[] = {0, 0, 0, 0, 0};
+    assert_int_equal(md_grpc_field1(empty, sizeof(empty), 0, &v, NULL, NULL), 0);
+    /* HealthCheckRequest{service: "ab"} twice: the last one wins */
+    const uint8_t svc[] = {0, 0, 0, 0, 8, 0x0a, 2, 'x', 'y', 0x0a, 2, 'a', 'b'};
+    const uint8_t *p = NULL;
+    size_t len = 0;
+    assert_int_equal(md_grpc_field1(svc, sizeof(svc), 2, NULL, &p, &len), 1);
+    assert_int_equal(len, 2);
+    assert_memory_equal(p, "ab", 2);
+    const uint8_t wrong_type[] = {0, 0, 0, 0, 2, 0x08, 1};
+    assert_int_equal(md_grpc_field1(wrong_type, sizeof(wrong_type), 2, NULL, &p, &len), -1);
+    const uint8_t compressed[] = {1, 0, 0, 0, 2, 0x08, 1};
+    assert_int_equal(md_grpc_field1(compressed, sizeof(compressed), 0, &v, NULL, NULL), -1);
+    const uint8_t short_len[] = {0, 0, 0, 0, 3, 0x08, 1};
+    assert_int_equal(md_grpc_field1(short_len, sizeof(short_len), 0, &v, NULL, NULL), -1);
+    const uint8_t overrun[] = {0, 0, 0, 0, 3, 0x0a, 9, 'a'};
+    assert_int_equal(md_grpc_field1(overrun, sizeof(overrun), 2, NULL, &p, &len), -1);
+    const uint8_t bad_varint[] = {0, 0, 0, 0, 2, 0x08, 0x80};
+    assert_int_equal(md_grpc_field1(bad_varint, sizeof(bad_varint), 0, &v, NULL, NULL), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timeout_parse),
         cmocka_unit_test(test_timeout_format_roundtrip),
         cmocka_unit_test(test_content_type),
+        cmocka_unit_test(test_field1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

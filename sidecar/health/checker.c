@@ -256,58 +256,12 @@ static void http_read(struct probe *p)
 
 /* -- gRPC over h2c ----------------------------------------------------------- */
 
-static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    *v = 0;
-    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        *v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80))
-            return true;
-    }
-    return false;
-}
-
-/* One uncompressed message holding HealthCheckResponse{ServingStatus status
- * = 1}; unknown fields are skipped, the last status wins (protobuf), absent
- * is UNKNOWN (0). Returns 0 or MD_EPROTO. */
+/* HealthCheckResponse{ServingStatus status = 1}: absent is UNKNOWN (0).
+ * Returns 0 or MD_EPROTO. */
 static int parse_response(const uint8_t *b, size_t n, uint64_t *status)
 {
-    if (n < 5 || b[0] != 0)
-        return MD_EPROTO;
-    size_t len = (size_t)b[1] << 24 | (size_t)b[2] << 16 | (size_t)b[3] << 8 | b[4];
-    if (len != n - 5)
-        return MD_EPROTO;
-    const uint8_t *p = b + 5, *end = b + n;
     *status = 0;
-    while (p < end) {
-        uint64_t tag, v;
-        if (!read_varint(&p, end, &tag) || tag >> 3 == 0)
-            return MD_EPROTO;
-        switch (tag & 7) {
-        case 0:
-            if (!read_varint(&p, end, &v))
-                return MD_EPROTO;
-            if (tag >> 3 == 1)
-                *status = v;
-            break;
-        case 1:
-        case 5: {
-            size_t w = (tag & 7) == 1 ? 8 : 4;
-            if ((size_t)(end - p) < w)
-                return MD_EPROTO;
-            p += w;
-            break;
-        }
-        case 2:
-            if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
-                return MD_EPROTO;
-            p += v;
-            break;
-        default: return MD_EPROTO;
-        }
-    }
-    return 0;
+    return md_grpc_field1(b, n, 0, status, NULL, NULL) < 0 ? MD_EPROTO : 0;
 }
 
 static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const uint8_t *name,
