@@ -3,13 +3,37 @@
 
 #include "core/err.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Label values are resource names, which validation limits to
  * [a-zA-Z0-9_.-] (an unnamed route's is "VHOST/routes[i]"): nothing in them
  * needs escaping. */
+
+/* Rate limits with the same labels (routes of the same name) make one series:
+ * rendered at the first, summed over all. O(n²) in rate limits, a few. */
+static bool first_of_labels(const struct md_snapshot *snap, size_t i)
+{
+    for (size_t k = 0; k < i; k++)
+        if (snap->rate_limits[k]->scope == snap->rate_limits[i]->scope &&
+            strcmp(snap->rate_limits[k]->owner, snap->rate_limits[i]->owner) == 0)
+            return false;
+    return true;
+}
+
+static long long sum_rate_limit(const struct md_snapshot *snap, struct md_stats *const *blocks,
+                                size_t n, size_t i, enum md_qstat s)
+{
+    long long sum = 0;
+    for (size_t k = i; k < snap->n_rate_limits; k++)
+        if (snap->rate_limits[k]->scope == snap->rate_limits[i]->scope &&
+            strcmp(snap->rate_limits[k]->owner, snap->rate_limits[i]->owner) == 0)
+            sum += md_stats_sum_q(blocks, n, k, s);
+    return sum;
+}
 
 static void family(FILE *f, const struct md_stat_desc *d)
 {
@@ -97,6 +121,15 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
             fprintf(f, "%s{scope=\"%s\",owner=\"%s\",policy=\"%s\"} %lld\n", md_rstat_desc[s].name,
                     r->scope, r->owner, r->policy,
                     (long long)md_stats_sum_r(blocks, n, i, (enum md_rstat)s));
+        }
+    }
+    for (int s = 0; s < MD_QSTAT__N; s++) {
+        family(f, &md_qstat_desc[s]);
+        for (size_t i = 0; i < snap->n_rate_limits; i++) {
+            const struct md_snap_rate_limit *q = snap->rate_limits[i];
+            if (first_of_labels(snap, i))
+                fprintf(f, "%s{scope=\"%s\",owner=\"%s\"} %lld\n", md_qstat_desc[s].name, q->scope,
+                        q->owner, sum_rate_limit(snap, blocks, n, i, (enum md_qstat)s));
         }
     }
     render_clusters(f, cs);

@@ -136,7 +136,19 @@ const struct md_stat_desc md_rstat_desc[MD_RSTAT__N] = {
                          false},
 };
 
-struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters, size_t n_rbac)
+const struct md_stat_desc md_qstat_desc[MD_QSTAT__N] = {
+    [MD_QSTAT_ALLOWED] = {"meshd_rate_limit_allowed_total",
+                          "Requests (scope route) or connections (scope listener) a rate "
+                          "limit let through.",
+                          false},
+    [MD_QSTAT_LIMITED] = {"meshd_rate_limited_total",
+                          "Requests refused by a rate limit (429 / RESOURCE_EXHAUSTED), or "
+                          "connections closed at accept.",
+                          false},
+};
+
+struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters, size_t n_rbac,
+                              size_t n_rate_limits)
 {
     struct md_stats *st = calloc(1, sizeof(*st));
     if (!st)
@@ -147,7 +159,9 @@ struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters, size_t n_rb
     st->c = calloc(n_clusters * MD_CSTAT__N + 1, sizeof(uint64_t));
     st->n_rbac = n_rbac;
     st->r = calloc(n_rbac * MD_RSTAT__N + 1, sizeof(uint64_t));
-    if (!st->l || !st->c || !st->r) {
+    st->n_rate_limits = n_rate_limits;
+    st->q = calloc(n_rate_limits * MD_QSTAT__N + 1, sizeof(uint64_t));
+    if (!st->l || !st->c || !st->r || !st->q) {
         md_stats_free(st);
         return NULL;
     }
@@ -161,6 +175,7 @@ void md_stats_free(struct md_stats *st)
     free(st->l);
     free(st->c);
     free(st->r);
+    free(st->q);
     free(st);
 }
 
@@ -185,5 +200,13 @@ int64_t md_stats_sum_r(struct md_stats *const *blocks, size_t n, size_t slot, en
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += __atomic_load_n(md_stats_r(blocks[i], slot, s), __ATOMIC_RELAXED);
+    return (int64_t)sum;
+}
+
+int64_t md_stats_sum_q(struct md_stats *const *blocks, size_t n, size_t rate_limit, enum md_qstat s)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += __atomic_load_n(md_stats_q(blocks[i], rate_limit, s), __ATOMIC_RELAXED);
     return (int64_t)sum;
 }

@@ -68,6 +68,13 @@ enum md_rstat {
     MD_RSTAT__N
 };
 
+/* Per rate limit (md_snapshot.rate_limits, by md_snap_rate_limit.idx). */
+enum md_qstat {
+    MD_QSTAT_ALLOWED, /* requests or connections a token was taken for */
+    MD_QSTAT_LIMITED, /* refused: 429 / RESOURCE_EXHAUSTED, or the connection closed */
+    MD_QSTAT__N
+};
+
 struct md_stat_desc {
     const char *name; /* Prometheus metric name */
     const char *help;
@@ -77,6 +84,7 @@ struct md_stat_desc {
 extern const struct md_stat_desc md_lstat_desc[MD_LSTAT__N];
 extern const struct md_stat_desc md_cstat_desc[MD_CSTAT__N];
 extern const struct md_stat_desc md_rstat_desc[MD_RSTAT__N];
+extern const struct md_stat_desc md_qstat_desc[MD_QSTAT__N];
 
 /* One worker's block. Owned by its worker; read by the admin thread. */
 struct md_stats {
@@ -86,10 +94,13 @@ struct md_stats {
     uint64_t *c; /* [n_clusters][MD_CSTAT__N] */
     size_t n_rbac;
     uint64_t *r; /* [n_rbac][MD_RSTAT__N] */
+    size_t n_rate_limits;
+    uint64_t *q; /* [n_rate_limits][MD_QSTAT__N] */
 };
 
 /* Returns NULL on allocation failure. */
-struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters, size_t n_rbac);
+struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters, size_t n_rbac,
+                              size_t n_rate_limits);
 void md_stats_free(struct md_stats *st);
 
 /* Only the owning worker calls these: a relaxed load+store is enough since
@@ -115,9 +126,16 @@ static inline uint64_t *md_stats_r(struct md_stats *st, size_t slot, enum md_rst
     return &st->r[slot * MD_RSTAT__N + s];
 }
 
+static inline uint64_t *md_stats_q(struct md_stats *st, size_t rate_limit, enum md_qstat s)
+{
+    return &st->q[rate_limit * MD_QSTAT__N + s];
+}
+
 /* Sums one slot over |n| workers' blocks (gauges may be negative per worker). */
 int64_t md_stats_sum_l(struct md_stats *const *blocks, size_t n, size_t listener, enum md_lstat s);
 int64_t md_stats_sum_c(struct md_stats *const *blocks, size_t n, size_t cluster, enum md_cstat s);
 int64_t md_stats_sum_r(struct md_stats *const *blocks, size_t n, size_t slot, enum md_rstat s);
+int64_t md_stats_sum_q(struct md_stats *const *blocks, size_t n, size_t rate_limit,
+                       enum md_qstat s);
 
 #endif

@@ -73,6 +73,15 @@ int md_local_reply_build(struct md_stream *s, int http_status, int grpc_status, 
     return rc;
 }
 
+int md_local_reply_add_header(struct md_stream *s, const char *name, const char *value)
+{
+    /* md_stream_add_header writes to the head only while it is open */
+    s->resp.headers_done = false;
+    int rc = add(s, name, value);
+    s->resp.headers_done = true;
+    return rc;
+}
+
 int md_local_reply_trailers(struct md_stream *s, int grpc_status, const char *detail)
 {
     struct md_half *h = &s->resp;

@@ -12,6 +12,11 @@
  * MD_ENOMEM. */
 int md_local_reply_build(struct md_stream *s, int http_status, int grpc_status, const char *detail);
 
+/* Adds |name|: |value| to the head of the reply md_local_reply_build made
+ * (for gRPC, to its trailers-only block). Returns 0, MD_ENOMEM or
+ * MD_ETOOBIG. */
+int md_local_reply_add_header(struct md_stream *s, const char *name, const char *value);
+
 /* Sets gRPC trailers (grpc-status, grpc-message) that end a response already
  * under way. Returns 0 or MD_ENOMEM. */
 int md_local_reply_trailers(struct md_stream *s, int grpc_status, const char *detail);

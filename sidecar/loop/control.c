@@ -4,6 +4,7 @@
 #include "admin/prom.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "filter/ratelimit.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -186,6 +187,11 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
             return rc;
         c->blocks[i] = c->workers[i].stats;
     }
+    /* one state per limit for all workers: the budget is not multiplied */
+    if (!(c->ratelimits = md_ratelimit_new_all(snap)))
+        return MD_ENOMEM;
+    for (size_t i = 0; i < n_workers; i++)
+        c->workers[i].ratelimits = c->ratelimits;
     if (md_clusters_init(&c->clusters, snap, publish_epset, c) < 0)
         return MD_ENOMEM;
     int err;
@@ -246,6 +252,7 @@ void md_control_fini(struct md_control *c)
     md_dns_free(c->dns);
     md_checker_free(c->checker); /* stops its probes; the sets it flags go next */
     md_clusters_fini(&c->clusters);
+    md_ratelimit_free_all(c->ratelimits, c->snap ? c->snap->n_rate_limits : 0);
     if (c->loop) {
         ev_signal_stop(c->loop, &c->sig_term);
         ev_signal_stop(c->loop, &c->sig_int);

@@ -27,6 +27,8 @@ struct md_control {
     ev_signal sig_term, sig_int, sig_hup;
     struct md_tls_watch *tls_watch; /* owned: certificate rotation */
     struct md_clusters clusters;    /* every cluster's current endpoint set */
+    /* [snap->n_rate_limits] owned: the shared buckets, lent to every worker */
+    struct md_ratelimit **ratelimits;
     struct md_dns *dns;             /* owned: DNS and DNS_SRV clusters' discovery */
     struct md_checker *checker;     /* owned: active health checks (takes clusters.watch) */
     ev_timer drain_deadline, drain_poll;

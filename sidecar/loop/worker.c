@@ -127,7 +127,8 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     if (!w->rng)
         w->rng = 88172645463325252ULL;
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
-    w->stats = md_stats_new(snap->n_listeners, snap->n_clusters, snap->n_rbac_stats);
+    w->stats =
+        md_stats_new(snap->n_listeners, snap->n_clusters, snap->n_rbac_stats, snap->n_rate_limits);
     w->listeners = calloc(snap->n_listeners + 1, sizeof(*w->listeners));
     w->lbs = calloc(snap->n_clusters + 1, sizeof(*w->lbs));
     w->epset_next = calloc(snap->n_clusters + 1, sizeof(*w->epset_next));

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 struct md_listener;
+struct md_ratelimit;
 struct md_upool;
 
 /* Work to run once before the loop next sleeps (batched writes, deferred
@@ -69,6 +70,9 @@ struct md_worker {
      * connection holds no output buffer. Empty between flushes. */
     struct md_outbuf h2_batch;
     struct md_pages pages; /* nghttp2's large buffers (codec/h2_conn.c) */
+    /* [snap->n_rate_limits] borrowed from the control thread, set before the
+     * thread starts: the buckets every worker shares (filter/ratelimit.h) */
+    struct md_ratelimit **ratelimits;
 };
 
 /* Creates the worker's loop and binds one socket per listener of |snap|.

@@ -8,16 +8,36 @@
 #include "codec/tcp_proxy.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "filter/ratelimit.h"
 #include "loop/worker.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #define BACKLOG 4096
+
+/* connection_rate_limit, from the budget all workers share: over it the
+ * connection is closed before a byte is read. Returns false when refused. */
+static bool conn_admitted(struct md_listener *ln)
+{
+    const struct md_snap_rate_limit *q = ln->cfg->conn_rate_limit;
+    struct md_worker *w = ln->w;
+    uint64_t wait = md_ratelimit_take(w->ratelimits[q->idx], NULL, 0, md_ratelimit_now());
+    md_stats_add(md_stats_q(w->stats, q->idx, wait ? MD_QSTAT_LIMITED : MD_QSTAT_ALLOWED), 1);
+    if (wait)
+        MD_LOG(MD_LOG_DEBUG, "conn_rate_limited", "listener=%s worker=%d next_token_ms=%.1f",
+               ln->cfg->name, w->id, (double)wait / 1e6);
+    return !wait;
+}
 
 static void on_conn(struct md_acceptor *a, int fd)
 {
     struct md_listener *ln = MD_CONTAINER_OF(a, struct md_listener, acc);
     const struct md_snap_listener *l = ln->cfg;
+    if (l->conn_rate_limit && ln->w->ratelimits && !conn_admitted(ln)) {
+        close(fd);
+        return;
+    }
     if (l->handler == MD_HANDLER_TCP_PROXY)
         md_tcp_proxy_start(ln->w, l, fd);
     else if (l->http.codec == MD_HTTP_CODEC_AUTO)

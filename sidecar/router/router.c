@@ -4,6 +4,7 @@
 #include "codec/grpc.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "filter/ratelimit.h"
 #include "http/local_reply.h"
 #include "loop/worker.h"
 #include "router/rbac.h"
@@ -98,19 +99,27 @@ static void abandon(struct md_stream *s, uint32_t h2_error)
     md_stream_free_if_orphan(s);
 }
 
-static void reply(struct md_stream *s, int http_status, int grpc_status, const char *detail)
+/* |retry_after|: a retry-after value the answer carries; NULL: none. */
+static void reply_retry_after(struct md_stream *s, int http_status, int grpc_status,
+                              const char *detail, const char *retry_after)
 {
     md_stream_reset_us(s, NGHTTP2_CANCEL);
     ev_timer_stop(s->w->loop, &s->timer);
     ev_timer_stop(s->w->loop, &s->retry_timer);
     s->local_reply = true;
     md_stream_drop_request_body(s);
-    if (md_local_reply_build(s, http_status, grpc_status, detail) < 0) {
+    if (md_local_reply_build(s, http_status, grpc_status, detail) < 0 ||
+        (retry_after && md_local_reply_add_header(s, "retry-after", retry_after) < 0)) {
         abandon(s, NGHTTP2_INTERNAL_ERROR);
         return;
     }
     s->resp_started = true;
     md_stream_notify_headers(s, true);
+}
+
+static void reply(struct md_stream *s, int http_status, int grpc_status, const char *detail)
+{
+    reply_retry_after(s, http_status, grpc_status, detail, NULL);
 }
 
 void md_router_local_reply(struct md_stream *s, enum md_reply_kind kind, const char *detail)
@@ -385,6 +394,28 @@ static bool rbac_allows(struct md_stream *s, const struct md_snap_rbac *rbac)
     return false;
 }
 
+/* Takes a token of the route's limit (shared by all workers) for |s|; over
+ * it, answers 429 / RESOURCE_EXHAUSTED with retry-after. Returns false when
+ * refused. */
+static bool rate_allows(struct md_stream *s, const struct md_snap_rate_limit *q)
+{
+    size_t len;
+    const char *key = md_ratelimit_key(q, s->req.hdrs, s->req.n_hdrs, s->peer_id, &len);
+    uint64_t wait = md_ratelimit_take(s->w->ratelimits[q->idx], key, len, md_ratelimit_now());
+    md_stats_add(md_stats_q(s->w->stats, q->idx, wait ? MD_QSTAT_LIMITED : MD_QSTAT_ALLOWED), 1);
+    if (!wait)
+        return true;
+    /* RFC 9110 §10.2.3: whole seconds; rounded up so a retry finds a token */
+    char secs[24];
+    snprintf(secs, sizeof(secs), "%llu", (unsigned long long)((wait + 999999999u) / 1000000000u));
+    MD_LOG(MD_LOG_DEBUG, "rate_limited",
+           "stream=%d.%llu listener=%s route=%s keyed=%d next_token_ms=%.1f", s->w->id,
+           (unsigned long long)s->id, s->listener->name, s->route->name, key != NULL,
+           (double)wait / 1e6);
+    reply_retry_after(s, 429, MD_GRPC_RESOURCE_EXHAUSTED, "rate limited", secs);
+    return false;
+}
+
 static void on_retry_timer(struct ev_loop *loop, ev_timer *t, int revents);
 
 static void wait_then_send(struct md_stream *s, double delay)
@@ -576,6 +607,8 @@ void md_router_on_request(struct md_stream *s)
     }
     s->cluster = md_route_match_pick_cluster(s->route, (uint32_t)md_worker_rand(s->w));
     if (s->route->rbac && !rbac_allows(s, s->route->rbac))
+        return;
+    if (s->route->rate_limit && s->w->ratelimits && !rate_allows(s, s->route->rate_limit))
         return;
     if (s->upgrade && !upgrade_allowed(s))
         return;
