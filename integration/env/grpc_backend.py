@@ -28,7 +28,14 @@ Each call's record (JSON from Observe):
   server records it), ended (the call is over), returned (the handler
   finished), time_remaining_at_end.
 
-Server: `python3 grpc_backend.py --stubs DIR --port P --control-port C --name N`.
+With tls={"cert_chain": PATH, "key": PATH, "ca": PATH or None,
+"require_client_auth": bool} the service port speaks TLS
+(grpc.ssl_server_credentials; the control port stays plaintext), and each
+call's record also has peer_identities (the verified client certificate's
+SANs, or CN; [] without one) and transport_security ("ssl" / "insecure").
+
+Server: `python3 grpc_backend.py --stubs DIR --port P --control-port C --name N`
+[--tls-cert CHAIN --tls-key KEY [--tls-ca CA] [--tls-require-client-auth]].
 The demo (scripts/run-demo.sh, scripts/demo_client.py) uses this module too,
 as a top-level import: keep generate_stubs() and the flags stable, and the
 module's top-level imports standard-library only.
@@ -108,8 +115,9 @@ def _pdeathsig_prefix():
 class GrpcBackend:
     """Controller for one server process (runs in the test process)."""
 
-    def __init__(self, stubs_dir, port, control_port, workdir, name="echo"):
+    def __init__(self, stubs_dir, port, control_port, workdir, name="echo", tls=None):
         self.stubs_dir = Path(stubs_dir)
+        self.tls = tls
         self.port = port
         self.control_port = control_port
         self.name = name
@@ -134,7 +142,17 @@ class GrpcBackend:
             str(self.control_port),
             "--name",
             self.name,
-        ]
+        ] + self._tls_argv()
+
+    def _tls_argv(self):
+        if not self.tls:
+            return []
+        out = ["--tls-cert", str(self.tls["cert_chain"]), "--tls-key", str(self.tls["key"])]
+        if self.tls.get("ca"):
+            out += ["--tls-ca", str(self.tls["ca"])]
+        if self.tls.get("require_client_auth", True):
+            out.append("--tls-require-client-auth")
+        return out
 
     def start(self):
         import grpc
@@ -292,6 +310,14 @@ def _serve(args):
                     "ended": False,
                     "returned": False,
                     "time_remaining_at_end": None,
+                    "peer_identities": [
+                        i.decode("utf-8", "replace") if isinstance(i, bytes) else i
+                        for i in (ctx.peer_identities() or [])
+                    ],
+                    "transport_security": [
+                        v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                        for v in ctx.auth_context().get("transport_security_type", [])
+                    ],
                 }
                 calls.append(self.rec)
             ctx.add_callback(self._on_end)
@@ -496,8 +522,19 @@ def _serve(args):
         options=OPTIONS + [("grpc.so_reuseport", 0)],
     )
     pbg.add_EchoServicer_to_server(Servicer(), server)
+    creds = None
+    if args.tls_cert:
+        creds = grpc.ssl_server_credentials(
+            [(Path(args.tls_key).read_bytes(), Path(args.tls_cert).read_bytes())],
+            root_certificates=Path(args.tls_ca).read_bytes() if args.tls_ca else None,
+            require_client_auth=args.tls_require_client_auth,
+        )
     for p in (args.port, args.control_port):
-        if server.add_insecure_port(f"127.0.0.1:{p}") != p:
+        if creds is not None and p == args.port:
+            bound = server.add_secure_port(f"127.0.0.1:{p}", creds)
+        else:
+            bound = server.add_insecure_port(f"127.0.0.1:{p}")
+        if bound != p:
             sys.stderr.write(f"grpc_backend: cannot bind 127.0.0.1:{p}\n")
             sys.exit(3)
     stop = threading.Event()
@@ -517,6 +554,10 @@ def main(argv=None):
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--control-port", type=int, required=True)
     ap.add_argument("--name", default="echo")
+    ap.add_argument("--tls-cert", help="PEM chain: serve --port over TLS")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--tls-ca", help="PEM bundle client certificates are verified against")
+    ap.add_argument("--tls-require-client-auth", action="store_true")
     _serve(ap.parse_args(argv))
 
 

@@ -75,6 +75,14 @@ Response headers always carry X-Origin-Conn and X-Origin-Seq (which connection
 and request served it) and X-Echo-Method; for requests with a body
 X-Echo-Body-Len and X-Echo-Body-Sha256 too.
 
+TLS: H1Origin(ssl_context=ctx) (an ssl.SSLContext, server side) serves
+HTTPS: each accepted connection is wrapped and handshaken first. A failed
+handshake is recorded in `tls_errors` ({"conn", "error"}) and the connection
+closed (conn_end "tls_failed"); a good one in `tls_info[cid]` = {"version",
+"alpn" (selected ALPN protocol or None), "peer_uris" (URI SANs of the
+verified client certificate, [] without one), "peer_serial" (its serial,
+upper-case hex as `openssl x509 -serial` prints it, or None)}.
+
 Every socket operation has a timeout; every loop is bounded.
 """
 import hashlib
@@ -168,8 +176,11 @@ class _Reader:
 class H1Origin(TCPServer):
     """See the module docstring."""
 
-    def __init__(self, name="h1origin", **kw):
+    def __init__(self, name="h1origin", ssl_context=None, **kw):
         super().__init__(name=name, **kw)
+        self.ssl_context = ssl_context
+        self.tls_info = {}
+        self.tls_errors = []
         self.requests = []
         self.violations = []
         self.conn_end = {}
@@ -202,9 +213,49 @@ class H1Origin(TCPServer):
             self.peak_active = self.active
 
     # -- one connection -------------------------------------------------------------
+    def _tls_accept(self, conn, cid):
+        """Wraps |conn| in TLS (handshake done) or returns None after
+        recording why not."""
+        import ssl
+
+        try:
+            tconn = self.ssl_context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            with self._lock:
+                self.tls_errors.append({"conn": cid, "error": repr(e)})
+                self.conn_end[cid] = "tls_failed"
+            return None
+        cert = tconn.getpeercert() or {}
+        with self._lock:
+            self.tls_info[cid] = {
+                "version": tconn.version(),
+                "alpn": tconn.selected_alpn_protocol(),
+                "peer_uris": [v for k, v in cert.get("subjectAltName", ()) if k == "URI"],
+                "peer_serial": (cert.get("serialNumber") or "").upper().lstrip("0") or None,
+            }
+        return tconn
+
     def handle(self, conn):
         with self._lock:
             cid = self._cid_of.pop(id(conn))
+        if self.ssl_context is not None:
+            tconn = self._tls_accept(conn, cid)
+            if tconn is None:
+                return
+            with self._lock:
+                self._conns.add(tconn)  # stop() shuts it down too
+            try:
+                return self._handle(tconn, cid)
+            finally:
+                with self._lock:
+                    self._conns.discard(tconn)
+                try:
+                    tconn.close()
+                except OSError:
+                    pass
+        return self._handle(conn, cid)
+
+    def _handle(self, conn, cid):
         rd = _Reader(conn)
         end = "stopped"
         try:

@@ -7,21 +7,36 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 /* Quiet time after the last change before reloading: long enough for a
  * tool to write a certificate and then its key. */
 #define SETTLE_S 0.3
+/* How often the files are looked at. */
 #define POLL_S 1.0
 
 struct md_tls_watch;
+
+/* What a file is now, through any symlinks (a Kubernetes secret volume
+ * swaps a "..data" symlink; the paths themselves never change), with
+ * nanosecond times (a rewrite within the same second counts). */
+struct fingerprint {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+    bool missing;
+};
 
 /* One credential and its files. */
 struct watched {
     struct md_tls_watch *tw;
     struct md_tls_creds *creds;
     char owner[96]; /* "listener:NAME" / "cluster:NAME" */
-    ev_stat st[3];
-    int n_st;
+    const char *path[3];
+    struct fingerprint seen[3];
+    int n_files;
     ev_timer settle;
 };
 
@@ -29,6 +44,7 @@ struct md_tls_watch {
     struct ev_loop *loop;
     struct watched *w;
     size_t n;
+    ev_timer poll;
     uint64_t reloads, failures;
 };
 
@@ -54,20 +70,43 @@ static void on_settled(struct ev_loop *loop, ev_timer *t, int revents)
     reload(MD_CONTAINER_OF(t, struct watched, settle), "file_change");
 }
 
-static void on_change(struct ev_loop *loop, ev_stat *st, int revents)
+static struct fingerprint fingerprint(const char *path)
 {
-    struct watched *x = st->data;
-    ev_timer_again(loop, &x->settle); /* restarts the quiet period */
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return (struct fingerprint){.missing = true};
+    return (struct fingerprint){st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim, false};
 }
 
-static void watch_file(struct md_tls_watch *tw, struct watched *x, const char *path)
+static bool same(const struct fingerprint *a, const struct fingerprint *b)
+{
+    return a->missing == b->missing && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* Every file of every credential: a change (re)starts its quiet period. */
+static void on_poll(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    struct md_tls_watch *tw = MD_CONTAINER_OF(t, struct md_tls_watch, poll);
+    for (size_t i = 0; i < tw->n; i++) {
+        struct watched *x = &tw->w[i];
+        for (int k = 0; k < x->n_files; k++) {
+            struct fingerprint now = fingerprint(x->path[k]);
+            if (same(&now, &x->seen[k]))
+                continue;
+            x->seen[k] = now;
+            ev_timer_again(loop, &x->settle);
+        }
+    }
+}
+
+static void watch_file(struct watched *x, const char *path)
 {
     if (!path)
         return;
-    ev_stat *st = &x->st[x->n_st++];
-    ev_stat_init(st, on_change, path, POLL_S);
-    st->data = x;
-    ev_stat_start(tw->loop, st);
+    x->path[x->n_files] = path;
+    x->seen[x->n_files++] = fingerprint(path);
 }
 
 static void add(struct md_tls_watch *tw, struct md_tls_creds *creds, const char *kind,
@@ -80,9 +119,9 @@ static void add(struct md_tls_watch *tw, struct md_tls_creds *creds, const char 
     ev_init(&x->settle, on_settled);
     x->settle.repeat = SETTLE_S;
     const struct md_tls_files *f = md_tls_creds_files(creds);
-    watch_file(tw, x, f->cert_chain);
-    watch_file(tw, x, f->private_key);
-    watch_file(tw, x, f->trusted_ca);
+    watch_file(x, f->cert_chain);
+    watch_file(x, f->private_key);
+    watch_file(x, f->trusted_ca);
 }
 
 struct md_tls_watch *md_tls_watch_new(struct ev_loop *loop, const struct md_snapshot *snap)
@@ -103,6 +142,10 @@ struct md_tls_watch *md_tls_watch_new(struct ev_loop *loop, const struct md_snap
     for (size_t i = 0; i < snap->n_clusters; i++)
         if (snap->clusters[i].tls)
             add(tw, snap->clusters[i].tls->files.creds, "cluster", snap->clusters[i].name);
+    if (tw->n) { /* nothing to look at: no timer */
+        ev_timer_init(&tw->poll, on_poll, POLL_S, POLL_S);
+        ev_timer_start(loop, &tw->poll);
+    }
     return tw;
 }
 
@@ -110,11 +153,9 @@ void md_tls_watch_free(struct md_tls_watch *tw)
 {
     if (!tw)
         return;
-    for (size_t i = 0; i < tw->n; i++) {
-        for (int k = 0; k < tw->w[i].n_st; k++)
-            ev_stat_stop(tw->loop, &tw->w[i].st[k]);
+    ev_timer_stop(tw->loop, &tw->poll);
+    for (size_t i = 0; i < tw->n; i++)
         ev_timer_stop(tw->loop, &tw->w[i].settle);
-    }
     free(tw->w);
     free(tw);
 }

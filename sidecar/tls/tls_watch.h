@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Certificate rotation on the control thread: every TLS file of a snapshot
- * is watched (inotify through ev_stat, with a 1 s poll as the fallback);
- * when one changes, or on SIGHUP, the credentials using it are rebuilt from
- * their files (tls/tls_creds.h). A change is acted on once the files have
- * been quiet for a moment, so that a certificate and its key replaced one
- * after the other load as a pair. */
+ * is looked at each second (stat through symlinks: inode, size and
+ * nanosecond times, so that a Kubernetes secret volume's symlink swap and a
+ * rewrite in the same second both count); when one changed, or on SIGHUP,
+ * the credentials using it are rebuilt from their files (tls/tls_creds.h).
+ * A change is acted on once the files have been quiet for a moment, so that
+ * a certificate and its key replaced one after the other load as a pair. */
 #ifndef MESHD_TLS_TLS_WATCH_H
 #define MESHD_TLS_TLS_WATCH_H
 
