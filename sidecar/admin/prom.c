@@ -86,6 +86,31 @@ static void render_clusters(FILE *f, const struct md_clusters *cs)
         fprintf(f, "meshd_cluster_membership_healthy{cluster=\"%s\"} %zu\n", snap->clusters[i].name,
                 healthy);
     }
+    fprintf(f, "# HELP meshd_cluster_circuit_breakers_remaining Slots a circuit breaker has "
+               "left (its limit minus those held now, all workers).\n"
+               "# TYPE meshd_cluster_circuit_breakers_remaining gauge\n");
+    for (size_t i = 0; i < snap->n_clusters; i++)
+        for (int k = 0; k < MD_BREAKER__N; k++)
+            fprintf(f,
+                    "meshd_cluster_circuit_breakers_remaining{cluster=\"%s\",breaker=\"%s\"} %u\n",
+                    snap->clusters[i].name, md_breakers_name((enum md_breaker)k),
+                    md_breakers_remaining(&cs->breakers[i], (enum md_breaker)k));
+    fprintf(f, "# HELP meshd_cluster_outlier_ejected_total Endpoints ejected by outlier "
+               "detection.\n# TYPE meshd_cluster_outlier_ejected_total counter\n");
+    for (size_t i = 0; i < snap->n_clusters; i++)
+        fprintf(f, "meshd_cluster_outlier_ejected_total{cluster=\"%s\"} %llu\n",
+                snap->clusters[i].name,
+                (unsigned long long)__atomic_load_n(&cs->breakers[i].outlier_ejected,
+                                                    __ATOMIC_RELAXED));
+    fprintf(f, "# HELP meshd_cluster_outlier_ejected_active Endpoints ejected by outlier "
+               "detection now.\n# TYPE meshd_cluster_outlier_ejected_active gauge\n");
+    for (size_t i = 0; i < snap->n_clusters; i++) {
+        size_t ejected = 0;
+        for (size_t k = 0; cs->cur[i] && k < cs->cur[i]->n; k++)
+            ejected += md_ep_ejected(&cs->cur[i]->eps[k]);
+        fprintf(f, "meshd_cluster_outlier_ejected_active{cluster=\"%s\"} %zu\n",
+                snap->clusters[i].name, ejected);
+    }
     fprintf(f, "# HELP meshd_cluster_endpoint_healthy 1 when the endpoint takes traffic, 0 when "
                "a health check ejected it.\n# TYPE meshd_cluster_endpoint_healthy gauge\n");
     for (size_t i = 0; i < snap->n_clusters; i++)
@@ -109,9 +134,12 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
                     (long long)md_stats_sum_l(blocks, n, i, (enum md_lstat)s));
     }
     for (int s = 0; s < MD_CSTAT__N; s++) {
-        family(f, &md_cstat_desc[s]);
+        const struct md_stat_desc *d = &md_cstat_desc[s];
+        if (s == 0 || strcmp(md_cstat_desc[s - 1].name, d->name) != 0)
+            family(f, d); /* once for entries that differ by their labels only */
         for (size_t i = 0; i < snap->n_clusters; i++)
-            fprintf(f, "%s{cluster=\"%s\"} %lld\n", md_cstat_desc[s].name, snap->clusters[i].name,
+            fprintf(f, "%s{cluster=\"%s\"%s%s} %lld\n", d->name, snap->clusters[i].name,
+                    d->labels ? "," : "", d->labels ? d->labels : "",
                     (long long)md_stats_sum_c(blocks, n, i, (enum md_cstat)s));
     }
     for (int s = 0; s < MD_RSTAT__N; s++) {

@@ -63,6 +63,13 @@ static int out_append(struct md_h1_client *cl, const void *p, size_t n)
 
 #define out_printf(cl, ...) md_outbuf_printf(&(cl)->out, __VA_ARGS__)
 
+/* Gives back the request's circuit breaker slot (the pool took it). */
+static void slot_put(struct md_h1_client *cl)
+{
+    if (cl->cfg.rq_slots)
+        __atomic_sub_fetch(cl->cfg.rq_slots, 1, __ATOMIC_RELAXED);
+}
+
 /* Ends the stream for the router (once). */
 static void stream_end(struct md_h1_client *cl, enum md_us_close why)
 {
@@ -71,6 +78,7 @@ static void stream_end(struct md_h1_client *cl, enum md_us_close why)
         return;
     cl->s = NULL;
     md_stats_add(cl->cfg.rq_active_stat, -1);
+    slot_put(cl);
     md_router_on_upstream_closed(s, why, 0);
 }
 
@@ -455,6 +463,7 @@ static void us_reset(void *side, uint32_t h2_error)
     /* An HTTP/1.1 request cannot be cancelled but by closing. */
     struct md_h1_client *cl = side;
     md_stats_add(cl->cfg.rq_active_stat, -1);
+    slot_put(cl);
     cl->s = NULL;
     cl->closing = true;
     cl->abort = cl->tunnel; /* a tunnel passes a reset on as a reset */

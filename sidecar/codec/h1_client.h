@@ -22,7 +22,8 @@ typedef void md_h1_client_event_cb(void *owner, struct md_h1_client *cl, bool id
 
 struct md_h1_client_cfg {
     uint64_t *rx_stat, *tx_stat, *rq_active_stat;
-    const char *label; /* "cluster/ep"; outlives the connection */
+    uint32_t *rq_slots; /* as md_h2_client_cfg's: given back when the request ends */
+    const char *label;  /* "cluster/ep"; outlives the connection */
 };
 
 /* Wraps the connected socket |sock| (taken). NULL on ENOMEM (sock closed). */

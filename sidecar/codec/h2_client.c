@@ -44,6 +44,8 @@ static void cs_end(struct h2cs *cs, enum md_us_close why, uint32_t code)
     md_list_remove(&cs->link);
     cl->n_streams--;
     md_stats_add(cl->cfg.rq_active_stat, -1);
+    if (cl->cfg.rq_slots)
+        __atomic_sub_fetch(cl->cfg.rq_slots, 1, __ATOMIC_RELAXED);
     cl->last_active = ev_now(cl->h2.w->loop);
     struct md_stream *s = cs->s;
     free(cs);

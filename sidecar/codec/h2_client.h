@@ -28,6 +28,10 @@ struct md_h2_client_cfg {
     uint32_t keepalive_interval_ms;
     uint32_t idle_timeout_ms;
     uint64_t *rx_stat, *tx_stat, *rq_active_stat;
+    /* Atomic count of requests in progress (a circuit breaker's): the pool
+     * took a slot for each stream it submits, given back here when the
+     * stream ends. NULL: none. */
+    uint32_t *rq_slots;
     const char *label; /* "cluster/ep" for logs; must outlive the connection */
     md_h2_client_ready_cb *ready;
 };

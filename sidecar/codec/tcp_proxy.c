@@ -7,7 +7,9 @@
 #include "core/log.h"
 #include "loop/worker.h"
 #include "net/errwatch.h"
+#include "upstream/breakers.h"
 #include "upstream/connect.h"
+#include "upstream/outlier.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -56,6 +58,7 @@ struct session {
     ev_timer idle;
     ev_tstamp started, last_active;
     bool us_connected;
+    bool cx_slot; /* holds a connections slot of the cluster's circuit breaker */
 };
 
 static void watch(struct ev_loop *loop, ev_io *io, bool on)
@@ -104,6 +107,8 @@ static void session_free(struct session *s, bool reset, const char *reason)
     dir_fini(w, &s->up);
     dir_fini(w, &s->down);
     md_stats_add(md_stats_l(st, s->l->idx, MD_LSTAT_CX_ACTIVE), -1);
+    if (s->cx_slot)
+        md_breakers_put(md_breakers_of(w, s->cl->idx), MD_BREAKER_CONNECTIONS);
     if (s->us_connected)
         md_stats_add(md_stats_c(st, s->cl->idx, MD_CSTAT_CX_ACTIVE), -1);
     __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
@@ -305,6 +310,7 @@ static void on_connected(struct md_connect *c, struct md_sock *sock, const struc
         return;
     }
     memcpy(s->ep, ep->label, sizeof(s->ep));
+    md_outlier_report(w, s->cl, &ep->addr, MD_OUTLIER_SUCCESS); /* all a TCP proxy learns */
     s->us.fd = fd;
     s->us_connected = true;
     md_stats_add(md_stats_c(w->stats, s->cl->idx, MD_CSTAT_CX_ACTIVE), 1);
@@ -379,6 +385,14 @@ void md_tcp_proxy_start(struct md_worker *w, const struct md_snap_listener *l, i
     __atomic_add_fetch(&w->active, 1, __ATOMIC_RELAXED);
     md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_CX_TOTAL), 1);
     md_stats_add(md_stats_l(st, l->idx, MD_LSTAT_CX_ACTIVE), 1);
+    /* Over the cluster's max_connections the client's connection is closed
+     * at once: TCP has no way to say why. */
+    if (!md_breakers_take(md_breakers_of(w, s->cl->idx), MD_BREAKER_CONNECTIONS)) {
+        md_breakers_overflowed(w, s->cl->idx, MD_BREAKER_CONNECTIONS);
+        session_free(s, true, "overflow");
+        return;
+    }
+    s->cx_slot = true;
     /* Downstream is not read until the upstream is connected: its bytes wait
      * in the kernel, which bounds them. */
     md_connect_start(&s->connect, w, s->cl, s->id, NULL, source_hash(s->cl, fd, &ctx) ? &ctx : NULL,

@@ -11,6 +11,7 @@ const char *md_err_str(int err)
     case MD_EINVAL: return "invalid value";
     case MD_ENOUPSTREAM: return "no upstream available";
     case MD_ETOOBIG: return "size limit exceeded";
+    case MD_EOVERFLOW: return "circuit breaker overflow";
     default: break;
     }
     if (err < 0 && err > MD_E__BASE)

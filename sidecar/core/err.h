@@ -13,6 +13,7 @@ enum md_err {
     MD_EINVAL = MD_E__BASE - 2,      /* a value out of range or inconsistent */
     MD_ENOUPSTREAM = MD_E__BASE - 3, /* every upstream attempt failed */
     MD_ETOOBIG = MD_E__BASE - 4,     /* a size limit was hit */
+    MD_EOVERFLOW = MD_E__BASE - 5,   /* a circuit breaker refused: over a cluster's limit */
 };
 
 /* Returns a static, printable name for |err| (an MD_E* or -errno). */

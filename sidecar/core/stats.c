@@ -123,6 +123,16 @@ const struct md_stat_desc md_cstat_desc[MD_CSTAT__N] = {
                                         "Endpoints refused for presenting a SPIFFE ID not in "
                                         "match_spiffe_ids (or none).",
                                         false},
+/* one family, one series per breaker (enum md_breaker's names) */
+#define OVERFLOW_NAME "meshd_cluster_overflow_total"
+#define OVERFLOW_HELP "Requests (or connections, or retries) refused at once by a circuit breaker."
+    [MD_CSTAT_OVERFLOW_CONNECTIONS] = {OVERFLOW_NAME, OVERFLOW_HELP, false,
+                                       "breaker=\"connections\""},
+    [MD_CSTAT_OVERFLOW_PENDING] = {OVERFLOW_NAME, OVERFLOW_HELP, false, "breaker=\"pending\""},
+    [MD_CSTAT_OVERFLOW_REQUESTS] = {OVERFLOW_NAME, OVERFLOW_HELP, false, "breaker=\"requests\""},
+    [MD_CSTAT_OVERFLOW_RETRIES] = {OVERFLOW_NAME, OVERFLOW_HELP, false, "breaker=\"retries\""},
+#undef OVERFLOW_NAME
+#undef OVERFLOW_HELP
 };
 
 const struct md_stat_desc md_rstat_desc[MD_RSTAT__N] = {

@@ -58,6 +58,11 @@ enum md_cstat {
     MD_CSTAT_RQ_RETRY_SUCCESS,      /* requests answered by an attempt after the first */
     MD_CSTAT_RQ_FALLBACK,           /* requests sent to the route's fallback cluster */
     MD_CSTAT_RQ_FAULT_ABORT,        /* requests aborted by fault injection */
+    /* refused by a circuit breaker, one per breaker in enum md_breaker order */
+    MD_CSTAT_OVERFLOW_CONNECTIONS,
+    MD_CSTAT_OVERFLOW_PENDING,
+    MD_CSTAT_OVERFLOW_REQUESTS,
+    MD_CSTAT_OVERFLOW_RETRIES,
     MD_CSTAT__N
 };
 
@@ -79,6 +84,9 @@ struct md_stat_desc {
     const char *name; /* Prometheus metric name */
     const char *help;
     bool gauge;
+    /* Extra labels, e.g. breaker="pending"; NULL: none. Consecutive entries
+     * with one name are one family, told apart by these. */
+    const char *labels;
 };
 
 extern const struct md_stat_desc md_lstat_desc[MD_LSTAT__N];

@@ -47,6 +47,8 @@ int md_local_reply_build(struct md_stream *s, int http_status, int grpc_status, 
     char status[8];
     snprintf(status, sizeof(status), "%d", s->grpc ? 200 : http_status);
     int rc = add(s, ":status", status);
+    if (rc == 0 && s->overflowed) /* which circuit breaker refused it */
+        rc = add(s, "x-meshd-overflowed", s->overflowed);
     if (s->grpc) {
         /* Trailers-only: one HEADERS frame with END_STREAM. */
         if (rc == 0)

@@ -8,7 +8,8 @@
 #include "http/stream.h"
 
 /* Replaces |s|'s response with (|http_status|, or |grpc_status| when s->grpc)
- * and |detail|. The response half must not have been sent yet. Returns 0 or
+ * and |detail|; with x-meshd-overflowed when s->overflowed names a circuit
+ * breaker. The response half must not have been sent yet. Returns 0 or
  * MD_ENOMEM. */
 int md_local_reply_build(struct md_stream *s, int http_status, int grpc_status, const char *detail);
 

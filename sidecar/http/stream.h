@@ -84,6 +84,11 @@ struct md_stream {
     bool local_reply;          /* the response is made by meshd */
     const char *rbac_denied;   /* "listener" or "route": the RBAC that refused it; NULL: none */
     uint32_t reset_after_body; /* h2 error: reset downstream once the queued body is sent */
+    /* Circuit breakers and outlier detection (upool.c, router.c), per attempt:
+     * the breaker that refused it ("requests"...: x-meshd-overflowed), and
+     * whether its outcome was reported for its endpoint. */
+    const char *overflowed;
+    bool outlier_noted;
     int connect_attempts;
     ev_tstamp started;
     ev_tstamp last_active;  /* body bytes moved either way */

@@ -194,6 +194,10 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
         c->workers[i].ratelimits = c->ratelimits;
     if (md_clusters_init(&c->clusters, snap, publish_epset, c) < 0)
         return MD_ENOMEM;
+    for (size_t i = 0; i < n_workers; i++) /* before they start: plain stores are enough */
+        c->workers[i].breakers = c->clusters.breakers;
+    if (!(c->outlier = md_outlier_sweep_new(c->loop, &c->clusters)))
+        return MD_ENOMEM;
     int err;
     if (!(c->dns = md_dns_new(c->loop, snap, &c->clusters, &err)))
         return err;
@@ -248,6 +252,7 @@ void md_control_fini(struct md_control *c)
     for (size_t i = 0; i < c->n_workers; i++)
         md_worker_fini(&c->workers[i]);
     md_admin_free(c->admin);
+    md_outlier_sweep_free(c->outlier);
     md_tls_watch_free(c->tls_watch);
     md_dns_free(c->dns);
     md_checker_free(c->checker); /* stops its probes; the sets it flags go next */

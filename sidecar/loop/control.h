@@ -12,6 +12,7 @@
 #include "snapshot.h"
 #include "tls/tls_watch.h"
 #include "upstream/clusters.h"
+#include "upstream/outlier.h"
 
 #include <ev.h>
 #include <stdbool.h>
@@ -29,6 +30,8 @@ struct md_control {
     struct md_clusters clusters;    /* every cluster's current endpoint set */
     /* [snap->n_rate_limits] owned: the shared buckets, lent to every worker */
     struct md_ratelimit **ratelimits;
+    /* owned: outlier detection's returns from ejection and success rates */
+    struct md_outlier_sweep *outlier;
     struct md_dns *dns;             /* owned: DNS and DNS_SRV clusters' discovery */
     struct md_checker *checker;     /* owned: active health checks (takes clusters.watch) */
     ev_timer drain_deadline, drain_poll;

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct md_breakers;
 struct md_listener;
 struct md_ratelimit;
 struct md_upool;
@@ -64,6 +65,7 @@ struct md_worker {
     struct md_list detecting;        /* connections whose protocol is being sniffed */
     struct md_list tls_accepting;    /* downstream TLS handshakes in progress */
     struct md_upool **upools;        /* [snap->n_clusters] upstream pools, made on first use */
+    struct md_breakers *breakers;    /* [snap->n_clusters] shared, borrowed; NULL: none */
     uint64_t rng;                    /* xorshift state: route splits, request ids */
     struct md_errwatch_set errwatch; /* resets on sockets not being read */
     /* HTTP/2 frames of one flush, gathered for one write: shared, so an idle

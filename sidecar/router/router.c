@@ -10,6 +10,8 @@
 #include "router/rbac.h"
 #include "router/retry.h"
 #include "router/route_match.h"
+#include "upstream/breakers.h"
+#include "upstream/outlier.h"
 #include "upstream/upool.h"
 
 #include <nghttp2/nghttp2.h>
@@ -418,6 +420,62 @@ static bool rate_allows(struct md_stream *s, const struct md_snap_rate_limit *q)
 
 static void on_retry_timer(struct ev_loop *loop, ev_timer *t, int revents);
 
+/* grpc-message / body of a circuit breaker's refusal: which limit. */
+static const char *overflow_detail(const struct md_stream *s)
+{
+    static const char *const why[] = {
+        "upstream overflow: max_connections circuit breaker open",
+        "upstream overflow: max_pending_requests circuit breaker open",
+        "upstream overflow: max_requests circuit breaker open",
+    };
+    for (size_t k = 0; k < sizeof(why) / sizeof(why[0]); k++)
+        if (s->overflowed && strcmp(s->overflowed, md_breakers_name((enum md_breaker)k)) == 0)
+            return why[k];
+    return "upstream overflow: circuit breaker open";
+}
+
+/* A header's small decimal value (:status, grpc-status), or -1. */
+static int decimal(const struct md_hdr *h)
+{
+    int v = 0;
+    for (size_t i = 0; i < h->value_len; i++) {
+        if (h->value[i] < '0' || h->value[i] > '9' || i >= 6)
+            return -1;
+        v = v * 10 + (h->value[i] - '0');
+    }
+    return h->value_len ? v : -1;
+}
+
+/* Outlier detection learns how this attempt went, once, for its endpoint:
+ * at the response head, or for a gRPC call whose status is still to come,
+ * at its end (the trailers). |why| < 0: the head. Connect failures are
+ * reported per endpoint tried (connect.c); refusals (GOAWAY) are not the
+ * endpoint failing. */
+static void note_outcome(struct md_stream *s, int why)
+{
+    const struct md_snap_cluster *cl = &s->w->snap->clusters[s->cluster];
+    const struct md_half *h = &s->resp;
+    if (!cl->outlier || s->outlier_noted || !s->us_ep)
+        return;
+    enum md_outlier_result r;
+    if (why == MD_US_CLOSE_RESET || why == MD_US_CLOSE_CONN_LOST) {
+        r = MD_OUTLIER_ERROR;
+    } else if ((why < 0 || why == MD_US_CLOSE_DONE) && h->headers_done) {
+        const struct md_hdr *gs = md_hdrs_find(h->trailers, h->n_trailers, "grpc-status");
+        if (!gs)
+            gs = md_hdrs_find(h->hdrs, h->n_hdrs, "grpc-status");
+        const struct md_hdr *st = md_hdrs_find(h->hdrs, h->n_hdrs, ":status");
+        int status = st ? decimal(st) : 0;
+        if (why < 0 && s->grpc && !gs && status == 200 && !h->end)
+            return; /* the status comes with the trailers */
+        r = md_outlier_classify(cl->outlier, status, gs ? decimal(gs) : -1);
+    } else {
+        return;
+    }
+    s->outlier_noted = true;
+    md_outlier_report(s->w, cl, s->us_ep, r);
+}
+
 static void wait_then_send(struct md_stream *s, double delay)
 {
     s->send_on_timer = true;
@@ -451,6 +509,7 @@ static void send_upstream(struct md_stream *s)
     if (err < 0) {
         md_router_local_reply(s, MD_REPLY_UNAVAILABLE,
                               err == MD_ENOUPSTREAM ? "no endpoint to send it to"
+                              : err == MD_EOVERFLOW ? overflow_detail(s)
                                                     : "out of memory");
         return;
     }
@@ -647,6 +706,7 @@ void md_router_on_response(struct md_stream *s)
 {
     const struct md_snap_route *r = s->route;
     struct md_half *h = &s->resp;
+    note_outcome(s, -1);
     if (r->retry && md_retry_on_response(r->retry, h, s->grpc)) {
         const struct md_hdr *st = md_hdrs_find(h->hdrs, h->n_hdrs, ":status");
         const struct md_hdr *gs = md_hdrs_find(h->hdrs, h->n_hdrs, "grpc-status");
@@ -701,6 +761,7 @@ void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uin
     struct md_stats *st = w->stats;
     s->us = NULL;
     const char *cl = w->snap->clusters[s->cluster].name;
+    note_outcome(s, (int)why);
     if (s->route && s->route->retry && !s->resp_started &&
         (why == MD_US_CLOSE_RESET || why == MD_US_CLOSE_CONN_LOST ||
          why == MD_US_CLOSE_CONNECT_FAILED) &&

@@ -8,6 +8,7 @@
 #define MESHD_UPSTREAM_CLUSTERS_H
 
 #include "snapshot.h"
+#include "upstream/breakers.h"
 #include "upstream/epset.h"
 
 #include <stddef.h>
@@ -32,6 +33,7 @@ struct md_clusters {
     const struct md_snapshot *snap; /* borrowed */
     struct md_epset **cur;          /* [n_clusters], one reference each; NULL before discovery */
     struct md_cluster_ctl_stats *stats; /* [n_clusters] */
+    struct md_breakers *breakers;       /* [n_clusters] shared with every worker (borrowed) */
     md_clusters_publish_fn *publish;
     void *publish_arg;
     md_clusters_watch_fn *watch;
@@ -44,7 +46,8 @@ int md_clusters_init(struct md_clusters *cs, const struct md_snapshot *snap,
 void md_clusters_fini(struct md_clusters *cs);
 
 /* Writes the /clusters admin page: every cluster's endpoints with priority,
- * weight and health, into a malloc'd string. Returns 0 or MD_ENOMEM. */
+ * weight and health (and outlier ejections), into a malloc'd string.
+ * Returns 0 or MD_ENOMEM. */
 int md_clusters_dump(const struct md_clusters *cs, char **out, size_t *len);
 
 /* Replaces cluster |idx|'s set by one built from |eps| unless it is the

@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "loop/worker.h"
 #include "tls/tls_creds.h"
+#include "upstream/outlier.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -40,6 +41,8 @@ static void attempt_failed(struct md_connect *c, int err, bool timeout)
     MD_LOG(MD_LOG_WARN, "upstream_connect_failed", "session=%d.%llu cluster=%s ep=%s err=%s",
            c->w->id, (unsigned long long)c->log_id, c->cl->name, c->ep.label,
            timeout ? "timeout" : md_err_str(err));
+    if (timeout || (err != MD_ENOMEM && err != -EMFILE && err != -ENFILE)) /* not our own lack */
+        md_outlier_report(c->w, c->cl, &c->ep.addr, MD_OUTLIER_ERROR);
     drop_attempt(c);
     try_next(c, err);
 }
@@ -51,6 +54,7 @@ static void tls_failed(struct md_connect *c, enum md_cstat stat, const char *why
     md_stats_add(md_stats_c(c->w->stats, c->cl->idx, stat), 1);
     MD_LOG(MD_LOG_WARN, "upstream_tls_failed", "session=%d.%llu cluster=%s ep=%s reason=\"%s\"",
            c->w->id, (unsigned long long)c->log_id, c->cl->name, c->ep.label, why);
+    md_outlier_report(c->w, c->cl, &c->ep.addr, MD_OUTLIER_ERROR);
     drop_attempt(c);
     try_next(c, MD_EPROTO);
 }

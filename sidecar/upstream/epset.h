@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define MD_MAGLEV_SIZE 65537u         /* prime, as Maglev needs */
 #define MD_RING_MAX (1024.0 * 1024.0) /* points on one level's ring at most */
@@ -26,6 +27,15 @@ struct md_ep {
     uint32_t weight; /* >= 1 */
     uint32_t priority;
     uint8_t healthy; /* atomic; 1 unless an active health check said otherwise */
+    /* Outlier detection (outlier.c), written by every worker and the control
+     * thread with atomics. They belong to this set: a new set (DNS) starts
+     * with fresh counts but keeps an ejection in force (clusters.c). */
+    uint32_t consecutive_errors; /* 5xx answers, resets, connect failures in a row */
+    uint32_t consecutive_grpc;   /* gRPC failure statuses in a row */
+    uint32_t sr_total, sr_ok;    /* answers and successes this interval (success rate) */
+    uint32_t times_ejected;      /* multiplies the ejection time; decays while not ejected */
+    uint32_t ejection_ms;        /* length of the current (or last) ejection */
+    uint64_t ejected_until;      /* CLOCK_MONOTONIC ms; 0: not ejected */
 };
 
 /* A ring point: the hash at which an endpoint's arc ends. */
@@ -70,6 +80,28 @@ static inline bool md_ep_healthy(const struct md_ep *ep)
 static inline void md_ep_set_healthy(struct md_ep *ep, bool healthy)
 {
     __atomic_store_n(&ep->healthy, healthy ? 1 : 0, __ATOMIC_RELAXED);
+}
+
+/* CLOCK_MONOTONIC in ms: the clock of ejected_until. */
+static inline uint64_t md_ep_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Ejected by outlier detection now? Reads the clock only while an ejection
+ * is recorded, so clusters without one pay a load. */
+static inline bool md_ep_ejected(const struct md_ep *ep)
+{
+    uint64_t until = __atomic_load_n(&ep->ejected_until, __ATOMIC_RELAXED);
+    return until && until > md_ep_clock_ms();
+}
+
+/* Takes traffic: healthy by active checks and not ejected by passive ones. */
+static inline bool md_ep_usable(const struct md_ep *ep)
+{
+    return md_ep_healthy(ep) && !md_ep_ejected(ep);
 }
 
 /* Same addresses, weights and priorities? (A DNS answer that changed nothing.) */

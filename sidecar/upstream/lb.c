@@ -81,7 +81,7 @@ static void choose(const struct md_lb *lb, const struct md_snap_cluster *cl,
         uint32_t healthy = 0;
         bool untried_healthy = false;
         for (uint32_t i = lv->first; i < lv->first + lv->n; i++) {
-            bool h = md_ep_healthy(&set->eps[i]);
+            bool h = md_ep_usable(&set->eps[i]);
             healthy += h;
             untried_healthy |= h && !was_tried(&set->eps[i], ctx);
         }
@@ -104,7 +104,7 @@ static void choose(const struct md_lb *lb, const struct md_snap_cluster *cl,
         return;
     for (uint32_t i = pick->first; i < pick->first + pick->n && i < MD_EPSET_MAX; i++) {
         const struct md_ep *ep = &set->eps[i];
-        if ((!panic && !md_ep_healthy(ep)) || was_tried(ep, ctx))
+        if ((!panic && !md_ep_usable(ep)) || was_tried(ep, ctx))
             continue;
         c->idx[c->n++] = i;
         c->in[i / 8] |= (uint8_t)(1u << (i % 8));

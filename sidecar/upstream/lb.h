@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A worker's balancer for one cluster: which endpoint of the current set a
- * request (or a connection) goes to. Candidates are the healthy endpoints
- * of the highest-priority level that has any; a level with fewer than
- * panic_threshold percent healthy balances over all of its endpoints, and
- * when no level has a healthy one the first level does. Then the cluster's
+ * request (or a connection) goes to. Candidates are the usable endpoints
+ * (healthy, and not ejected by outlier detection: md_ep_usable) of the
+ * highest-priority level that has any; a level with fewer than
+ * panic_threshold percent usable balances over all of its endpoints, and
+ * when no level has a usable one the first level does. Then the cluster's
  * policy picks among them. State is per worker: no locks, no shared lines. */
 #ifndef MESHD_UPSTREAM_LB_H
 #define MESHD_UPSTREAM_LB_H

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "loop/worker.h"
 #include "router/router.h"
+#include "upstream/breakers.h"
 #include "upstream/connect.h"
 #include "upstream/lb.h"
 
@@ -40,7 +41,10 @@ struct md_upool {
     struct md_worker *w;
     const struct md_snap_cluster *cl;
     struct md_list conns;
+    struct md_breakers *brk; /* the cluster's circuit breakers (shared); NULL: none */
 };
+
+static int acquire(struct md_worker *w, struct md_stream *s, bool have_slot);
 
 static const struct md_stream_side_ops pending_ops;
 
@@ -54,13 +58,17 @@ static struct md_stream *pending_drop(struct pending *p)
     struct md_stream *s = p->s;
     md_list_remove(&p->link);
     p->pc->n_pending--;
+    md_breakers_put(p->pc->pool->brk, MD_BREAKER_PENDING);
     free(p);
     return s;
 }
 
 static void pending_reset(void *side, uint32_t h2_error)
 {
-    pending_drop(side);
+    struct pending *p = side;
+    struct md_breakers *brk = p->pc->pool->brk;
+    pending_drop(p);
+    md_breakers_put(brk, MD_BREAKER_REQUESTS); /* the request ends here */
 }
 
 static const struct md_stream_side_ops pending_ops = {
@@ -91,6 +99,7 @@ static void pconn_free(struct pconn *pc)
     md_list_remove(&pc->link);
     md_connect_cancel(&pc->connect);
     ev_timer_stop(pc->pool->w->loop, &pc->idle_timer);
+    md_breakers_put(pc->pool->brk, MD_BREAKER_CONNECTIONS); /* taken when it was made */
     if (connected(pc)) {
         struct md_stats *st = pc->pool->w->stats;
         if (!pc->pool->cl->protocol) /* HTTP/2 */
@@ -111,6 +120,7 @@ static void fail_pending(struct pconn *pc, enum md_us_close why)
 {
     while (!md_list_empty(&pc->pending)) {
         struct md_stream *s = pending_pop(pc);
+        md_breakers_put(pc->pool->brk, MD_BREAKER_REQUESTS);
         md_router_on_upstream_closed(s, why, 0);
     }
 }
@@ -135,8 +145,12 @@ static void on_client_ready(void *owner, struct md_h2_client *cl)
     while (!md_list_empty(&pc->pending)) {
         struct md_stream *s = pending_pop(pc);
         s->us = NULL;
-        int rc =
-            md_h2_client_capacity(cl) > 0 ? md_h2_client_submit(cl, s) : md_upool_acquire(w, s);
+        /* The request keeps its requests slot: the client stream, or the
+         * next place, holds it now (acquire gives it back when it fails). */
+        bool room = md_h2_client_capacity(cl) > 0;
+        int rc = room ? md_h2_client_submit(cl, s) : acquire(w, s, true);
+        if (rc < 0 && room)
+            md_breakers_put(pc->pool->brk, MD_BREAKER_REQUESTS);
         if (rc < 0)
             md_router_on_upstream_closed(s, MD_US_CLOSE_CONNECT_FAILED, 0);
     }
@@ -218,6 +232,7 @@ static void on_connected(struct md_connect *c, struct md_sock *sock, const struc
         .rx_stat = md_stats_c(st, pool->cl->idx, MD_CSTAT_RX_BYTES),
         .tx_stat = md_stats_c(st, pool->cl->idx, MD_CSTAT_TX_BYTES),
         .rq_active_stat = md_stats_c(st, pool->cl->idx, MD_CSTAT_RQ_ACTIVE),
+        .rq_slots = pool->brk ? &pool->brk->open[MD_BREAKER_REQUESTS] : NULL,
         .label = pc->label,
         .ready = on_client_ready,
     };
@@ -225,6 +240,7 @@ static void on_connected(struct md_connect *c, struct md_sock *sock, const struc
         struct md_h1_client_cfg cfg1 = {.rx_stat = cfg.rx_stat,
                                         .tx_stat = cfg.tx_stat,
                                         .rq_active_stat = cfg.rq_active_stat,
+                                        .rq_slots = cfg.rq_slots,
                                         .label = pc->label};
         pc->h1 = md_h1_client_new(w, *sock, &cfg1, on_h1_event, pc);
     } else {
@@ -245,8 +261,10 @@ static void on_connected(struct md_connect *c, struct md_sock *sock, const struc
     while (!md_list_empty(&pc->pending)) {
         struct md_stream *s = pending_pop(pc);
         s->us = NULL;
-        if (submit(pc, s, false) < 0)
+        if (submit(pc, s, false) < 0) {
+            md_breakers_put(pool->brk, MD_BREAKER_REQUESTS);
             md_router_on_upstream_closed(s, MD_US_CLOSE_CONNECT_FAILED, 0);
+        }
     }
 }
 
@@ -275,6 +293,7 @@ static struct md_upool *pool_get(struct md_worker *w, size_t cluster)
         return NULL;
     p->w = w;
     p->cl = &w->snap->clusters[cluster];
+    p->brk = md_breakers_of(w, cluster);
     md_list_init(&p->conns);
     w->upools[cluster] = p;
     return p;
@@ -317,12 +336,29 @@ static bool request_hash(const struct md_snap_cluster *cl, const struct md_strea
     return false;
 }
 
-int md_upool_acquire(struct md_worker *w, struct md_stream *s)
+/* Refuses |s| for breaker |k|: counted, named on the stream for the answer. */
+static int overflow(struct md_upool *pool, struct md_stream *s, enum md_breaker k)
+{
+    md_breakers_overflowed(pool->w, pool->cl->idx, k);
+    s->overflowed = md_breakers_name(k);
+    MD_LOG(MD_LOG_DEBUG, "upstream_overflow", "stream=%d.%llu cluster=%s breaker=%s", pool->w->id,
+           (unsigned long long)s->id, pool->cl->name, s->overflowed);
+    return MD_EOVERFLOW;
+}
+
+/* |have_slot|: |s| holds a requests slot already (a waiting stream moved on). */
+static int acquire(struct md_worker *w, struct md_stream *s, bool have_slot)
 {
     struct md_upool *pool = pool_get(w, s->cluster);
-    if (!pool)
+    if (!pool) {
+        if (have_slot)
+            md_breakers_put(md_breakers_of(w, s->cluster), MD_BREAKER_REQUESTS);
         return MD_ENOMEM;
+    }
     const struct md_snap_cluster *cl = pool->cl;
+    struct md_breakers *brk = pool->brk;
+    if (!have_slot && !md_breakers_take(brk, MD_BREAKER_REQUESTS))
+        return overflow(pool, s, MD_BREAKER_REQUESTS);
     struct md_lb_ctx ctx = {
         .load = ep_load, .load_arg = pool, .tried = s->tried, .n_tried = s->n_tried};
     ctx.has_hash = request_hash(cl, s, &ctx.hash);
@@ -331,13 +367,17 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
         ctx.n_tried = 0;
         ep = md_lb_pick(&w->lbs[cl->idx], cl, &ctx);
     }
+    int rc = MD_ENOUPSTREAM;
     if (!ep)
-        return MD_ENOUPSTREAM;
-    struct pconn *best = NULL, *least = NULL;
+        goto fail;
+    struct pconn *best = NULL, *least = NULL, *any = NULL;
     size_t n_ep = 0;
     bool h1 = cl->protocol == MD_CLUSTER_HTTP1;
     for (struct md_list *it = pool->conns.next; it != &pool->conns; it = it->next) {
         struct pconn *pc = MD_CONTAINER_OF(it, struct pconn, link);
+        bool usable = !h1 && !(pc->cl && !md_h2_client_usable(pc->cl));
+        if (usable && (!any || load(pc) < load(any)))
+            any = pc; /* the least loaded to any endpoint, should no new one be allowed */
         if (!same_addr(&pc->addr, &ep->addr))
             continue;
         if (h1) { /* one request per connection: an idle one, or a new one */
@@ -347,7 +387,7 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
             }
             continue;
         }
-        if (pc->cl && !md_h2_client_usable(pc->cl))
+        if (!usable)
             continue;
         n_ep++;
         /* One not ready yet (connecting, or waiting for the peer's SETTINGS)
@@ -362,10 +402,26 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
     if (!h1 && !best && n_ep >= cl->max_connections_per_endpoint)
         best = least; /* full: nghttp2 queues the stream until a slot frees */
     bool fresh = !best;
+    if (fresh && !md_breakers_take(brk, MD_BREAKER_CONNECTIONS)) {
+        /* No new connection: HTTP/2 multiplexes onto one there is (nghttp2
+         * queues past its stream limit); HTTP/1.1 cannot wait on one. */
+        if (!any) {
+            rc = overflow(pool, s, MD_BREAKER_CONNECTIONS);
+            goto fail;
+        }
+        best = any;
+        fresh = false;
+    }
+    bool waits = fresh || !ready(best); /* for a connection to be made */
+    if (waits && !md_breakers_take(brk, MD_BREAKER_PENDING)) {
+        rc = overflow(pool, s, MD_BREAKER_PENDING);
+        goto fail_conn;
+    }
     if (fresh) {
         best = calloc(1, sizeof(*best));
+        rc = MD_ENOMEM;
         if (!best)
-            return MD_ENOMEM;
+            goto fail_pending;
         best->pool = pool;
         best->addr = ep->addr;
         md_list_init(&best->pending);
@@ -374,19 +430,36 @@ int md_upool_acquire(struct md_worker *w, struct md_stream *s)
         ev_init(&best->idle_timer, on_idle_timeout);
         best->idle_timer.repeat = cl->pool_idle_timeout_ms / 1000.0;
     }
-    int rc = ready(best) ? submit(best, s, true) : add_pending(best, s);
+    rc = waits ? add_pending(best, s) : submit(best, s, true);
     if (rc < 0) {
         if (fresh) {
             md_list_remove(&best->link);
             free(best);
         }
-        return rc;
+        goto fail_pending;
     }
     md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_RQ_TOTAL), 1);
     /* After queueing: the connect may complete (or fail) before it returns. */
     if (fresh)
         md_connect_start(&best->connect, w, cl, s->id, ep, &ctx, on_connected);
     return 0;
+fail_pending:
+    if (waits)
+        md_breakers_put(brk, MD_BREAKER_PENDING);
+fail_conn:
+    if (fresh)
+        md_breakers_put(brk, MD_BREAKER_CONNECTIONS);
+fail:
+    md_breakers_put(brk, MD_BREAKER_REQUESTS);
+    return rc;
+}
+
+int md_upool_acquire(struct md_worker *w, struct md_stream *s)
+{
+    /* A new attempt: nothing refused it or was reported for it yet. */
+    s->overflowed = NULL;
+    s->outlier_noted = false;
+    return acquire(w, s, false);
 }
 
 void md_upool_free(struct md_upool *p)

@@ -18,7 +18,10 @@ struct md_upool;
 /* Finds or makes an upstream stream for |s| on cluster s->cluster. The
  * stream's upstream side is attached now (a pending entry while a connection
  * is being made); failures later arrive as md_router_on_upstream_closed.
- * Returns 0, MD_ENOUPSTREAM (no endpoint) or MD_ENOMEM (nothing attached). */
+ * The cluster's circuit breakers are applied (upstream/breakers.h): over a
+ * limit nothing is attached, s->overflowed names the breaker and
+ * MD_EOVERFLOW is returned. Returns 0, MD_ENOUPSTREAM (no endpoint),
+ * MD_EOVERFLOW or MD_ENOMEM (nothing attached). */
 int md_upool_acquire(struct md_worker *w, struct md_stream *s);
 
 /* Closes every connection of the pool and frees it. NULL is ignored. */
