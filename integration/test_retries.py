@@ -258,6 +258,40 @@ def test_flaky_grpc_all_calls_succeed(meshd, flaky, grpc_client):
     assert "event=http_retry" in m.log()
 
 
+# -- 1b. retry budget and max_retries -------------------------------------------------
+@pytest.mark.parametrize("limit", ["max_retries", "budget"])
+def test_retries_bounded_by_budget_and_breaker(meshd, flaky, grpc_client, limit):
+    # Every attempt fails and each retry waits 200 ms holding its slot: of 16
+    # calls failing at once only the retries the limit allows are made, the
+    # rest answer UNAVAILABLE at once and count as overflows (per route; the
+    # breaker's also per cluster).
+    b = flaky("a", fail_rate=1.0)
+    limits = ("circuit_breakers { max_retries: 1 }\n"
+              "  retry_budget { budget_percent: 100 min_retry_concurrency: 100 }\n"
+              if limit == "max_retries" else
+              "retry_budget { budget_percent: 10 min_retry_concurrency: 1 }\n")
+    cl = (f'clusters {{\n  name: "echo"\n  protocol: HTTP2\n'
+          f'  endpoints {{ address {{ address: "127.0.0.1" port: {b.port} }} }}\n  {limits}}}\n')
+    m = meshd(bundle(route("echo", grpc_match(), "echo",
+                           retry(grpc_on=["unavailable"], num=1, base=200, max_=200)), cl))
+    stub, pb = grpc_client(m.listen_port)
+    res = many_unary(stub, pb, 16, window=16)
+    assert all(v[0] == "UNAVAILABLE" for v in res.values()), res
+    st = m.stats()
+    retried = int(st.get("meshd_route_retry_total", route="echo") or 0)
+    overflow = int(st.get("meshd_route_retry_overflow_total", route="echo") or 0)
+    assert retried + overflow == 16, (retried, overflow)
+    assert retried >= 1 and overflow >= 8, (retried, overflow)
+    assert len(records([b])) == 16 + retried
+    assert int(st.get("meshd_route_retry_success_total", route="echo") or 0) == 0
+    breaker = int(st.get("meshd_cluster_overflow_total", cluster="echo", breaker="retries") or 0)
+    assert breaker == (overflow if limit == "max_retries" else 0)
+    assert f"reason={'max_retries' if limit == 'max_retries' else 'retry_budget'}" in m.log()
+    # every slot given back: the breaker's gauge is full again
+    assert int(st.get("meshd_cluster_circuit_breakers_remaining", cluster="echo",
+                      breaker="retries")) == (1 if limit == "max_retries" else 3)
+
+
 # -- 2. statuses outside grpc_retry_on ---------------------------------------------------
 def test_non_retryable_status_single_attempt(meshd, flaky, grpc_client):
     bs = [flaky("a"), flaky("b")]
@@ -605,12 +639,6 @@ def test_fallback_when_primary_has_no_endpoint(meshd, flaky, grpc_client):
     assert fb.calls("nofb") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "meshd: a STATIC cluster whose only endpoint is unhealthy (active TCP check failed, "
-    "event=health_check_unhealthy logged) is balanced in panic mode (upstream/lb.c choose(): no "
-    "healthy endpoint -> the first untried level over all endpoints), so md_upool_acquire never "
-    "returns MD_ENOUPSTREAM and fallback_cluster is never used: every call goes to the dead "
-    "endpoint and ends UNAVAILABLE (upstream connect failed), fallback counter 0"))
 def test_fallback_when_primary_unhealthy(meshd, flaky, grpc_client, backends):
     fb = flaky("fb")
     down = backends.refusing()

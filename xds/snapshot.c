@@ -570,6 +570,8 @@ int md_snapshot_build(const Mesh__V1__Bundle *b, struct md_snapshot **out)
         rc = md_snapshot_index_rbac(s);
     if (rc == 0)
         rc = md_snapshot_index_rate_limits(s);
+    if (rc == 0)
+        rc = md_snapshot_index_retries(s);
     if (rc < 0) {
         md_snapshot_unref(s);
         return rc;
@@ -676,6 +678,7 @@ void md_snapshot_unref(struct md_snapshot *snap)
     }
     free(snap->rbac_stats);
     free(snap->rate_limits);
+    free(snap->retry_stats);
     for (size_t i = 0; i < snap->n_clusters; i++) {
         struct md_snap_cluster *c = &snap->clusters[i];
         free(c->name);

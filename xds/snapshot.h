@@ -136,6 +136,7 @@ struct md_snap_retry {
     uint32_t per_try_timeout_ms; /* 0: none */
     uint32_t base_interval_ms, max_interval_ms;
     uint32_t buffer_limit;
+    size_t stat; /* md_snapshot.retry_stats slot (routes of one name share it) */
 };
 
 struct md_snap_rate_limit {
@@ -373,6 +374,8 @@ struct md_snapshot {
     struct md_snap_rbac_stat *rbac_stats;
     size_t n_rate_limits; /* every listener's and route's rate limit, for the shared buckets */
     struct md_snap_rate_limit **rate_limits;
+    size_t n_retry_stats; /* route names of the retry stats slots (borrowed from the routes) */
+    const char **retry_stats;
 };
 
 /* Defaults the schema documents. */

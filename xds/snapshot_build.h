@@ -64,6 +64,9 @@ int md_snapshot_build_cluster_resilience(const Mesh__V1__Cluster *c, struct md_s
 /* Fills s->rate_limits with every listener's then route's rate limit and
  * numbers them. */
 int md_snapshot_index_rate_limits(struct md_snapshot *s);
+/* Gives every route with a retry policy its stats slot, one per route name,
+ * and fills s->retry_stats. */
+int md_snapshot_index_retries(struct md_snapshot *s);
 void md_snapshot_dump_route_resilience(FILE *f, int indent, const struct md_snap_route *r);
 void md_snapshot_dump_rate_limit(FILE *f, int indent, const char *key,
                                  const struct md_snap_rate_limit *r);

@@ -159,6 +159,30 @@ int md_snapshot_index_rate_limits(struct md_snapshot *s)
     return 0;
 }
 
+int md_snapshot_index_retries(struct md_snapshot *s)
+{
+    size_t most = 0;
+    for (size_t i = 0; i < s->n_route_configs; i++)
+        for (size_t v = 0; v < s->route_configs[i].n_vhosts; v++)
+            most += s->route_configs[i].vhosts[v].n_routes;
+    if (!(s->retry_stats = calloc(most ? most : 1, sizeof(*s->retry_stats))))
+        return MD_ENOMEM;
+    for (size_t i = 0; i < s->n_route_configs; i++)
+        for (size_t v = 0; v < s->route_configs[i].n_vhosts; v++)
+            for (size_t r = 0; r < s->route_configs[i].vhosts[v].n_routes; r++) {
+                struct md_snap_route *rt = &s->route_configs[i].vhosts[v].routes[r];
+                if (!rt->retry)
+                    continue;
+                size_t k = 0;
+                while (k < s->n_retry_stats && strcmp(s->retry_stats[k], rt->name) != 0)
+                    k++;
+                if (k == s->n_retry_stats)
+                    s->retry_stats[s->n_retry_stats++] = rt->name;
+                rt->retry->stat = k;
+            }
+    return 0;
+}
+
 static const char *const retry_on_names[] = {"5xx", "gateway-error", "reset", "connect-failure",
                                              "retriable-status-codes"};
 

@@ -160,6 +160,12 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
                         q->owner, sum_rate_limit(snap, blocks, n, i, (enum md_qstat)s));
         }
     }
+    for (int s = 0; s < MD_TSTAT__N; s++) {
+        family(f, &md_tstat_desc[s]);
+        for (size_t i = 0; i < snap->n_retry_stats; i++)
+            fprintf(f, "%s{route=\"%s\"} %lld\n", md_tstat_desc[s].name, snap->retry_stats[i],
+                    (long long)md_stats_sum_t(blocks, n, i, (enum md_tstat)s));
+    }
     render_clusters(f, cs);
     fprintf(f,
             "# HELP meshd_server_draining 1 while meshd drains (not accepting).\n"

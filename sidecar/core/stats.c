@@ -157,23 +157,31 @@ const struct md_stat_desc md_qstat_desc[MD_QSTAT__N] = {
                           false},
 };
 
-struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters, size_t n_rbac,
-                              size_t n_rate_limits)
+const struct md_stat_desc md_tstat_desc[MD_TSTAT__N] = {
+    [MD_TSTAT_RETRY] = {"meshd_route_retry_total",
+                        "Attempts made again by the route's retry policy.", false},
+    [MD_TSTAT_RETRY_SUCCESS] = {"meshd_route_retry_success_total",
+                                "Requests answered by an attempt after the first.", false},
+    [MD_TSTAT_RETRY_OVERFLOW] = {"meshd_route_retry_overflow_total",
+                                 "Retries not made: over the cluster's retry budget or "
+                                 "max_retries circuit breaker.",
+                                 false},
+};
+
+const size_t md_stat_width[MD_DIM__N] = {MD_LSTAT__N, MD_CSTAT__N, MD_RSTAT__N, MD_QSTAT__N,
+                                         MD_TSTAT__N};
+
+struct md_stats *md_stats_new(const size_t n[MD_DIM__N])
 {
     struct md_stats *st = calloc(1, sizeof(*st));
     if (!st)
         return NULL;
-    st->n_listeners = n_listeners;
-    st->n_clusters = n_clusters;
-    st->l = calloc(n_listeners * MD_LSTAT__N + 1, sizeof(uint64_t));
-    st->c = calloc(n_clusters * MD_CSTAT__N + 1, sizeof(uint64_t));
-    st->n_rbac = n_rbac;
-    st->r = calloc(n_rbac * MD_RSTAT__N + 1, sizeof(uint64_t));
-    st->n_rate_limits = n_rate_limits;
-    st->q = calloc(n_rate_limits * MD_QSTAT__N + 1, sizeof(uint64_t));
-    if (!st->l || !st->c || !st->r || !st->q) {
-        md_stats_free(st);
-        return NULL;
+    for (int d = 0; d < MD_DIM__N; d++) {
+        st->n[d] = n[d];
+        if (!(st->v[d] = calloc(n[d] * md_stat_width[d] + 1, sizeof(uint64_t)))) {
+            md_stats_free(st);
+            return NULL;
+        }
     }
     return st;
 }
@@ -182,41 +190,16 @@ void md_stats_free(struct md_stats *st)
 {
     if (!st)
         return;
-    free(st->l);
-    free(st->c);
-    free(st->r);
-    free(st->q);
+    for (int d = 0; d < MD_DIM__N; d++)
+        free(st->v[d]);
     free(st);
 }
 
-int64_t md_stats_sum_l(struct md_stats *const *blocks, size_t n, size_t listener, enum md_lstat s)
+int64_t md_stats_sum(struct md_stats *const *blocks, size_t n, enum md_stat_dim d, size_t row,
+                     int s)
 {
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++)
-        sum += __atomic_load_n(md_stats_l(blocks[i], listener, s), __ATOMIC_RELAXED);
-    return (int64_t)sum;
-}
-
-int64_t md_stats_sum_c(struct md_stats *const *blocks, size_t n, size_t cluster, enum md_cstat s)
-{
-    uint64_t sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += __atomic_load_n(md_stats_c(blocks[i], cluster, s), __ATOMIC_RELAXED);
-    return (int64_t)sum;
-}
-
-int64_t md_stats_sum_r(struct md_stats *const *blocks, size_t n, size_t slot, enum md_rstat s)
-{
-    uint64_t sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += __atomic_load_n(md_stats_r(blocks[i], slot, s), __ATOMIC_RELAXED);
-    return (int64_t)sum;
-}
-
-int64_t md_stats_sum_q(struct md_stats *const *blocks, size_t n, size_t rate_limit, enum md_qstat s)
-{
-    uint64_t sum = 0;
-    for (size_t i = 0; i < n; i++)
-        sum += __atomic_load_n(md_stats_q(blocks[i], rate_limit, s), __ATOMIC_RELAXED);
+        sum += __atomic_load_n(md_stats_at(blocks[i], d, row, s), __ATOMIC_RELAXED);
     return (int64_t)sum;
 }

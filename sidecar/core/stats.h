@@ -80,6 +80,25 @@ enum md_qstat {
     MD_QSTAT__N
 };
 
+/* Per route with a retry policy (md_snap_retry.stat; routes of one name
+ * share a slot). */
+enum md_tstat {
+    MD_TSTAT_RETRY,          /* attempts made again */
+    MD_TSTAT_RETRY_SUCCESS,  /* requests answered by an attempt after the first */
+    MD_TSTAT_RETRY_OVERFLOW, /* retries not made: over the retry budget or max_retries */
+    MD_TSTAT__N
+};
+
+/* What the counters are kept per: each a table of [n][width] slots. */
+enum md_stat_dim {
+    MD_DIM_LISTENER,
+    MD_DIM_CLUSTER,
+    MD_DIM_RBAC,
+    MD_DIM_RATE_LIMIT,
+    MD_DIM_ROUTE,
+    MD_DIM__N
+};
+
 struct md_stat_desc {
     const char *name; /* Prometheus metric name */
     const char *help;
@@ -93,22 +112,16 @@ extern const struct md_stat_desc md_lstat_desc[MD_LSTAT__N];
 extern const struct md_stat_desc md_cstat_desc[MD_CSTAT__N];
 extern const struct md_stat_desc md_rstat_desc[MD_RSTAT__N];
 extern const struct md_stat_desc md_qstat_desc[MD_QSTAT__N];
+extern const struct md_stat_desc md_tstat_desc[MD_TSTAT__N];
 
 /* One worker's block. Owned by its worker; read by the admin thread. */
 struct md_stats {
-    size_t n_listeners;
-    size_t n_clusters;
-    uint64_t *l; /* [n_listeners][MD_LSTAT__N] */
-    uint64_t *c; /* [n_clusters][MD_CSTAT__N] */
-    size_t n_rbac;
-    uint64_t *r; /* [n_rbac][MD_RSTAT__N] */
-    size_t n_rate_limits;
-    uint64_t *q; /* [n_rate_limits][MD_QSTAT__N] */
+    size_t n[MD_DIM__N];    /* rows: listeners, clusters, RBAC slots, rate limits, routes */
+    uint64_t *v[MD_DIM__N]; /* [n][width of the dimension] */
 };
 
-/* Returns NULL on allocation failure. */
-struct md_stats *md_stats_new(size_t n_listeners, size_t n_clusters, size_t n_rbac,
-                              size_t n_rate_limits);
+/* |n| rows per dimension. Returns NULL on allocation failure. */
+struct md_stats *md_stats_new(const size_t n[MD_DIM__N]);
 void md_stats_free(struct md_stats *st);
 
 /* Only the owning worker calls these: a relaxed load+store is enough since
@@ -119,31 +132,62 @@ static inline void md_stats_add(uint64_t *slot, int64_t delta)
                      __ATOMIC_RELAXED);
 }
 
+/* Slots per row of each dimension. */
+extern const size_t md_stat_width[MD_DIM__N];
+
+static inline uint64_t *md_stats_at(struct md_stats *st, enum md_stat_dim d, size_t row, int s)
+{
+    return &st->v[d][row * md_stat_width[d] + (size_t)s];
+}
+
+/* Typed doors to md_stats_at. */
 static inline uint64_t *md_stats_l(struct md_stats *st, size_t listener, enum md_lstat s)
 {
-    return &st->l[listener * MD_LSTAT__N + s];
+    return md_stats_at(st, MD_DIM_LISTENER, listener, s);
 }
 
 static inline uint64_t *md_stats_c(struct md_stats *st, size_t cluster, enum md_cstat s)
 {
-    return &st->c[cluster * MD_CSTAT__N + s];
+    return md_stats_at(st, MD_DIM_CLUSTER, cluster, s);
 }
 
 static inline uint64_t *md_stats_r(struct md_stats *st, size_t slot, enum md_rstat s)
 {
-    return &st->r[slot * MD_RSTAT__N + s];
+    return md_stats_at(st, MD_DIM_RBAC, slot, s);
 }
 
 static inline uint64_t *md_stats_q(struct md_stats *st, size_t rate_limit, enum md_qstat s)
 {
-    return &st->q[rate_limit * MD_QSTAT__N + s];
+    return md_stats_at(st, MD_DIM_RATE_LIMIT, rate_limit, s);
+}
+
+static inline uint64_t *md_stats_t(struct md_stats *st, size_t route, enum md_tstat s)
+{
+    return md_stats_at(st, MD_DIM_ROUTE, route, s);
 }
 
 /* Sums one slot over |n| workers' blocks (gauges may be negative per worker). */
-int64_t md_stats_sum_l(struct md_stats *const *blocks, size_t n, size_t listener, enum md_lstat s);
-int64_t md_stats_sum_c(struct md_stats *const *blocks, size_t n, size_t cluster, enum md_cstat s);
-int64_t md_stats_sum_r(struct md_stats *const *blocks, size_t n, size_t slot, enum md_rstat s);
-int64_t md_stats_sum_q(struct md_stats *const *blocks, size_t n, size_t rate_limit,
-                       enum md_qstat s);
+int64_t md_stats_sum(struct md_stats *const *blocks, size_t n, enum md_stat_dim d, size_t row,
+                     int s);
+static inline int64_t md_stats_sum_l(struct md_stats *const *b, size_t n, size_t i, enum md_lstat s)
+{
+    return md_stats_sum(b, n, MD_DIM_LISTENER, i, s);
+}
+static inline int64_t md_stats_sum_c(struct md_stats *const *b, size_t n, size_t i, enum md_cstat s)
+{
+    return md_stats_sum(b, n, MD_DIM_CLUSTER, i, s);
+}
+static inline int64_t md_stats_sum_r(struct md_stats *const *b, size_t n, size_t i, enum md_rstat s)
+{
+    return md_stats_sum(b, n, MD_DIM_RBAC, i, s);
+}
+static inline int64_t md_stats_sum_q(struct md_stats *const *b, size_t n, size_t i, enum md_qstat s)
+{
+    return md_stats_sum(b, n, MD_DIM_RATE_LIMIT, i, s);
+}
+static inline int64_t md_stats_sum_t(struct md_stats *const *b, size_t n, size_t i, enum md_tstat s)
+{
+    return md_stats_sum(b, n, MD_DIM_ROUTE, i, s);
+}
 
 #endif

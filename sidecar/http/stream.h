@@ -110,6 +110,7 @@ struct md_stream {
     uint32_t n_tried;
     ev_timer retry_timer; /* per-try timeout, or (send_on_timer) a backoff or fault delay */
     bool send_on_timer;
+    bool retry_slot;         /* holds a max_retries slot of its cluster (router.c) */
     ev_tstamp hard_deadline; /* max_stream_duration: holds after an upgrade too; 0: none */
 };
 

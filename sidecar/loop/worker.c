@@ -128,7 +128,8 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
         w->rng = 88172645463325252ULL;
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     w->stats =
-        md_stats_new(snap->n_listeners, snap->n_clusters, snap->n_rbac_stats, snap->n_rate_limits);
+        md_stats_new((size_t[MD_DIM__N]){snap->n_listeners, snap->n_clusters, snap->n_rbac_stats,
+                                         snap->n_rate_limits, snap->n_retry_stats});
     w->listeners = calloc(snap->n_listeners + 1, sizeof(*w->listeners));
     w->lbs = calloc(snap->n_clusters + 1, sizeof(*w->lbs));
     w->epset_next = calloc(snap->n_clusters + 1, sizeof(*w->epset_next));

@@ -84,8 +84,11 @@ static void access_log(const struct md_stream *s, uint32_t h2_error)
 
 /* Resets the downstream side; its codec will not report the end, so the
  * access log line is written here. */
+static void release_retry_slot(struct md_stream *s);
+
 static void reset_downstream(struct md_stream *s, uint32_t h2_error)
 {
+    release_retry_slot(s);
     if (s->ds && md_log_enabled(MD_LOG_INFO))
         access_log(s, h2_error);
     md_stream_reset_ds(s, h2_error);
@@ -525,6 +528,38 @@ static void send_upstream(struct md_stream *s)
  * request queued again whole, and the next attempt sent after the backoff
  * (or the server's pushback). Returns false when it is not (the caller
  * answers). */
+/* A retry in progress holds one of its cluster's max_retries slots, from
+ * the decision until that attempt ends (however it ends). */
+static void release_retry_slot(struct md_stream *s)
+{
+    if (!s->retry_slot)
+        return;
+    s->retry_slot = false;
+    md_breakers_retry_end(s->w, s->cluster);
+}
+
+/* The cluster's retry budget (retries under way at most budget_percent of
+ * the requests under way, at least min_retry_concurrency) and its
+ * max_retries breaker. A retry refused is counted per route. */
+static bool retry_admitted(struct md_stream *s)
+{
+    struct md_worker *w = s->w;
+    const struct md_snap_retry_budget *rb = &w->snap->clusters[s->cluster].retry_budget;
+    struct md_breakers *b = md_breakers_of(w, s->cluster);
+    uint64_t budget =
+        b ? (uint64_t)md_breakers_open(b, MD_BREAKER_REQUESTS) * rb->percent / 100 : 0;
+    if (budget < rb->min_concurrency)
+        budget = rb->min_concurrency;
+    bool ok = !b || md_breakers_open(b, MD_BREAKER_RETRIES) < budget;
+    if (ok && md_breakers_retry_begin(w, s->cluster))
+        return s->retry_slot = true;
+    md_stats_add(md_stats_t(w->stats, s->route->retry->stat, MD_TSTAT_RETRY_OVERFLOW), 1);
+    MD_LOG(MD_LOG_INFO, "http_retry_overflow", "stream=%d.%llu route=%s cluster=%s reason=%s",
+           w->id, (unsigned long long)s->id, s->route->name, w->snap->clusters[s->cluster].name,
+           ok ? "max_retries" : "retry_budget");
+    return false;
+}
+
 static bool try_again(struct md_stream *s, const char *why, int64_t pushback_ms)
 {
     const struct md_snap_retry *rp = s->route->retry;
@@ -535,7 +570,10 @@ static bool try_again(struct md_stream *s, const char *why, int64_t pushback_ms)
     double wait = pushback_ms >= 0 ? pushback_ms / 1000.0
                                    : md_retry_backoff(rp, s->attempts, md_worker_rand(w));
     if (s->deadline && ev_now(w->loop) + wait >= s->deadline)
-        return false; /* no time left for another attempt */
+        return false;      /* no time left for another attempt */
+    release_retry_slot(s); /* the attempt that failed was a retry: it is over */
+    if (!retry_admitted(s))
+        return false;
     if (!s->tried)
         s->tried = md_arena_alloc(&s->arena, (rp->num_retries + 1) * sizeof(*s->tried));
     if (s->tried && s->us_ep && s->n_tried <= rp->num_retries)
@@ -545,6 +583,7 @@ static bool try_again(struct md_stream *s, const char *why, int64_t pushback_ms)
     if (!md_stream_restart(s))
         return false;
     md_stats_add(md_stats_c(w->stats, s->cluster, MD_CSTAT_RQ_RETRY), 1);
+    md_stats_add(md_stats_t(w->stats, rp->stat, MD_TSTAT_RETRY), 1);
     MD_LOG(MD_LOG_INFO, "http_retry",
            "stream=%d.%llu route=%s cluster=%s attempt=%u reason=\"%s\" backoff_ms=%.1f", w->id,
            (unsigned long long)s->id, s->route->name, w->snap->clusters[s->cluster].name,
@@ -707,7 +746,8 @@ void md_router_on_response(struct md_stream *s)
     const struct md_snap_route *r = s->route;
     struct md_half *h = &s->resp;
     note_outcome(s, -1);
-    if (r->retry && md_retry_on_response(r->retry, h, s->grpc)) {
+    bool failed = r->retry && md_retry_on_response(r->retry, h, s->grpc);
+    if (failed) {
         const struct md_hdr *st = md_hdrs_find(h->hdrs, h->n_hdrs, ":status");
         const struct md_hdr *gs = md_hdrs_find(h->hdrs, h->n_hdrs, "grpc-status");
         char why[48];
@@ -722,8 +762,10 @@ void md_router_on_response(struct md_stream *s)
             return;
     }
     ev_timer_stop(s->w->loop, &s->retry_timer); /* answered: the per-try timeout is done */
-    if (s->attempts > 1)
+    if (s->attempts > 1 && !failed) { /* a retry that answered what the policy accepts */
         md_stats_add(md_stats_c(s->w->stats, s->cluster, MD_CSTAT_RQ_RETRY_SUCCESS), 1);
+        md_stats_add(md_stats_t(s->w->stats, r->retry->stat, MD_TSTAT_RETRY_SUCCESS), 1);
+    }
     size_t n = 0;
     struct md_hdr *out = md_arena_alloc(&s->arena, (h->n_hdrs + r->n_resp_add + 1) * sizeof(*out));
     if (!out) {
@@ -760,6 +802,7 @@ void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uin
     struct md_worker *w = s->w;
     struct md_stats *st = w->stats;
     s->us = NULL;
+    release_retry_slot(s);
     const char *cl = w->snap->clusters[s->cluster].name;
     note_outcome(s, (int)why);
     if (s->route && s->route->retry && !s->resp_started &&
@@ -825,6 +868,7 @@ void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uin
 
 void md_router_on_downstream_closed(struct md_stream *s, uint32_t h2_error)
 {
+    release_retry_slot(s);
     if (md_log_enabled(MD_LOG_INFO))
         access_log(s, h2_error);
     ev_timer_stop(s->w->loop, &s->timer);

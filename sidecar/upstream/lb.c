@@ -90,7 +90,8 @@ static void choose(const struct md_lb *lb, const struct md_snap_cluster *cl,
             panic = (uint64_t)healthy * 100 < (uint64_t)lv->n * cl->panic_threshold;
         }
     }
-    for (size_t k = 0; k < set->n_levels && !pick; k++) { /* none healthy: the first untried */
+    for (size_t k = 0; k < set->n_levels && !pick && !ctx->healthy_only; k++) {
+        /* none healthy: the first level with one untried, all of it */
         const struct md_eplevel *lv = &set->levels[k];
         for (uint32_t i = lv->first; i < lv->first + lv->n && !pick; i++)
             if (!was_tried(&set->eps[i], ctx))

@@ -34,6 +34,9 @@ struct md_lb_ctx {
     /* LEAST_REQUEST: requests in progress to |ep| on this worker; NULL: none known */
     size_t (*load)(void *arg, const struct md_ep *ep);
     void *load_arg;
+    /* No pick when no endpoint is healthy (instead of all-unhealthy panic):
+     * the caller has somewhere better to go (a fallback cluster). */
+    bool healthy_only;
 };
 
 void md_lb_init(struct md_lb *lb, uint64_t seed);

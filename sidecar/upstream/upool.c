@@ -360,7 +360,12 @@ static int acquire(struct md_worker *w, struct md_stream *s, bool have_slot)
     if (!have_slot && !md_breakers_take(brk, MD_BREAKER_REQUESTS))
         return overflow(pool, s, MD_BREAKER_REQUESTS);
     struct md_lb_ctx ctx = {
-        .load = ep_load, .load_arg = pool, .tried = s->tried, .n_tried = s->n_tried};
+        .load = ep_load,
+        .load_arg = pool,
+        .tried = s->tried,
+        .n_tried = s->n_tried,
+        .healthy_only = s->route && s->route->has_fallback && s->cluster != s->route->fallback,
+    };
     ctx.has_hash = request_hash(cl, s, &ctx.hash);
     const struct md_ep *ep = md_lb_pick(&w->lbs[cl->idx], cl, &ctx);
     if (!ep && ctx.n_tried) { /* a retry goes elsewhere when it can, else where it was */
