@@ -261,21 +261,11 @@ def echo_stubs(tmp_path_factory):
 
 @pytest.fixture
 def grpc_backend(echo_stubs, ports, workdir, request):
-    from env.grpc_backend import GrpcBackend
+    from env.grpc_backend import GrpcBackend, started_backends
 
-    started = []
-
-    def make(name="echo"):
-        b = GrpcBackend(echo_stubs[2], ports.get(), ports.get(), workdir, name=name)
-        started.append(b)
-        return b.start()
-
-    yield make
-    failed = getattr(request.node, "rep_call", None)
-    for b in started:
-        b.stop()
-        if failed is not None and failed.failed:
-            sys.stderr.write(f"\n--- grpc backend {b.name} log tail ---\n{b.log()[-3000:]}\n")
+    yield from started_backends(
+        request,
+        lambda name="echo": GrpcBackend(echo_stubs[2], ports.get(), ports.get(), workdir, name=name))
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ Every loop is bounded in count and time.
 """
 import http.client
 import socket
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ import pytest
 
 from env.clients import H2Client, grpc_channel, wait_until
 from env.flaky_backend import FlakyGrpcBackend
+from env.grpc_backend import started_backends
 
 pytestmark = pytest.mark.proxy_only
 
@@ -61,19 +61,8 @@ def cluster(name, ports, protocol="HTTP2", breakers="", connect_timeout_ms=2000)
 
 @pytest.fixture
 def slow(echo_stubs, ports, workdir, request):
-    started = []
-
-    def make(name="slow", **kw):
-        b = FlakyGrpcBackend(echo_stubs[2], ports.get(), ports.get(), workdir, name=name, **kw)
-        started.append(b)
-        return b.start()
-
-    yield make
-    failed = getattr(request.node, "rep_call", None)
-    for b in started:
-        b.stop()
-        if failed is not None and failed.failed:
-            sys.stderr.write(f"\n--- backend {b.name} log tail ---\n{b.log()[-3000:]}\n")
+    yield from started_backends(request, lambda name="slow", **kw: FlakyGrpcBackend(
+        echo_stubs[2], ports.get(), ports.get(), workdir, name=name, **kw))
 
 
 def stat(m, name, **labels):
@@ -153,8 +142,6 @@ def test_max_requests_grpc_and_http(meshd, slow, echo_stubs):
             assert stat(m, "meshd_cluster_overflow_total", cluster="svc", breaker=other) == 0
 
         # Full again (10 slow calls), plain HTTP gets 503 with the header.
-        import grpc
-
         futs = [stubs[i % 5].Unary.future(pb.EchoRequest(id=f"h{i}"), timeout=CALL_TIMEOUT) for i in range(10)]
         wait_until(lambda: remaining(m, "svc")["requests"] == 0, timeout=5, what="10 calls in progress")
         t0 = time.monotonic()

@@ -19,8 +19,6 @@ Calls are sequential on one connection, so the round robin is exact. Every
 loop is bounded in count and time.
 """
 import http.client
-import re
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +27,7 @@ import pytest
 
 from env.clients import grpc_channel, wait_until
 from env.flaky_backend import FlakyGrpcBackend
+from env.grpc_backend import started_backends
 
 pytestmark = pytest.mark.proxy_only
 
@@ -49,19 +48,8 @@ def bundle(ports, protocol="HTTP2", outlier="", codec="H2C"):
 
 @pytest.fixture
 def flaky(echo_stubs, ports, workdir, request):
-    started = []
-
-    def make(name, **kw):
-        b = FlakyGrpcBackend(echo_stubs[2], ports.get(), ports.get(), workdir, name=name, **kw)
-        started.append(b)
-        return b.start()
-
-    yield make
-    failed = getattr(request.node, "rep_call", None)
-    for b in started:
-        b.stop()
-        if failed is not None and failed.failed:
-            sys.stderr.write(f"\n--- backend {b.name} log tail ---\n{b.log()[-2000:]}\n")
+    yield from started_backends(request, lambda name, **kw: FlakyGrpcBackend(
+        echo_stubs[2], ports.get(), ports.get(), workdir, name=name, **kw))
 
 
 class StatusOrigin:

@@ -31,7 +31,6 @@ import hashlib
 import http.client
 import os
 import socket
-import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,7 @@ import pytest
 
 from env.clients import H2Client, grpc_channel, wait_until
 from env.flaky_backend import FlakyGrpcBackend, FlakyHttpOrigin
+from env.grpc_backend import started_backends
 from env.h1 import curl_h1
 
 pytestmark = pytest.mark.proxy_only
@@ -102,19 +102,8 @@ def flaky(echo_stubs, ports, workdir, request):
     """Factory: flaky(name, **kw) -> started FlakyGrpcBackend (kw as its
     constructor: fail_rate, fail_first, fail_code, max_failed_attempt,
     pushback, hang_ms, seed); stopped at teardown."""
-    started = []
-
-    def make(name, **kw):
-        b = FlakyGrpcBackend(echo_stubs[2], ports.get(), ports.get(), workdir, name=name, **kw)
-        started.append(b)
-        return b.start()
-
-    yield make
-    failed = getattr(request.node, "rep_call", None)
-    for b in started:
-        b.stop()
-        if failed is not None and failed.failed:
-            sys.stderr.write(f"\n--- flaky backend {b.name} log tail ---\n{b.log()[-3000:]}\n")
+    yield from started_backends(request, lambda name, **kw: FlakyGrpcBackend(
+        echo_stubs[2], ports.get(), ports.get(), workdir, name=name, **kw))
 
 
 @pytest.fixture

@@ -112,6 +112,26 @@ def _pdeathsig_prefix():
     return [p, "--pdeathsig", "KILL", "--"] if p else []
 
 
+def started_backends(request, build):
+    """The body of a factory fixture (`yield from started_backends(request,
+    build)`): the test gets make(*a, **kw) -> build(*a, **kw).start(); every
+    backend made is stopped at teardown, and when the test failed its log
+    tail goes to stderr."""
+    started = []
+
+    def make(*a, **kw):
+        b = build(*a, **kw)
+        started.append(b)
+        return b.start()
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for b in started:
+        b.stop()
+        if failed is not None and failed.failed:
+            sys.stderr.write(f"\n--- backend {b.name} log tail ---\n{b.log()[-3000:]}\n")
+
+
 class GrpcBackend:
     """Controller for one server process (runs in the test process)."""
 

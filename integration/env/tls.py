@@ -683,22 +683,11 @@ def tls_grpc_backend(echo_stubs, ports, workdir, request):
     """Factory: tls_grpc_backend(server_cert, ca, require_client_auth=True,
     name="tls") -> a started GrpcBackend whose service port speaks TLS
     (grpc.ssl_server_credentials) and whose control port stays plaintext."""
-    from env.grpc_backend import GrpcBackend
+    from env.grpc_backend import GrpcBackend, started_backends
 
-    started = []
+    def build(server_cert, ca, require_client_auth=True, name="tls"):
+        return GrpcBackend(echo_stubs[2], ports.get(), ports.get(), workdir, name=name,
+                           tls={"cert_chain": server_cert.chain, "key": server_cert.key, "ca": ca,
+                                "require_client_auth": require_client_auth})
 
-    def make(server_cert, ca, require_client_auth=True, name="tls"):
-        b = GrpcBackend(echo_stubs[2], ports.get(), ports.get(), workdir, name=name,
-                        tls={"cert_chain": server_cert.chain, "key": server_cert.key, "ca": ca,
-                             "require_client_auth": require_client_auth})
-        started.append(b)
-        return b.start()
-
-    yield make
-    failed = getattr(request.node, "rep_call", None)
-    for b in started:
-        b.stop()
-        if failed is not None and failed.failed:
-            import sys
-
-            sys.stderr.write(f"\n--- grpc backend {b.name} log tail ---\n{b.log()[-3000:]}\n")
+    yield from started_backends(request, build)
