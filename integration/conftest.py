@@ -71,26 +71,40 @@ def proto_path():
 
 
 class PortAllocator:
-    """Free TCP ports on 127.0.0.1: bind port 0, read the port, close. Ports
-    already handed out in this session are never handed out again."""
+    """Free TCP ports on 127.0.0.1 for servers the tests start, below the
+    kernel's ephemeral range (32768-60999): a port the kernel hands out as
+    port 0 may meanwhile become the source port of one of the many outgoing
+    connections the suites make, and the server's bind then fails. Each
+    pytest process scans from its own offset (ctest runs two at once), checks
+    the port is free with a bind, and never hands a port out twice."""
+
+    LOW, HIGH = 20000, 32000
 
     def __init__(self):
         self._given = set()
         self._lock = threading.Lock()
+        self._next = self.LOW + (os.getpid() * 7919) % (self.HIGH - self.LOW)
+
+    @staticmethod
+    def _free(port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def get(self):
         with self._lock:
-            for _ in range(200):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                try:
-                    s.bind(("127.0.0.1", 0))
-                    port = s.getsockname()[1]
-                finally:
-                    s.close()
-                if port not in self._given:
+            for _ in range(self.HIGH - self.LOW):
+                port = self._next
+                self._next = self.LOW if port + 1 >= self.HIGH else port + 1
+                if port not in self._given and self._free(port):
                     self._given.add(port)
                     return port
-        raise RuntimeError("no fresh free port after 200 tries")
+        raise RuntimeError(f"no free port in {self.LOW}-{self.HIGH}")
 
     def __call__(self):
         return self.get()
