@@ -320,10 +320,9 @@ static void lookup(struct target *t)
     ares_getaddrinfo(t->res->dns->channel, t->host, NULL, &hints, on_addrinfo, t);
 }
 
-/* The shortest TTL among the answer's records of |type|, UINT32_MAX when
- * none can be read: c-ares' SRV parser drops TTLs, so walk the sections
- * ourselves (RFC 1035 §4.1), every length checked against |alen|. */
-static uint32_t answer_min_ttl(const unsigned char *abuf, int alen, int type)
+/* c-ares' SRV parser drops TTLs, so walk the sections ourselves (RFC 1035
+ * §4.1), every length checked against |alen|. */
+uint32_t md_dns_answer_min_ttl(const unsigned char *abuf, int alen, int type)
 {
     uint32_t min = UINT32_MAX;
     if (alen < HFIXEDSZ)
@@ -401,7 +400,7 @@ static void on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int
         res->n_targets++;
     }
     ares_free_data(srv);
-    uint32_t ttl = answer_min_ttl(abuf, alen, T_SRV);
+    uint32_t ttl = md_dns_answer_min_ttl(abuf, alen, T_SRV);
     if (ttl < res->ttl)
         res->ttl = ttl;
     if (res->n_targets == 0)

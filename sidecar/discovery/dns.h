@@ -11,6 +11,7 @@
 #include "upstream/clusters.h"
 
 #include <ev.h>
+#include <stdint.h>
 
 /* Most endpoints one cluster takes from DNS; the rest of an answer is cut
  * (logged), as the schema documents. */
@@ -29,5 +30,10 @@ struct md_dns *md_dns_new(struct ev_loop *loop, const struct md_snapshot *snap,
 /* Cancels what is in flight (no endpoint update follows), stops every
  * watcher and frees. NULL is ignored. */
 void md_dns_free(struct md_dns *dns);
+
+/* The shortest TTL among the records of |type| in a DNS answer (|alen|
+ * bytes from a server, trusted in nothing), or UINT32_MAX when none can be
+ * read. */
+uint32_t md_dns_answer_min_ttl(const unsigned char *abuf, int alen, int type);
 
 #endif
