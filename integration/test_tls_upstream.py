@@ -334,3 +334,33 @@ def test_http2_cluster_offers_h2(up_svc):
     o = svc.origin
     wait_until(lambda: o.tls_info.get(1), timeout=HANG_GUARD, what="a TLS connection at the origin")
     assert o.tls_info[1]["alpn"] == "h2", o.tls_info
+
+
+# -- health checks over TLS ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("right_identity", [True, False])
+def test_http_health_check_over_tls(meshd, origin_factory, pki, ports, right_identity):
+    # The check speaks TLS with the cluster's client certificate and checks
+    # the server's SPIFFE ID like a request: the wrong one fails the check.
+    o = origin_factory(pki.backend, pki.ca.bundle)
+    match = [pki.backend.spiffe_id if right_identity else pki.ca.spiffe_id("elsewhere")]
+    cl = cluster("h1", "{origin_port}", "HTTP1", upstream_tls(pki.ca.bundle, pki.frontend, match=match))
+    cl = cl[:-1] + ' health_check { interval_ms: 200 timeout_ms: 200 unhealthy_threshold: 1 http { path: "/healthz" } }\n}'
+    text = http_bundle([http_listener("in", "{listen_port}", "H2C")], [cl], route_cluster="h1")
+    m = meshd(text, listen_port=ports.get(), origin_port=o.port, concurrency=1)
+    if right_identity:
+        wait_until(lambda: any(r["path"] == "/healthz" for r in o.requests), timeout=10,
+                   what="a health check request at the TLS origin")
+        hc = [r for r in o.requests if r["path"] == "/healthz"][0]
+        assert ("user-agent", "meshd-health-check") in hc["headers"]
+        assert o.tls_info[hc["conn"]]["peer_uris"] == [pki.frontend.spiffe_id]
+        wait_until(lambda: counter(m, "meshd_cluster_health_check_success_total", cluster="h1") >= 2,
+                   timeout=10, what="health checks passing")
+        assert counter(m, "meshd_cluster_health_check_failure_total", cluster="h1") == 0
+    else:
+        ev = parse_log_line(wait_log(m, "health_check_unhealthy", timeout=10)[0])
+        assert "TLS: server identity " + pki.backend.spiffe_id in ev.get("reason", ""), ev
+        assert not any(r["path"] == "/healthz" for r in o.requests)
+    healthy = m.stats().get("meshd_cluster_endpoint_healthy", cluster="h1", endpoint=f"127.0.0.1:{o.port}")
+    assert healthy == (1 if right_identity else 0)

@@ -187,14 +187,6 @@ void md_validate_clusters(const Mesh__V1__Bundle *b, struct md_errlist *el)
         check_discovery(el, res, c);
         check_lb(el, res, c);
         check_health(el, res, c->health_check);
-        if (c->tls && c->health_check &&
-            c->health_check->check_case != MESH__V1__HEALTH_CHECK__CHECK_TCP)
-            md_errlist_add(el, res, "health_check",
-                           "%s checks speak plaintext, and this cluster's endpoints TLS: use a "
-                           "tcp check",
-                           c->health_check->check_case == MESH__V1__HEALTH_CHECK__CHECK_HTTP
-                               ? "http"
-                               : "grpc");
         md_validate_cluster_resilience(el, res, c);
         md_validate_range0(el, res, "connect_timeout_ms", c->connect_timeout_ms, 1,
                            MAX_CONNECT_TIMEOUT_MS, " ms");

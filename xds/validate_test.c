@@ -382,10 +382,6 @@ static void test_lb_and_health(void **state)
                        "of range");
     hc.unhealthy_threshold = 0;
     expect_valid(&f.b);
-    /* TLS endpoints: an http check would speak plaintext to them */
-    Mesh__V1__UpstreamTlsContext tls = MESH__V1__UPSTREAM_TLS_CONTEXT__INIT;
-    f.c.tls = &tls;
-    expect_error(&f.b, "cluster \"app\" (clusters[0]): health_check: http checks speak plaintext");
 }
 
 static void test_names(void **state)

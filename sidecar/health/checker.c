@@ -9,6 +9,8 @@
 #include "core/err.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "net/sock.h"
+#include "upstream/connect.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -62,8 +64,9 @@ struct md_checker {
 /* A probe in flight; owned by its target. */
 struct probe {
     struct hc_target *t;
-    int fd;
+    struct md_sock sock; /* TLS when the cluster has it (http and grpc checks) */
     bool connected;
+    bool handshaking;
     ev_io io;
     ev_timer timeout;
     uint8_t *out; /* request bytes (HTTP) or nghttp2's output (gRPC) */
@@ -105,8 +108,8 @@ static void probe_free(struct md_checker *hc, struct probe *p)
         return;
     ev_io_stop(hc->loop, &p->io);
     ev_timer_stop(hc->loop, &p->timeout);
-    if (p->fd >= 0)
-        close(p->fd);
+    if (p->sock.fd >= 0)
+        md_sock_close(&p->sock, false);
     nghttp2_session_del(p->sess);
     free(p->out);
     free(p);
@@ -224,11 +227,11 @@ static int http_request(struct probe *p, const struct md_snap_health_check *cfg)
 static void http_read(struct probe *p)
 {
     struct hc_target *t = p->t;
-    ssize_t n = recv(p->fd, p->in + p->in_len, sizeof(p->in) - p->in_len, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    ssize_t n = md_sock_recv(&p->sock, p->in + p->in_len, sizeof(p->in) - p->in_len);
+    if (n == -EAGAIN)
         return;
     if (n < 0) {
-        fail_errno(t, errno, "read");
+        fail_errno(t, (int)-n, "read");
         return;
     }
     p->in_len += (size_t)n;
@@ -365,7 +368,7 @@ static int grpc_start(struct probe *p, const struct md_snap_health_check *cfg)
     const char *auth = cfg->host ? cfg->host : p->t->label;
     nghttp2_nv nv[] = {
         NV(":method", "POST", 4),
-        NV(":scheme", "http", 4),
+        NV(":scheme", p->sock.ssl ? "https" : "http", p->sock.ssl ? 5 : 4),
         NV(":path", GRPC_CHECK_PATH, sizeof(GRPC_CHECK_PATH) - 1),
         NV(":authority", auth, strlen(auth)),
         NV("content-type", "application/grpc", 16),
@@ -443,11 +446,11 @@ static void grpc_verdict(struct probe *p)
 static void grpc_read(struct probe *p)
 {
     uint8_t buf[4096];
-    ssize_t n = recv(p->fd, buf, sizeof(buf), 0);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    ssize_t n = md_sock_recv(&p->sock, buf, sizeof(buf));
+    if (n == -EAGAIN)
         return;
     if (n < 0) {
-        fail_errno(p->t, errno, "read");
+        fail_errno(p->t, (int)-n, "read");
         return;
     }
     if (n == 0) {
@@ -467,17 +470,13 @@ static void grpc_read(struct probe *p)
 /* Writes what is pending; returns false when the probe ended (freed). */
 static bool flush_out(struct probe *p)
 {
-    while (p->out_off < p->out_len) {
-        ssize_t n = send(p->fd, p->out + p->out_off, p->out_len - p->out_off, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            break;
-        if (n < 0) {
-            fail_errno(p->t, errno, "write");
-            return false;
-        }
-        p->out_off += (size_t)n;
+    /* What is left, as a buffer whose unwritten bytes stay where they are */
+    struct md_outbuf rest = {p->out + p->out_off, p->out_len - p->out_off, p->out_len - p->out_off};
+    int rc = rest.len ? md_sock_flush(&p->sock, &rest, NULL) : 0;
+    p->out_len = p->out_off + rest.len;
+    if (rc < 0 && rc != -EAGAIN) {
+        fail_errno(p->t, -rc, "write");
+        return false;
     }
     return true;
 }
@@ -489,20 +488,16 @@ static void watch(struct probe *p)
     if (ev_is_active(&p->io) && (p->io.events & (EV_READ | EV_WRITE)) == ev)
         return;
     ev_io_stop(loop, &p->io);
-    ev_io_set(&p->io, p->fd, ev);
+    ev_io_set(&p->io, p->sock.fd, ev);
     ev_io_start(loop, &p->io);
+    md_sock_kick(&p->sock, loop, &p->io); /* decrypted bytes waiting inside TLS */
 }
 
-/* TCP is up: a TCP probe has passed; the others send their request. */
-static void connected(struct probe *p)
+/* The request goes out: on the TCP connection, or once TLS is up. */
+static void send_request(struct probe *p)
 {
     struct hc_target *t = p->t;
     const struct md_snap_health_check *cfg = t->hcl->cfg;
-    p->connected = true;
-    if (cfg->kind == MD_HC_TCP) {
-        verdict(t, NULL);
-        return;
-    }
     int rc = cfg->kind == MD_HC_HTTP ? http_request(p, cfg) : grpc_start(p, cfg);
     if (rc == 0 && cfg->kind == MD_HC_GRPC)
         rc = grpc_pull(p);
@@ -514,14 +509,69 @@ static void connected(struct probe *p)
         watch(p);
 }
 
+/* One step of the TLS handshake; the server must be who the cluster expects. */
+static void handshake_step(struct probe *p)
+{
+    char why[512];
+    int events = 0;
+    int rc = md_sock_handshake(&p->sock, &events, why, sizeof(why));
+    if (rc == -EAGAIN) {
+        struct ev_loop *loop = p->t->hcl->hc->loop;
+        ev_io_stop(loop, &p->io);
+        ev_io_set(&p->io, p->sock.fd, events);
+        ev_io_start(loop, &p->io);
+        return;
+    }
+    const char *refused =
+        rc < 0 ? why
+        : md_sock_note_identities(&p->sock, why, sizeof(why)) < 0
+            ? why
+            : md_connect_identity_refused(p->t->hcl->cl->tls, p->sock.peer_id, why, sizeof(why));
+    if (refused) {
+        char msg[600];
+        snprintf(msg, sizeof(msg), "TLS: %s", refused);
+        verdict(p->t, msg);
+        return;
+    }
+    p->handshaking = false;
+    send_request(p);
+}
+
+/* TCP is up: a TCP probe has passed; the others send their request, over
+ * TLS when the cluster has it. */
+static void connected(struct probe *p)
+{
+    struct hc_target *t = p->t;
+    const struct md_snap_cluster_tls *tls = t->hcl->cl->tls;
+    p->connected = true;
+    if (t->hcl->cfg->kind == MD_HC_TCP) {
+        verdict(t, NULL);
+        return;
+    }
+    if (!tls) {
+        send_request(p);
+        return;
+    }
+    if (md_connect_tls_begin(&p->sock, tls) < 0) {
+        skip(t, MD_ENOMEM);
+        return;
+    }
+    p->handshaking = true;
+    handshake_step(p);
+}
+
 static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct probe *p = MD_CONTAINER_OF(io, struct probe, io);
     struct hc_target *t = p->t;
+    if (p->handshaking) {
+        handshake_step(p);
+        return;
+    }
     if (!p->connected) {
         int soerr = 0;
         socklen_t len = sizeof(soerr);
-        if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        if (getsockopt(p->sock.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
             soerr = errno;
         if (soerr)
             fail_errno(t, soerr, "connect");
@@ -573,15 +623,16 @@ static void on_next(struct ev_loop *loop, ev_timer *tm, int revents)
     ev_init(&p->io, on_io);
     ev_timer_init(&p->timeout, on_timeout, t->hcl->cfg->timeout_ms / 1000.0, 0.);
     t->probe = p;
-    p->fd = socket(t->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (p->fd < 0) {
+    p->sock =
+        md_sock_plain(socket(t->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (p->sock.fd < 0) {
         skip(t, -errno);
         return;
     }
     int one = 1;
-    setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(p->sock.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_timer_start(hc->loop, &p->timeout);
-    if (connect(p->fd, (const struct sockaddr *)&t->addr.ss, t->addr.len) == 0) {
+    if (connect(p->sock.fd, (const struct sockaddr *)&t->addr.ss, t->addr.len) == 0) {
         connected(p);
         return;
     }
@@ -589,7 +640,7 @@ static void on_next(struct ev_loop *loop, ev_timer *tm, int revents)
         fail_errno(t, errno, "connect");
         return;
     }
-    ev_io_set(&p->io, p->fd, EV_WRITE);
+    ev_io_set(&p->io, p->sock.fd, EV_WRITE);
     ev_io_start(hc->loop, &p->io);
 }
 

@@ -59,10 +59,8 @@ static void tls_failed(struct md_connect *c, enum md_cstat stat, const char *why
     try_next(c, MD_EPROTO);
 }
 
-/* NULL when the server's SPIFFE ID is one the cluster accepts, else why not
- * (in |buf|). */
-static const char *identity_refused(const struct md_snap_cluster_tls *t, const char *id, char *buf,
-                                    size_t len)
+const char *md_connect_identity_refused(const struct md_snap_cluster_tls *t, const char *id,
+                                        char *buf, size_t len)
 {
     if (!id)
         return "the server's certificate names no SPIFFE ID";
@@ -91,14 +89,25 @@ static void handshake_step(struct md_connect *c)
         tls_failed(c, MD_CSTAT_TLS_HANDSHAKE_ERROR, why);
         return;
     }
-    const char *refused = md_sock_note_identities(&c->sock, why, sizeof(why)) < 0
-                              ? why
-                              : identity_refused(c->cl->tls, c->sock.peer_id, why, sizeof(why));
+    const char *refused =
+        md_sock_note_identities(&c->sock, why, sizeof(why)) < 0
+            ? why
+            : md_connect_identity_refused(c->cl->tls, c->sock.peer_id, why, sizeof(why));
     if (refused) {
         tls_failed(c, MD_CSTAT_TLS_IDENTITY_MISMATCH, refused);
         return;
     }
     finish(c, 0);
+}
+
+int md_connect_tls_begin(struct md_sock *sock, const struct md_snap_cluster_tls *t)
+{
+    sock->ssl = md_tls_creds_ssl(t->files.creds);
+    if (!sock->ssl || SSL_set_fd(sock->ssl, sock->fd) != 1 ||
+        (t->sni && SSL_set_tlsext_host_name(sock->ssl, t->sni) != 1))
+        return MD_ENOMEM; /* md_sock_close frees what was made */
+    SSL_set_connect_state(sock->ssl);
+    return 0;
 }
 
 /* TCP is up: done, or TLS begins (the connect timer keeps running). */
@@ -109,13 +118,10 @@ static void connected(struct md_connect *c)
         finish(c, 0);
         return;
     }
-    c->sock.ssl = md_tls_creds_ssl(t->files.creds);
-    if (!c->sock.ssl || SSL_set_fd(c->sock.ssl, c->sock.fd) != 1 ||
-        (t->sni && SSL_set_tlsext_host_name(c->sock.ssl, t->sni) != 1)) {
+    if (md_connect_tls_begin(&c->sock, t) < 0) {
         attempt_failed(c, MD_ENOMEM, false);
         return;
     }
-    SSL_set_connect_state(c->sock.ssl);
     handshake_step(c);
 }
 

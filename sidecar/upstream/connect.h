@@ -50,6 +50,15 @@ int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_
                      uint64_t log_id, const struct md_ep *first, const struct md_lb_ctx *ctx,
                      md_connect_cb *cb);
 
+/* TLS origination pieces, shared with the health checker's probes: the
+ * client side of |sock| (connected) on the cluster's current credentials,
+ * with SNI; then, after md_sock_handshake and md_sock_note_identities,
+ * whether the server's SPIFFE ID is one |t| accepts (NULL) or why not (in
+ * |buf|). md_connect_tls_begin returns 0 or MD_ENOMEM. */
+int md_connect_tls_begin(struct md_sock *sock, const struct md_snap_cluster_tls *t);
+const char *md_connect_identity_refused(const struct md_snap_cluster_tls *t, const char *id,
+                                        char *buf, size_t len);
+
 /* Stops an attempt in progress; the callback will not run. Safe to call twice. */
 void md_connect_cancel(struct md_connect *c);
 
