@@ -245,6 +245,9 @@ def test_flaky_grpc_all_calls_succeed(meshd, flaky, grpc_client):
     assert counter(m, "meshd_cluster_upstream_rq_retry_total", "echo") == len(recs) - n
     assert counter(m, "meshd_cluster_upstream_rq_retry_success_total", "echo") == retried
     assert "event=http_retry" in m.log()
+    # the access log says how many attempts each call took
+    logged = [int(l.rsplit(" attempts=", 1)[1]) for l in m.log().splitlines() if "event=http_access" in l]
+    assert len(logged) == n and sum(logged) == len(recs), (len(logged), sum(logged), len(recs))
 
 
 # -- 1b. retry budget and max_retries -------------------------------------------------

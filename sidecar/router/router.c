@@ -70,7 +70,7 @@ static void access_log(const struct md_stream *s, uint32_t h2_error)
     md_log(MD_LOG_INFO, "http_access",
            "stream=%d.%llu listener=%s method=%s authority=\"%s\" path=\"%s\" route=%s "
            "cluster=%s status=%.*s grpc_status=%.*s req_bytes=%llu resp_bytes=%llu "
-           "duration_ms=%.1f local_reply=%d reset=%s peer_id=%s rbac_denied=%s",
+           "duration_ms=%.1f local_reply=%d reset=%s peer_id=%s rbac_denied=%s attempts=%u",
            s->w->id, (unsigned long long)s->id, s->listener->name,
            md_log_escape(m, sizeof(m), method, (size_t)ml),
            md_log_escape(a, sizeof(a), auth, (size_t)al),
@@ -79,7 +79,7 @@ static void access_log(const struct md_stream *s, uint32_t h2_error)
            s->resp_started ? status : "-", gl, grpc, (unsigned long long)q->body_bytes,
            (unsigned long long)r->body_bytes, (ev_now(s->w->loop) - s->started) * 1000.0,
            s->local_reply, h2_error ? nghttp2_http2_strerror(h2_error) : "-",
-           s->peer_id ? s->peer_id : "-", s->rbac_denied ? s->rbac_denied : "-");
+           s->peer_id ? s->peer_id : "-", s->rbac_denied ? s->rbac_denied : "-", s->attempts);
 }
 
 /* Resets the downstream side; its codec will not report the end, so the
@@ -762,7 +762,7 @@ void md_router_on_response(struct md_stream *s)
             return;
     }
     ev_timer_stop(s->w->loop, &s->retry_timer); /* answered: the per-try timeout is done */
-    if (s->attempts > 1 && !failed) { /* a retry that answered what the policy accepts */
+    if (s->attempts > 1 && !failed) {           /* a retry that answered what the policy accepts */
         md_stats_add(md_stats_c(s->w->stats, s->cluster, MD_CSTAT_RQ_RETRY_SUCCESS), 1);
         md_stats_add(md_stats_t(s->w->stats, r->retry->stat, MD_TSTAT_RETRY_SUCCESS), 1);
     }
