@@ -70,8 +70,7 @@ static void check_endpoints(struct md_errlist *el, const char *res, const Mesh__
         snprintf(field, sizeof(field), "endpoints[%zu].address", k);
         /* O(n^2) over at most MAX_ENDPOINTS, once per load. */
         for (size_t j = 0; valid[k] && j < k; j++) {
-            if (valid[j] && seen[j].len == seen[k].len &&
-                memcmp(&seen[j].ss, &seen[k].ss, seen[k].len) == 0) {
+            if (valid[j] && md_addr_equal(&seen[j], &seen[k])) {
                 md_errlist_add(el, res, field, "duplicate of endpoints[%zu]", j);
                 break;
             }

@@ -80,11 +80,6 @@ static void check_http(const Mesh__V1__Bundle *b, struct md_errlist *el, const c
         md_validate_rbac(el, res, "http.rbac", h->rbac);
 }
 
-static bool same_addr(const struct md_addr *a, const struct md_addr *b)
-{
-    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
-}
-
 void md_validate_listeners(const Mesh__V1__Bundle *b, struct md_errlist *el)
 {
     struct md_addr admin;
@@ -107,13 +102,13 @@ void md_validate_listeners(const Mesh__V1__Bundle *b, struct md_errlist *el)
                 struct md_addr other;
                 const Mesh__V1__SocketAddress *oa = b->listeners[j]->address;
                 if (oa && md_addr_parse(oa->address, oa->port, &other) == 0 &&
-                    same_addr(&addr, &other)) {
+                    md_addr_equal(&addr, &other)) {
                     md_errlist_add(el, res, "address", "%s:%u already bound by listeners[%zu]",
                                    l->address->address, l->address->port, j);
                     break;
                 }
             }
-            if (admin_ok && same_addr(&addr, &admin))
+            if (admin_ok && md_addr_equal(&addr, &admin))
                 md_errlist_add(el, res, "address", "%s:%u is the admin address",
                                l->address->address, l->address->port);
         }

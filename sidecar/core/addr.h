@@ -3,14 +3,22 @@
 #ifndef MESHD_CORE_ADDR_H
 #define MESHD_CORE_ADDR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 
 struct md_addr {
     struct sockaddr_storage ss;
     socklen_t len;
 };
+
+/* The same address and port? */
+static inline bool md_addr_equal(const struct md_addr *a, const struct md_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
 
 /* Longest text md_addr_format writes, NUL included: "[v6]:65535". */
 #define MD_ADDR_STRLEN 56

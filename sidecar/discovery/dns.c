@@ -245,7 +245,7 @@ static int add_endpoint(struct resolution *res, const struct target *t,
      * address and port: one endpoint, at the better priority. */
     for (size_t i = 0; i < res->n_eps; i++) {
         struct md_snap_endpoint *e = &res->eps[i];
-        if (e->addr.len == ep.addr.len && memcmp(&e->addr.ss, &ep.addr.ss, ep.addr.len) == 0) {
+        if (md_addr_equal(&e->addr, &ep.addr)) {
             if (t->priority < e->priority) {
                 e->priority = t->priority;
                 e->weight = t->weight;

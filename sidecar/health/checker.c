@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/list.h"
 #include "core/log.h"
+#include "http/hdrs.h"
 #include "net/sock.h"
 #include "upstream/connect.h"
 
@@ -274,16 +275,11 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
     struct probe *p = user;
     if (frame->hd.stream_id != p->sid)
         return 0;
-    int v = 0;
-    bool num = valuelen > 0 && valuelen <= 8;
-    for (size_t i = 0; num && i < valuelen; i++) {
-        num = value[i] >= '0' && value[i] <= '9';
-        v = v * 10 + (value[i] - '0');
-    }
+    long v = md_hdr_decimal((const char *)value, valuelen);
     if (namelen == 7 && memcmp(name, ":status", 7) == 0)
-        p->http_status = num ? v : 0;
+        p->http_status = v < 0 ? 0 : (int)v;
     else if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
-        p->grpc_status = num ? v : 2; /* UNKNOWN, as gRPC reads a bad one */
+        p->grpc_status = v < 0 ? 2 : (int)v; /* UNKNOWN, as gRPC reads a bad one */
     else if (namelen == 12 && memcmp(name, "content-type", 12) == 0)
         p->grpc_ct = md_grpc_is_content_type((const char *)value, valuelen);
     return 0;

@@ -12,3 +12,16 @@ bool md_hdr_name_is_connection_specific(const char *name, size_t len)
     default: return false;
     }
 }
+
+long md_hdr_decimal(const char *v, size_t len)
+{
+    if (len == 0 || len > 9)
+        return -1;
+    long n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        n = n * 10 + (v[i] - '0');
+    }
+    return n;
+}

@@ -28,4 +28,8 @@ static inline bool md_hdr_is(const struct md_hdr *h, const char *name)
  * upgrade? TE is the caller's to judge (HTTP/2 allows "te: trailers"). */
 bool md_hdr_name_is_connection_specific(const char *name, size_t len);
 
+/* A header value that is a decimal number of 1 to 9 digits (a status, a
+ * count of ms), or -1 for anything else. */
+long md_hdr_decimal(const char *v, size_t len);
+
 #endif

@@ -7,15 +7,7 @@
 static long header_number(const struct md_half *h, const char *name)
 {
     const struct md_hdr *x = md_hdrs_find(h->hdrs, h->n_hdrs, name);
-    if (!x || x->value_len == 0 || x->value_len > 9)
-        return -1;
-    long v = 0;
-    for (size_t i = 0; i < x->value_len; i++) {
-        if (x->value[i] < '0' || x->value[i] > '9')
-            return -1;
-        v = v * 10 + (x->value[i] - '0');
-    }
-    return v;
+    return x ? md_hdr_decimal(x->value, x->value_len) : -1;
 }
 
 bool md_retry_on_response(const struct md_snap_retry *rp, const struct md_half *resp, bool grpc)

@@ -437,18 +437,6 @@ static const char *overflow_detail(const struct md_stream *s)
     return "upstream overflow: circuit breaker open";
 }
 
-/* A header's small decimal value (:status, grpc-status), or -1. */
-static int decimal(const struct md_hdr *h)
-{
-    int v = 0;
-    for (size_t i = 0; i < h->value_len; i++) {
-        if (h->value[i] < '0' || h->value[i] > '9' || i >= 6)
-            return -1;
-        v = v * 10 + (h->value[i] - '0');
-    }
-    return h->value_len ? v : -1;
-}
-
 /* Outlier detection learns how this attempt went, once, for its endpoint:
  * at the response head, or for a gRPC call whose status is still to come,
  * at its end (the trailers). |why| < 0: the head. Connect failures are
@@ -468,10 +456,11 @@ static void note_outcome(struct md_stream *s, int why)
         if (!gs)
             gs = md_hdrs_find(h->hdrs, h->n_hdrs, "grpc-status");
         const struct md_hdr *st = md_hdrs_find(h->hdrs, h->n_hdrs, ":status");
-        int status = st ? decimal(st) : 0;
+        int status = st ? (int)md_hdr_decimal(st->value, st->value_len) : 0;
         if (why < 0 && s->grpc && !gs && status == 200 && !h->end)
             return; /* the status comes with the trailers */
-        r = md_outlier_classify(cl->outlier, status, gs ? decimal(gs) : -1);
+        r = md_outlier_classify(cl->outlier, status,
+                                gs ? (int)md_hdr_decimal(gs->value, gs->value_len) : -1);
     } else {
         return;
     }
@@ -607,19 +596,11 @@ static void on_retry_timer(struct ev_loop *loop, ev_timer *t, int revents)
     md_router_local_reply(s, MD_REPLY_TIMEOUT, "per-try timeout");
 }
 
-/* A request header's decimal value, or |def| when absent or not a number. */
-static long header_value(const struct md_stream *s, const char *name, long def)
+/* A request header's decimal value, or -1 when absent or not a number. */
+static long request_number(const struct md_stream *s, const char *name)
 {
     const struct md_hdr *h = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, name);
-    if (!h || h->value_len == 0 || h->value_len > 9)
-        return def;
-    long v = 0;
-    for (size_t i = 0; i < h->value_len; i++) {
-        if (h->value[i] < '0' || h->value[i] > '9')
-            return def;
-        v = v * 10 + (h->value[i] - '0');
-    }
-    return v;
+    return h ? md_hdr_decimal(h->value, h->value_len) : -1;
 }
 
 /* Fault injection: an abort is answered here (returns true); a delay is
@@ -634,9 +615,9 @@ static bool inject_fault(struct md_stream *s, double *delay)
     bool abort = f->abort_percent && md_worker_rand(w) % 100 < f->abort_percent;
     bool late = f->delay_percent && md_worker_rand(w) % 100 < f->delay_percent;
     if (f->header_control) {
-        long hd = header_value(s, "x-meshd-fault-delay-ms", -1);
-        long hh = header_value(s, "x-meshd-fault-abort-http-status", -1);
-        long hg = header_value(s, "x-meshd-fault-abort-grpc-status", -1);
+        long hd = request_number(s, "x-meshd-fault-delay-ms");
+        long hh = request_number(s, "x-meshd-fault-abort-http-status");
+        long hg = request_number(s, "x-meshd-fault-abort-grpc-status");
         if (hd >= 0 && hd <= 3600000)
             late = true, delay_ms = hd;
         if ((hh >= 200 && hh <= 599) || (hg >= 1 && hg <= 16)) {

@@ -156,17 +156,12 @@ static void on_client_ready(void *owner, struct md_h2_client *cl)
     }
 }
 
-static bool same_addr(const struct md_addr *a, const struct md_addr *b)
-{
-    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
-}
-
 static size_t idle_count(struct md_upool *pool, const struct md_addr *ep)
 {
     size_t n = 0;
     for (struct md_list *it = pool->conns.next; it != &pool->conns; it = it->next) {
         struct pconn *pc = MD_CONTAINER_OF(it, struct pconn, link);
-        n += same_addr(&pc->addr, ep) && pc->h1 && pc->idle;
+        n += md_addr_equal(&pc->addr, ep) && pc->h1 && pc->idle;
     }
     return n;
 }
@@ -307,7 +302,7 @@ static size_t ep_load(void *arg, const struct md_ep *ep)
     size_t n = 0;
     for (struct md_list *it = pool->conns.next; it != &pool->conns; it = it->next) {
         struct pconn *pc = MD_CONTAINER_OF(it, struct pconn, link);
-        if (same_addr(&pc->addr, &ep->addr))
+        if (md_addr_equal(&pc->addr, &ep->addr))
             n += load(pc);
     }
     return n;
@@ -383,7 +378,7 @@ static int acquire(struct md_worker *w, struct md_stream *s, bool have_slot)
         bool usable = !h1 && !(pc->cl && !md_h2_client_usable(pc->cl));
         if (usable && (!any || load(pc) < load(any)))
             any = pc; /* the least loaded to any endpoint, should no new one be allowed */
-        if (!same_addr(&pc->addr, &ep->addr))
+        if (!md_addr_equal(&pc->addr, &ep->addr))
             continue;
         if (h1) { /* one request per connection: an idle one, or a new one */
             if (pc->h1 && pc->idle) {
