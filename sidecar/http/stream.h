@@ -104,9 +104,9 @@ struct md_stream {
     uint32_t keep_limit; /* 0: nothing kept */
     bool keep_lost;      /* the body outgrew the limit: no more attempts */
     struct md_outbuf kept;
-    uint64_t req_acked;    /* request bytes reported consumed to the ds side */
-    uint32_t attempts;     /* upstream attempts made (the first is 1) */
-    struct md_addr *tried; /* endpoints of failed attempts (arena), for the next pick */
+    uint64_t req_acked; /* request bytes reported consumed to the ds side */
+    uint32_t attempts;  /* upstream attempts made (the first is 1) */
+    uint64_t *tried;    /* md_ep_key of failed attempts' endpoints (arena), for the next pick */
     uint32_t n_tried;
     ev_timer retry_timer; /* per-try timeout, or (send_on_timer) a backoff or fault delay */
     bool send_on_timer;

@@ -566,7 +566,7 @@ static bool try_again(struct md_stream *s, const char *why, int64_t pushback_ms)
     if (!s->tried)
         s->tried = md_arena_alloc(&s->arena, (rp->num_retries + 1) * sizeof(*s->tried));
     if (s->tried && s->us_ep && s->n_tried <= rp->num_retries)
-        s->tried[s->n_tried++] = *s->us_ep;
+        s->tried[s->n_tried++] = md_ep_key(s->us_ep);
     ev_timer_stop(w->loop, &s->retry_timer);
     md_stream_reset_us(s, NGHTTP2_CANCEL);
     if (!md_stream_restart(s))

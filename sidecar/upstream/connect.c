@@ -171,7 +171,7 @@ static void try_endpoint(struct md_connect *c, const struct md_ep *ep, int last_
         return;
     }
     c->ep = *ep;
-    c->tried[c->n_tried++] = ep->addr;
+    c->tried[c->n_tried++] = ep->key;
     md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_CX_TOTAL), 1);
     const struct md_addr *a = &c->ep.addr;
     c->sock = md_sock_plain(socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));

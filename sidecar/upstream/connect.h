@@ -34,7 +34,7 @@ struct md_connect {
     uint64_t log_id;     /* the owner's id, for log lines */
     struct md_sock sock; /* fd -1 between attempts */
     struct md_ep ep;     /* being tried (a copy: the worker's set may change meanwhile) */
-    struct md_addr tried[MD_CONNECT_MAX_ATTEMPTS];
+    uint64_t tried[MD_CONNECT_MAX_ATTEMPTS]; /* md_ep_key of the endpoints tried */
     uint32_t n_tried;
     bool has_hash; /* the request's hash, for the next endpoint's pick */
     uint64_t hash;

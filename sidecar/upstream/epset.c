@@ -132,6 +132,7 @@ struct md_epset *md_epset_new(const struct md_snap_cluster *cl, const struct md_
     for (size_t i = 0; i < n; i++) {
         struct md_ep *ep = &set->eps[i];
         ep->addr = eps[i].addr;
+        ep->key = md_ep_key(&ep->addr);
         memcpy(ep->label, eps[i].label, sizeof(ep->label));
         ep->weight = eps[i].weight ? eps[i].weight : 1;
         ep->priority = eps[i].priority;
@@ -180,11 +181,15 @@ void md_epset_unref(struct md_epset *set)
     free(set);
 }
 
+uint64_t md_ep_key(const struct md_addr *a)
+{
+    return md_hash64(&a->ss, a->len);
+}
+
 struct md_ep *md_epset_find(struct md_epset *set, const struct md_addr *addr)
 {
     for (size_t i = 0; i < set->n; i++)
-        if (set->eps[i].addr.len == addr->len &&
-            memcmp(&set->eps[i].addr.ss, &addr->ss, addr->len) == 0)
+        if (md_addr_equal(&set->eps[i].addr, addr))
             return &set->eps[i];
     return NULL;
 }

@@ -23,6 +23,7 @@
 
 struct md_ep {
     struct md_addr addr;
+    uint64_t key; /* md_ep_key(&addr): how lists of tried endpoints name it */
     char label[MD_ADDR_STRLEN];
     uint32_t weight; /* >= 1 */
     uint32_t priority;
@@ -68,6 +69,11 @@ struct md_epset *md_epset_new(const struct md_snap_cluster *cl, const struct md_
 struct md_epset *md_epset_ref(struct md_epset *set);
 /* NULL is ignored. */
 void md_epset_unref(struct md_epset *set);
+
+/* An address as a 64-bit name (a hash of its bytes, which hold no stray
+ * padding): a list of endpoints already tried costs 8 bytes an entry, not a
+ * sockaddr_storage. */
+uint64_t md_ep_key(const struct md_addr *a);
 
 /* The endpoint of |set| at |addr|, or NULL. */
 struct md_ep *md_epset_find(struct md_epset *set, const struct md_addr *addr);

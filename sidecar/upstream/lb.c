@@ -50,8 +50,7 @@ static uint64_t next_rand(struct md_lb *lb)
 static bool was_tried(const struct md_ep *ep, const struct md_lb_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->n_tried; i++)
-        if (ctx->tried[i].len == ep->addr.len &&
-            memcmp(&ctx->tried[i].ss, &ep->addr.ss, ep->addr.len) == 0)
+        if (ctx->tried[i] == ep->key)
             return true;
     return false;
 }

@@ -29,7 +29,7 @@ struct md_lb {
 struct md_lb_ctx {
     bool has_hash; /* RING_HASH / MAGLEV: the request's hash (else a random pick) */
     uint64_t hash;
-    const struct md_addr *tried; /* endpoints to skip (a connect's earlier attempts) */
+    const uint64_t *tried; /* md_ep_key of endpoints to skip (earlier attempts) */
     size_t n_tried;
     /* LEAST_REQUEST: requests in progress to |ep| on this worker; NULL: none known */
     size_t (*load)(void *arg, const struct md_ep *ep);

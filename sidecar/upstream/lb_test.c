@@ -182,11 +182,11 @@ static void test_tried_endpoints_skipped(void **state)
     struct md_lb lb;
     md_lb_init(&lb, 0);
     md_lb_set(&lb, set);
-    struct md_addr tried[3] = {set->eps[0].addr, set->eps[2].addr};
+    uint64_t tried[3] = {set->eps[0].key, set->eps[2].key};
     struct md_lb_ctx ctx = {.tried = tried, .n_tried = 2};
     for (int i = 0; i < 10; i++)
         assert_int_equal(ep_no(md_lb_pick(&lb, &cl, &ctx)), 2);
-    tried[2] = set->eps[1].addr;
+    tried[2] = set->eps[1].key;
     ctx.n_tried = 3;
     assert_null(md_lb_pick(&lb, &cl, &ctx));
     md_lb_fini(&lb);
