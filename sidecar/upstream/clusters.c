@@ -88,14 +88,11 @@ int md_clusters_update(struct md_clusters *cs, size_t idx, const struct md_snap_
                        size_t n)
 {
     const struct md_snap_cluster *cl = &cs->snap->clusters[idx];
-    struct md_epset *set = md_epset_new(cl, eps, n);
-    if (!set)
-        return MD_ENOMEM;
     struct md_epset *old = cs->cur[idx];
-    if (old && md_epset_same(old, set)) {
-        md_epset_unref(set);
-        return 0;
-    }
+    bool unchanged;
+    struct md_epset *set = md_epset_new_if_changed(cl, eps, n, old, &unchanged);
+    if (!set)
+        return unchanged ? 0 : MD_ENOMEM;
     for (size_t i = 0; old && i < set->n; i++) {
         struct md_ep *was = md_epset_find(old, &set->eps[i].addr);
         if (!was)

@@ -46,16 +46,15 @@ static uint64_t point_hash(const struct md_ep *ep, uint32_t k)
 
 /* Each endpoint gets |per_weight| points per unit of its weight: its
  * points do not depend on the others, so one leaving moves only its keys
- * (unless the ring's cap scales everyone down). */
-static int build_ring(struct md_epset *set, struct md_eplevel *lv, uint32_t per_weight)
+ * (unless the cap scales everyone down). |scale| keeps the rings of all
+ * levels together within MD_RING_MAX points. */
+static int build_ring(struct md_epset *set, struct md_eplevel *lv, uint32_t per_weight,
+                      double scale)
 {
     size_t total = 0;
     uint32_t *pts = calloc(lv->n, sizeof(*pts));
     if (!pts)
         return -1;
-    double scale = 1.0;
-    if ((double)per_weight * (double)lv->total_weight > MD_RING_MAX)
-        scale = MD_RING_MAX / ((double)per_weight * (double)lv->total_weight);
     for (uint32_t i = 0; i < lv->n; i++) {
         double p = (double)per_weight * set->eps[lv->first + i].weight * scale;
         pts[i] = p >= 1.0 ? (uint32_t)p : 1;
@@ -118,8 +117,8 @@ static int build_maglev(struct md_epset *set, struct md_eplevel *lv)
     return 0;
 }
 
-struct md_epset *md_epset_new(const struct md_snap_cluster *cl, const struct md_snap_endpoint *eps,
-                              size_t n)
+/* The endpoints, sorted, and their levels; no tables yet. */
+static struct md_epset *copy_sorted(const struct md_snap_endpoint *eps, size_t n)
 {
     struct md_epset *set = calloc(1, sizeof(*set));
     if (!set)
@@ -150,16 +149,48 @@ struct md_epset *md_epset_new(const struct md_snap_cluster *cl, const struct md_
         lv->n++;
         lv->total_weight += set->eps[i].weight;
     }
-    for (size_t k = 0; k < set->n_levels; k++) {
-        if (cl->lb == MD_LB_RING_HASH && build_ring(set, &set->levels[k], cl->ring_points) < 0)
-            goto fail;
-        if (cl->lb == MD_LB_MAGLEV && build_maglev(set, &set->levels[k]) < 0)
-            goto fail;
-    }
     return set;
 fail:
     md_epset_unref(set);
     return NULL;
+}
+
+/* The consistent-hash tables |cl|'s balancer needs. Returns 0 or -1. */
+static int build_tables(struct md_epset *set, const struct md_snap_cluster *cl)
+{
+    double weight = 0, scale = 1.0;
+    for (size_t k = 0; k < set->n_levels; k++)
+        weight += (double)set->levels[k].total_weight;
+    if ((double)cl->ring_points * weight > MD_RING_MAX)
+        scale = MD_RING_MAX / ((double)cl->ring_points * weight);
+    for (size_t k = 0; k < set->n_levels; k++) {
+        if (cl->lb == MD_LB_RING_HASH &&
+            build_ring(set, &set->levels[k], cl->ring_points, scale) < 0)
+            return -1;
+        if (cl->lb == MD_LB_MAGLEV && build_maglev(set, &set->levels[k]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+struct md_epset *md_epset_new(const struct md_snap_cluster *cl, const struct md_snap_endpoint *eps,
+                              size_t n)
+{
+    bool unchanged;
+    return md_epset_new_if_changed(cl, eps, n, NULL, &unchanged);
+}
+
+struct md_epset *md_epset_new_if_changed(const struct md_snap_cluster *cl,
+                                         const struct md_snap_endpoint *eps, size_t n,
+                                         const struct md_epset *old, bool *unchanged)
+{
+    struct md_epset *set = copy_sorted(eps, n);
+    *unchanged = set && old && md_epset_same(old, set);
+    if (set && (*unchanged || build_tables(set, cl) < 0)) {
+        md_epset_unref(set); /* the same as before: its tables are not built for nothing */
+        set = NULL;
+    }
+    return set;
 }
 
 struct md_epset *md_epset_ref(struct md_epset *set)

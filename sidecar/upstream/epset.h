@@ -19,7 +19,7 @@
 #include <time.h>
 
 #define MD_MAGLEV_SIZE 65537u         /* prime, as Maglev needs */
-#define MD_RING_MAX (1024.0 * 1024.0) /* points on one level's ring at most */
+#define MD_RING_MAX (1024.0 * 1024.0) /* ring points of a set at most, all levels */
 
 struct md_ep {
     struct md_addr addr;
@@ -66,6 +66,13 @@ struct md_epset {
  * balancer needs. Returns NULL on ENOMEM. */
 struct md_epset *md_epset_new(const struct md_snap_cluster *cl, const struct md_snap_endpoint *eps,
                               size_t n);
+/* The same, unless the endpoints are those of |old| (may be NULL): then
+ * NULL with *unchanged set, before any table is built (a DNS refresh that
+ * changed nothing costs a sort, not a ring). NULL with *unchanged false:
+ * ENOMEM. */
+struct md_epset *md_epset_new_if_changed(const struct md_snap_cluster *cl,
+                                         const struct md_snap_endpoint *eps, size_t n,
+                                         const struct md_epset *old, bool *unchanged);
 struct md_epset *md_epset_ref(struct md_epset *set);
 /* NULL is ignored. */
 void md_epset_unref(struct md_epset *set);
