@@ -548,7 +548,12 @@ static void connected(struct probe *p)
         send_request(p);
         return;
     }
-    if (md_connect_tls_begin(&p->sock, tls) < 0) {
+    /* ALPN by what the probe speaks, not by the cluster's protocol: an http
+     * check of an HTTP2 cluster must not be answered in h2. */
+    static const unsigned char h2[] = "\x02h2", h1[] = "\x08http/1.1";
+    bool http = t->hcl->cfg->kind == MD_HC_HTTP;
+    if (md_connect_tls_begin(&p->sock, tls) < 0 ||
+        SSL_set_alpn_protos(p->sock.ssl, http ? h1 : h2, http ? sizeof(h1) - 1 : sizeof(h2) - 1)) {
         skip(t, MD_ENOMEM);
         return;
     }
