@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -389,7 +390,12 @@ static void on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int
         if (!r->host || !r->host[0] || strcmp(r->host, ".") == 0)
             continue;
         struct target *t = &res->targets[res->n_targets];
-        if (!(t->host = strdup(r->host))) {
+        /* RFC 2782: a target is an absolute name; the trailing dot keeps
+         * search domains (Kubernetes' ndots:5) from being tried on it. */
+        size_t hl = strlen(r->host);
+        if (asprintf(&t->host, "%s%s", r->host, r->host[hl - 1] == '.' ? "" : ".") < 0)
+            t->host = NULL;
+        if (!t->host) {
             note_error(res, ARES_ENOMEM, "SRV", res->cl->dns_name);
             break;
         }
