@@ -65,9 +65,14 @@ void md_tls_creds_free(struct md_tls_creds *c)
 
 SSL *md_tls_creds_ssl(struct md_tls_creds *c)
 {
+    /* The lock covers taking a reference only: SSL_new's allocations run
+     * outside it, so handshakes on all workers do not queue on one lock. */
     pthread_mutex_lock(&c->mu);
-    SSL *ssl = SSL_new(c->ctx); /* holds its own reference to the context */
+    SSL_CTX *ctx = c->ctx;
+    SSL_CTX_up_ref(ctx);
     pthread_mutex_unlock(&c->mu);
+    SSL *ssl = SSL_new(ctx); /* holds its own reference to the context */
+    SSL_CTX_free(ctx);
     return ssl;
 }
 
