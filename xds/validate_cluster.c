@@ -20,6 +20,7 @@
 #define MIN_HC_INTERVAL_MS 100u
 #define MAX_HC_INTERVAL_MS (3600u * 1000u)
 #define MAX_HC_THRESHOLD 100u
+#define MAX_HC_SERVICE 1024u
 /* The schema gives no upper bound for the pool timers; past a day a value is
  * a unit mistake (seconds for ms), like the other timeouts. */
 #define MAX_POOL_TIMER_MS (24u * 3600u * 1000u)
@@ -164,8 +165,10 @@ static void check_health(struct md_errlist *el, const char *res, const Mesh__V1_
         }
         break;
     case MESH__V1__HEALTH_CHECK__CHECK_GRPC:
-        if (strpbrk(h->grpc->service_name, "\r\n"))
-            md_errlist_add(el, res, "health_check.grpc.service_name", "contains CR or LF");
+        /* it travels in the request's one DATA frame */
+        if (strlen(h->grpc->service_name) > MAX_HC_SERVICE)
+            md_errlist_add(el, res, "health_check.grpc.service_name", "%zu bytes, at most %u",
+                           strlen(h->grpc->service_name), MAX_HC_SERVICE);
         if (h->grpc->authority[0])
             md_validate_host_name(el, res, "health_check.grpc.authority", h->grpc->authority);
         break;

@@ -196,6 +196,13 @@ void md_validate_cluster_resilience(struct md_errlist *el, const char *res,
                        1, MAX_EJECTION_MS, " ms");
     md_validate_range0(el, res, "outlier_detection.max_ejection_time_ms", o->max_ejection_time_ms,
                        1, MAX_EJECTION_MS, " ms");
+    if (o->max_ejection_time_ms &&
+        o->max_ejection_time_ms <
+            (o->base_ejection_time_ms ? o->base_ejection_time_ms : MD_DEFAULT_OUTLIER_BASE_MS))
+        md_errlist_add(el, res, "outlier_detection.max_ejection_time_ms",
+                       "%u ms is below base_ejection_time_ms (%u ms)", o->max_ejection_time_ms,
+                       o->base_ejection_time_ms ? o->base_ejection_time_ms
+                                                : MD_DEFAULT_OUTLIER_BASE_MS);
     if (o->max_ejection_percent > 100)
         md_errlist_add(el, res, "outlier_detection.max_ejection_percent", "%u, at most 100",
                        o->max_ejection_percent);
