@@ -2,6 +2,7 @@
 #include "codec/h2_client.h"
 
 #include "codec/h2_conn.h"
+#include "codec/h2_rules.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "router/router.h"
@@ -16,7 +17,8 @@ struct h2cs { /* one upstream stream: the codec's half of an md_stream */
     int32_t id;
     struct md_stream *s; /* NULL once detached */
     size_t unconsumed;
-    bool in_1xx; /* skipping an informational header block */
+    struct md_h2_rules rules;
+    bool malformed; /* reset with PROTOCOL_ERROR: nothing more is taken */
 };
 
 struct md_h2_client {
@@ -83,11 +85,14 @@ static struct h2cs *stream_of(nghttp2_session *sess, int32_t id)
     return nghttp2_session_get_stream_user_data(sess, id);
 }
 
-static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
+/* A response that breaks RFC 9113 §8 is a stream error: the router sees an
+ * upstream reset. */
+static int refuse_malformed(struct md_h2_client *cl, struct h2cs *cs)
 {
-    struct h2cs *cs = stream_of(sess, frame->hd.stream_id);
-    if (cs)
-        cs->in_1xx = false;
+    cs->malformed = true;
+    MD_LOG(MD_LOG_WARN, "h2_upstream_malformed", "upstream=%s stream=%d reason=\"%s\"",
+           cl->cfg.label, cs->id, cs->rules.why);
+    nghttp2_submit_rst_stream(cl->h2.sess, NGHTTP2_FLAG_NONE, cs->id, NGHTTP2_PROTOCOL_ERROR);
     return 0;
 }
 
@@ -96,14 +101,17 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
                      void *user)
 {
     struct h2cs *cs = stream_of(sess, frame->hd.stream_id);
-    if (!cs || !cs->s)
+    if (!cs || !cs->s || cs->malformed)
         return 0;
     struct md_stream *s = cs->s;
-    if (!s->resp.headers_done && namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3 &&
-        value[0] == '1')
-        cs->in_1xx = true; /* 1xx: informational, not forwarded */
-    if (cs->in_1xx)
-        return 0;
+    bool trailer = s->resp.headers_done;
+    switch (md_h2_rules_field(&cs->rules, name, namelen, value, valuelen, trailer)) {
+    case MD_H2_FIELD_MALFORMED: return refuse_malformed(user, cs);
+    case MD_H2_FIELD_DROP: return 0;
+    case MD_H2_FIELD_TAKE: break;
+    }
+    if (!trailer && cs->rules.status < 200)
+        return 0; /* 1xx: informational, not forwarded (:status comes first) */
     if (md_stream_add_header(s, &s->resp, (const char *)name, namelen, (const char *)value,
                              valuelen) < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
@@ -129,15 +137,15 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         return 0;
     }
     struct h2cs *cs = frame->hd.stream_id ? stream_of(sess, frame->hd.stream_id) : NULL;
-    if (!cs || !cs->s)
+    if (!cs || !cs->s || cs->malformed)
         return 0;
     struct md_stream *s = cs->s;
-    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM, informational;
     if (frame->hd.type == NGHTTP2_HEADERS) {
-        if (cs->in_1xx) {
-            cs->in_1xx = false;
+        if (!md_h2_rules_block(&cs->rules, s->resp.headers_done, end, &informational))
+            return refuse_malformed(cl, cs);
+        if (informational)
             return 0;
-        }
         if (!s->resp.headers_done) {
             s->resp.headers_done = true;
             s->resp.headers_end = s->resp.end = end;
@@ -146,6 +154,8 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
             md_stream_end(s, &s->resp);
         }
     } else if (frame->hd.type == NGHTTP2_DATA && end) {
+        if (!md_h2_rules_data_end(&cs->rules))
+            return refuse_malformed(cl, cs);
         md_stream_end(s, &s->resp);
     }
     return 0;
@@ -155,8 +165,10 @@ static int on_data_chunk_recv(nghttp2_session *sess, uint8_t flags, int32_t id, 
                               size_t len, void *user)
 {
     struct h2cs *cs = stream_of(sess, id);
-    if (!cs || !cs->s) {
+    if (!cs || !cs->s || cs->malformed || !md_h2_rules_data(&cs->rules, len)) {
         nghttp2_session_consume(sess, id, len);
+        if (cs && cs->s && !cs->malformed)
+            refuse_malformed(user, cs);
         return 0;
     }
     cs->unconsumed += len;
@@ -272,7 +284,7 @@ struct md_h2_client *md_h2_client_new(struct md_worker *w, struct md_sock sock,
     nghttp2_session_callbacks *cb = NULL;
     nghttp2_option *opt = cl ? md_h2_options() : NULL;
     if (opt && nghttp2_session_callbacks_new(&cb) == 0) {
-        nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+        nghttp2_option_set_no_http_messaging(opt, 1); /* codec/h2_rules.h instead */
         nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
         nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
@@ -351,6 +363,8 @@ int md_h2_client_submit(struct md_h2_client *cl, struct md_stream *s)
     }
     cs->cl = cl;
     cs->s = s;
+    const struct md_hdr *m = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, ":method");
+    md_h2_rules_response_init(&cs->rules, m ? m->value : NULL, m ? m->value_len : 0);
     nghttp2_data_provider prd = {.source.ptr = cs, .read_callback = read_req};
     int32_t id = nghttp2_submit_request(cl->h2.sess, NULL, nv, s->n_us_hdrs,
                                         s->req.headers_end ? NULL : &prd, cs);

@@ -3,6 +3,7 @@
 
 #include "codec/grpc.h"
 #include "codec/h2_conn.h"
+#include "codec/h2_rules.h"
 #include "core/addr.h"
 #include "core/log.h"
 #include "http/stream.h"
@@ -30,7 +31,9 @@ struct h2ss {
     struct md_stream *s; /* NULL once detached */
     size_t unconsumed;   /* DATA bytes received and not yet acknowledged */
     size_t header_bytes; /* of the current header block */
+    struct md_h2_rules rules;
     bool too_large;
+    bool malformed; /* reset with PROTOCOL_ERROR: nothing more is taken */
 };
 
 struct h2sc {
@@ -119,6 +122,7 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     ss->c = c;
     ss->id = frame->hd.stream_id;
     ss->s = s;
+    md_h2_rules_request_init(&ss->rules);
     s->peer_ip = c->peer_ip;
     s->peer_id = c->h2.sock.peer_id;
     s->local_id = c->h2.sock.local_id;
@@ -133,13 +137,25 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     return 0;
 }
 
+/* RFC 9113 §8.1.1: a malformed request is a stream error; the connection
+ * goes on. */
+static int refuse_malformed(struct h2sc *c, struct h2ss *ss)
+{
+    ss->malformed = true;
+    MD_LOG(MD_LOG_INFO, "h2_malformed_request", "listener=%s peer=%s stream=%d reason=\"%s\"",
+           c->l->name, c->peer_ip, ss->id, ss->rules.why);
+    md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_BAD_REQUEST), 1);
+    nghttp2_submit_rst_stream(c->h2.sess, NGHTTP2_FLAG_NONE, ss->id, NGHTTP2_PROTOCOL_ERROR);
+    return 0;
+}
+
 static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user)
 {
     struct h2sc *c = user;
     struct h2ss *ss = stream_of(sess, frame->hd.stream_id);
-    if (!ss || !ss->s)
+    if (!ss || !ss->s || ss->malformed)
         return 0;
     /* Known even when the block is refused: a gRPC client must get its error
      * as a gRPC status. */
@@ -149,12 +165,19 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
         return 0;
     /* RFC 9113 §6.5.2: the list size counts 32 bytes of overhead per field. */
     ss->header_bytes += namelen + valuelen + 32;
-    int rc = ss->header_bytes > c->l->http.h2.max_header_list_size
-                 ? -1
-                 : md_stream_add_header(ss->s, &ss->s->req, (const char *)name, namelen,
-                                        (const char *)value, valuelen);
-    if (rc < 0)
+    if (ss->header_bytes > c->l->http.h2.max_header_list_size) {
         ss->too_large = true; /* answered once the block is complete */
+        return 0;
+    }
+    switch (
+        md_h2_rules_field(&ss->rules, name, namelen, value, valuelen, ss->s->req.headers_done)) {
+    case MD_H2_FIELD_MALFORMED: return refuse_malformed(c, ss);
+    case MD_H2_FIELD_DROP: return 0;
+    case MD_H2_FIELD_TAKE: break;
+    }
+    if (md_stream_add_header(ss->s, &ss->s->req, (const char *)name, namelen, (const char *)value,
+                             valuelen) < 0)
+        ss->too_large = true;
     return 0;
 }
 
@@ -179,10 +202,10 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
 {
     struct h2sc *c = user;
     struct h2ss *ss = frame->hd.stream_id ? stream_of(sess, frame->hd.stream_id) : NULL;
-    if (!ss || !ss->s)
+    if (!ss || !ss->s || ss->malformed)
         return 0;
     struct md_stream *s = ss->s;
-    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM, informational;
     if (frame->hd.type == NGHTTP2_HEADERS) {
         if (ss->too_large) {
             md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_TOO_LARGE), 1);
@@ -190,6 +213,8 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
             md_router_local_reply(s, MD_REPLY_HEADERS_TOO_LARGE, "request headers too large");
             return 0;
         }
+        if (!md_h2_rules_block(&ss->rules, s->req.headers_done, end, &informational))
+            return refuse_malformed(c, ss);
         if (!s->req.headers_done) {
             s->req.headers_done = true;
             s->req.headers_end = s->req.end = end;
@@ -199,6 +224,8 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
             md_stream_end(s, &s->req); /* trailers end the request */
         }
     } else if (frame->hd.type == NGHTTP2_DATA && end) {
+        if (!md_h2_rules_data_end(&ss->rules))
+            return refuse_malformed(c, ss);
         md_stream_end(s, &s->req);
     }
     return 0;
@@ -208,8 +235,10 @@ static int on_data_chunk_recv(nghttp2_session *sess, uint8_t flags, int32_t id, 
                               size_t len, void *user)
 {
     struct h2ss *ss = stream_of(sess, id);
-    if (!ss || !ss->s) {
+    if (!ss || !ss->s || ss->malformed || !md_h2_rules_data(&ss->rules, len)) {
         nghttp2_session_consume(sess, id, len); /* nobody wants it: keep the window open */
+        if (ss && ss->s && !ss->malformed)
+            refuse_malformed(user, ss);
         return 0;
     }
     ss->unconsumed += len;
@@ -228,7 +257,7 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t error_cod
     if (!ss)
         return 0;
     md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), -1);
-    if (error_code != NGHTTP2_NO_ERROR && ss->s)
+    if (error_code != NGHTTP2_NO_ERROR && ss->s && !ss->malformed)
         md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_DS_RESET), 1);
     nghttp2_session_set_stream_user_data(sess, id, NULL);
     ss_close(ss, error_code);
@@ -375,6 +404,8 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, s
     nghttp2_mem mem = c ? md_h2_mem(&c->h2, w) : (nghttp2_mem){0};
     nghttp2_session_callbacks *cb = c ? server_callbacks() : NULL;
     nghttp2_option *opt = cb ? md_h2_options() : NULL;
+    if (opt)
+        nghttp2_option_set_no_http_messaging(opt, 1); /* codec/h2_rules.h instead */
     if (!opt || nghttp2_session_server_new3(&c->h2.sess, cb, c, opt, &mem) != 0) {
         MD_LOG(MD_LOG_ERROR, "out_of_memory", "listener=%s what=h2_session", l->name);
         nghttp2_option_del(opt);

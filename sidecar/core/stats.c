@@ -27,8 +27,8 @@ const struct md_stat_desc md_lstat_desc[MD_LSTAT__N] = {
         {"meshd_listener_http_rq_header_too_large_total",
          "Requests whose header block exceeded max_header_list_size (or too many fields).", false},
     [MD_LSTAT_RQ_BAD_REQUEST] = {"meshd_listener_http_rq_bad_request_total",
-                                 "HTTP/1 requests refused while parsing (400, 414): malformed "
-                                 "or smuggling attempts.",
+                                 "Malformed requests refused: HTTP/1 while parsing (400, 414), "
+                                 "HTTP/2 by a stream reset (PROTOCOL_ERROR).",
                                  false},
     [MD_LSTAT_DETECT_H2] = {"meshd_listener_detect_http2_total",
                             "AUTO listeners: connections that began with the HTTP/2 preface.",
