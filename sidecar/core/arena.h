@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A bump allocator for a stream's header bytes: many small copies, freed
- * together when the stream ends. Blocks grow from 1 KiB; nothing is freed
+ * together when the stream ends. Blocks grow from 4 KiB; nothing is freed
  * individually. */
 #ifndef MESHD_CORE_ARENA_H
 #define MESHD_CORE_ARENA_H
