@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Malformed HTTP/2 messages (RFC 9113 §8.1-8.3) on both sides of meshd, as
-meshd treats them today (nghttp2's HTTP messaging checks, no
-on_invalid_header callback): the regression net for moving those checks
-into meshd's own code.
+"""Malformed HTTP/2 messages (RFC 9113 §8.1-8.3) on both sides of meshd.
+meshd checks them itself as it takes each field (sidecar/codec/h2_rules.c;
+nghttp2's own checks are off on proxied sessions). These tests were written
+against nghttp2's checks first and pin the same answers.
 
 Downstream (raw frames from env.clients.RawH2 to the h2c listener of
 bundles/h2_limits, one worker): a malformed request is refused with
@@ -18,8 +18,7 @@ held open at the backend meanwhile gets its 200 too).
     :scheme or without :authority, :protocol without CONNECT.
   - Also refused, not dropped: a regular field whose value has a control
     byte or leading/trailing whitespace, or whose name has a non-token
-    character (RFC 9113 §8.2.1 lets an intermediary drop those; nghttp2
-    without an on_invalid_header callback resets the stream).
+    character (RFC 9113 §8.2.1: malformed).
   - Detected only after the headers went upstream (a body shorter or longer
     than its content-length, a pseudo-header in trailers, trailers without
     END_STREAM): the backend saw the request's HEADERS, then meshd reset its
@@ -44,9 +43,9 @@ upstream connection survives every case (stream errors), and each reset
 counts in meshd_cluster_upstream_rq_reset_total.
 
 Counters: every refused request counts in meshd_listener_http_rq_total and
-none in meshd_listener_http2_protocol_error_total (stream errors, no
-GOAWAY); meshd_listener_http_rq_bad_request_total does not count them yet
-(xfail)."""
+in meshd_listener_http_rq_bad_request_total, none in
+meshd_listener_http2_protocol_error_total (stream errors, no GOAWAY) or in
+meshd_listener_http_rq_downstream_reset_total (the client reset nothing)."""
 import contextlib
 import time
 
@@ -205,8 +204,7 @@ REFUSED = {
     "control-byte-in-method": _req("/bad/x", "GE\x01T"),
 }
 
-# The brief expected these fields to be dropped (the request going on without
-# them): today the whole request is refused.
+# Malformed too (RFC 9113 §8.2.1): the whole request is refused.
 INVALID_REGULAR = {
     "control-byte-in-value": ("x-bad", "a\x01b"),
     "leading-space-in-value": ("x-bad", " v"),
@@ -487,9 +485,10 @@ def test_grpc_call_to_lying_backend_is_internal(liar, steps):
 
 # -- C. counters ----------------------------------------------------------------------
 
-# Part A's refusals as the brief lists them (INVALID_REGULAR left out: the
-# brief expects those fields dropped, not the request refused).
-ALL_REFUSED = [[("headers", f, True)] for f in REFUSED.values()] + list(FORWARDED_THEN_REFUSED.values())
+# Every refusal of part A.
+ALL_REFUSED = ([[("headers", f, True)] for f in REFUSED.values()]
+               + [[("headers", _req("/bad/x") + [f], True)] for f in INVALID_REGULAR.values()]
+               + list(FORWARDED_THEN_REFUSED.values()))
 
 
 def _refuse_all(b, m):
@@ -517,9 +516,9 @@ def test_refused_requests_counted_as_requests_not_connection_errors(h2_limits):
     assert delta("meshd_listener_http_rq_total") == n + 2  # and HELD and AFTER
     assert delta("meshd_listener_downstream_cx_total") == 1
     assert delta("meshd_listener_http2_protocol_error_total") == 0
+    assert delta("meshd_listener_http_rq_downstream_reset_total") == 0
 
 
-@pytest.mark.xfail(strict=False, reason="counted from the next commit")
 def test_refused_requests_counted_as_bad_requests(h2_limits):
     b, m = h2_limits()
     before = _stat(m, "meshd_listener_http_rq_bad_request_total", listener=LISTENER)

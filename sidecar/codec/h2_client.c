@@ -187,6 +187,8 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, voi
         return 0;
     nghttp2_session_set_stream_user_data(sess, id, NULL);
     enum md_us_close why = MD_US_CLOSE_DONE;
+    if (cs->malformed) /* it may close before our RST_STREAM goes (both sides had ended) */
+        code = NGHTTP2_PROTOCOL_ERROR;
     if (code == NGHTTP2_REFUSED_STREAM)
         why = MD_US_CLOSE_REFUSED;
     else if (code != NGHTTP2_NO_ERROR || (cs->s && !cs->s->resp.end))

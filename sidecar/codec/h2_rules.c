@@ -222,16 +222,17 @@ enum md_h2_field md_h2_rules_field(struct md_h2_rules *r, const uint8_t *name, s
                                      : request_pseudo(r, name, name_len, value, value_len);
     }
     r->flags |= R_REGULAR;
-    if (!all_of(name, name_len, C_NAME) || name_len == 0) {
+    if (!all_of(name, name_len, C_NAME) || name_len == 0) { /* RFC 9113 §8.2.1 */
         for (size_t i = 0; i < name_len; i++)
             if (cls[name[i]] & C_UPPER)
                 return bad(r, "upper-case field name");
-        return MD_H2_FIELD_DROP;
+        return bad(r, "field name not a token");
     }
-    /* RFC 9113 §8.2.1: no leading or trailing whitespace either. */
-    if (value_len && (!value_ok(value, value_len, false) || value[0] == ' ' || value[0] == '\t' ||
-                      value[value_len - 1] == ' ' || value[value_len - 1] == '\t'))
-        return MD_H2_FIELD_DROP;
+    if (value_len && !value_ok(value, value_len, false))
+        return bad(r, "field value with a control character");
+    if (value_len && (value[0] == ' ' || value[0] == '\t' || value[value_len - 1] == ' ' ||
+                      value[value_len - 1] == '\t'))
+        return bad(r, "field value with leading or trailing whitespace");
     switch (name_len) { /* the fields with rules of their own, by length first */
     case 2:
         if (IS(name, name_len, "te") && !is_trailers(value, value_len))
@@ -249,7 +250,7 @@ enum md_h2_field md_h2_rules_field(struct md_h2_rules *r, const uint8_t *name, s
             if (r->flags & R_HOST)
                 return bad(r, "host repeated");
             if (value_len == 0 || !all_of(value, value_len, C_AUTH))
-                return MD_H2_FIELD_DROP;
+                return bad(r, "host with a byte no authority has");
             r->flags |= R_HOST;
         }
         break;

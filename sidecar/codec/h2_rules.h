@@ -17,7 +17,7 @@
 
 enum md_h2_field {
     MD_H2_FIELD_TAKE,      /* a valid field */
-    MD_H2_FIELD_DROP,      /* a regular field with bytes no field may have: left out */
+    MD_H2_FIELD_DROP,      /* a field that must not count: left out (content-length in trailers) */
     MD_H2_FIELD_MALFORMED, /* the message breaks a rule: reset the stream */
 };
 

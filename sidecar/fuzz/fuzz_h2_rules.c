@@ -22,7 +22,7 @@ static void check_taken(const uint8_t *n, size_t nl, const uint8_t *v, size_t vl
         if ((n[i] >= 'A' && n[i] <= 'Z') || n[i] <= ' ' || n[i] >= 0x7f || (i && n[i] == ':'))
             abort();
     for (size_t i = 0; i < vl; i++)
-        if (v[i] == 0 || v[i] == '\r' || v[i] == '\n')
+        if ((v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
             abort();
     if (n[0] != ':' && vl && (v[0] == ' ' || v[0] == '\t' || v[vl - 1] == ' ' || v[vl - 1] == '\t'))
         abort();
