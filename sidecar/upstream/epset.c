@@ -130,6 +130,7 @@ static struct md_epset *copy_sorted(const struct md_snap_endpoint *eps, size_t n
         goto fail;
     for (size_t i = 0; i < n; i++) {
         struct md_ep *ep = &set->eps[i];
+        ep->set = set;
         ep->addr = eps[i].addr;
         ep->key = md_ep_key(&ep->addr);
         memcpy(ep->label, eps[i].label, sizeof(ep->label));

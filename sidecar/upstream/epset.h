@@ -21,7 +21,10 @@
 #define MD_MAGLEV_SIZE 65537u         /* prime, as Maglev needs */
 #define MD_RING_MAX (1024.0 * 1024.0) /* ring points of a set at most, all levels */
 
+struct md_epset;
+
 struct md_ep {
+    struct md_epset *set; /* the set it belongs to (for set->gen) */
     struct md_addr addr;
     uint64_t key; /* md_ep_key(&addr): how lists of tried endpoints name it */
     char label[MD_ADDR_STRLEN];
@@ -56,6 +59,9 @@ struct md_eplevel {
 
 struct md_epset {
     int refs; /* atomic */
+    /* Atomic: bumped whenever an endpoint's health or ejection changes, so
+     * that balancers know when the candidates they keep are stale. */
+    uint32_t gen;
     size_t n;
     struct md_ep *eps;
     size_t n_levels;
@@ -90,9 +96,16 @@ static inline bool md_ep_healthy(const struct md_ep *ep)
     return __atomic_load_n(&ep->healthy, __ATOMIC_RELAXED) != 0;
 }
 
+/* Tells the set's balancers that |ep| took or left traffic. */
+static inline void md_ep_changed(struct md_ep *ep)
+{
+    __atomic_add_fetch(&ep->set->gen, 1, __ATOMIC_RELEASE);
+}
+
 static inline void md_ep_set_healthy(struct md_ep *ep, bool healthy)
 {
-    __atomic_store_n(&ep->healthy, healthy ? 1 : 0, __ATOMIC_RELAXED);
+    if (__atomic_exchange_n(&ep->healthy, healthy ? 1 : 0, __ATOMIC_RELAXED) != healthy)
+        md_ep_changed(ep);
 }
 
 /* CLOCK_MONOTONIC in ms: the clock of ejected_until. */

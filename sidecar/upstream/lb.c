@@ -17,11 +17,14 @@ void md_lb_init(struct md_lb *lb, uint64_t seed)
     lb->rr = (uint32_t)seed;
 }
 
+static void cands_free(struct md_lb *lb);
+
 int md_lb_set(struct md_lb *lb, struct md_epset *set)
 {
     int64_t *wrr = calloc(set->n ? set->n : 1, sizeof(*wrr));
     if (!wrr)
         return MD_ENOMEM;
+    cands_free(lb);
     free(lb->wrr);
     lb->wrr = wrr;
     md_epset_unref(lb->set);
@@ -31,6 +34,7 @@ int md_lb_set(struct md_lb *lb, struct md_epset *set)
 
 void md_lb_fini(struct md_lb *lb)
 {
+    cands_free(lb);
     md_epset_unref(lb->set);
     free(lb->wrr);
     lb->set = NULL;
@@ -55,22 +59,24 @@ static bool was_tried(const struct md_ep *ep, const struct md_lb_ctx *ctx)
     return false;
 }
 
-/* The candidates: their indices into set->eps, and a membership bitmap. */
-struct cands {
-    uint32_t idx[MD_EPSET_MAX];
-    uint8_t in[MD_EPSET_MAX / 8];
+/* The candidates: their indices into set->eps with their weights summed
+ * (a pick by weight is a binary search), and a membership bitmap. */
+struct md_lb_cands {
+    uint32_t *idx;
+    uint64_t *cum; /* cum[k]: the weights of idx[0..k] */
+    uint8_t *in;   /* bit i: set->eps[i] is one */
     uint32_t n;
     uint64_t total_weight;
     const struct md_eplevel *level;
 };
 
-static bool is_cand(const struct cands *c, uint32_t i)
+static bool is_cand(const struct md_lb_cands *c, uint32_t i)
 {
     return c->in[i / 8] & (1u << (i % 8));
 }
 
 static void choose(const struct md_lb *lb, const struct md_snap_cluster *cl,
-                   const struct md_lb_ctx *ctx, struct cands *c)
+                   const struct md_lb_ctx *ctx, struct md_lb_cands *c)
 {
     const struct md_epset *set = lb->set;
     const struct md_eplevel *pick = NULL;
@@ -96,7 +102,7 @@ static void choose(const struct md_lb *lb, const struct md_snap_cluster *cl,
             if (!was_tried(&set->eps[i], ctx))
                 pick = lv;
     }
-    memset(c->in, 0, sizeof(c->in));
+    memset(c->in, 0, (set->n + 7) / 8);
     c->n = 0;
     c->total_weight = 0;
     c->level = pick;
@@ -106,27 +112,80 @@ static void choose(const struct md_lb *lb, const struct md_snap_cluster *cl,
         const struct md_ep *ep = &set->eps[i];
         if ((!panic && !md_ep_usable(ep)) || was_tried(ep, ctx))
             continue;
+        c->total_weight += ep->weight;
+        c->cum[c->n] = c->total_weight;
         c->idx[c->n++] = i;
         c->in[i / 8] |= (uint8_t)(1u << (i % 8));
-        c->total_weight += ep->weight;
     }
 }
 
-static uint32_t weighted_random(struct md_lb *lb, const struct cands *c)
+/* The candidates of a first try (nothing tried, no healthy_only) as lb
+ * keeps them: recomputed only when the set, its generation (health or
+ * ejection changed) or the cluster changed, or the first ejection among
+ * them ran out. Returns NULL on ENOMEM. */
+static const struct md_lb_cands *first_try(struct md_lb *lb, const struct md_snap_cluster *cl,
+                                           const struct md_lb_ctx *ctx)
+{
+    uint32_t gen = __atomic_load_n(&lb->set->gen, __ATOMIC_ACQUIRE);
+    if (lb->cands && lb->cands_gen == gen && lb->cands_cl == cl &&
+        (lb->cands_until == UINT64_MAX || md_ep_clock_ms() < lb->cands_until))
+        return lb->cands;
+    size_t n = lb->set->n ? lb->set->n : 1;
+    if (!lb->cands) {
+        struct md_lb_cands *c = calloc(1, sizeof(*c));
+        if (!c || !(c->idx = calloc(n, sizeof(*c->idx))) ||
+            !(c->cum = calloc(n, sizeof(*c->cum))) || !(c->in = calloc((n + 7) / 8, 1))) {
+            if (c) {
+                free(c->idx);
+                free(c->cum);
+            }
+            free(c);
+            return NULL;
+        }
+        lb->cands = c;
+    }
+    choose(lb, cl, ctx, lb->cands);
+    uint64_t now = md_ep_clock_ms(), until = UINT64_MAX;
+    for (size_t i = 0; i < lb->set->n; i++) {
+        uint64_t u = __atomic_load_n(&lb->set->eps[i].ejected_until, __ATOMIC_RELAXED);
+        if (u > now && u < until)
+            until = u;
+    }
+    lb->cands_gen = gen;
+    lb->cands_cl = cl;
+    lb->cands_until = until;
+    return lb->cands;
+}
+
+static void cands_free(struct md_lb *lb)
+{
+    if (lb->cands) {
+        free(lb->cands->idx);
+        free(lb->cands->cum);
+        free(lb->cands->in);
+        free(lb->cands);
+    }
+    lb->cands = NULL;
+}
+
+/* A candidate drawn by weight: its position in c->idx. */
+static uint32_t weighted_random(struct md_lb *lb, const struct md_lb_cands *c)
 {
     uint64_t r = next_rand(lb) % c->total_weight;
-    for (uint32_t k = 0; k < c->n; k++) {
-        uint32_t w = lb->set->eps[c->idx[k]].weight;
-        if (r < w)
-            return c->idx[k];
-        r -= w;
+    uint32_t lo = 0, hi = c->n - 1; /* the first position with cum > r */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->cum[mid] > r)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
-    return c->idx[c->n - 1];
+    return lo;
 }
 
 /* nginx's smooth weighted round robin: every candidate gains its weight,
  * the richest is picked and pays the total. */
-static uint32_t smooth_wrr(struct md_lb *lb, const struct cands *c)
+static uint32_t smooth_wrr(struct md_lb *lb, const struct md_lb_cands *c)
 {
     uint32_t best = c->idx[0];
     for (uint32_t k = 0; k < c->n; k++) {
@@ -141,22 +200,27 @@ static uint32_t smooth_wrr(struct md_lb *lb, const struct cands *c)
 
 /* Power of two choices: two different candidates (when there are two),
  * each drawn by weight. */
-static uint32_t least_request(struct md_lb *lb, const struct md_lb_ctx *ctx, const struct cands *c)
+static uint32_t least_request(struct md_lb *lb, const struct md_lb_ctx *ctx,
+                              const struct md_lb_cands *c)
 {
-    uint32_t a = weighted_random(lb, c), b = a;
-    uint64_t rest = c->total_weight - lb->set->eps[a].weight;
-    if (rest) {
+    uint32_t ka = weighted_random(lb, c), kb = ka;
+    uint64_t wa = c->cum[ka] - (ka ? c->cum[ka - 1] : 0);
+    uint64_t rest = c->total_weight - wa;
+    if (rest) { /* drawn by weight among the others: a's share is skipped over */
         uint64_t r = next_rand(lb) % rest;
-        for (uint32_t k = 0; k < c->n; k++) {
-            uint32_t w = lb->set->eps[c->idx[k]].weight;
-            if (c->idx[k] == a)
-                continue;
-            b = c->idx[k];
-            if (r < w)
-                break;
-            r -= w;
+        if (r >= c->cum[ka] - wa)
+            r += wa;
+        uint32_t lo = 0, hi = c->n - 1;
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (c->cum[mid] > r)
+                hi = mid;
+            else
+                lo = mid + 1;
         }
+        kb = lo;
     }
+    uint32_t a = c->idx[ka], b = c->idx[kb];
     if (!ctx->load)
         return a;
     return ctx->load(ctx->load_arg, &lb->set->eps[b]) < ctx->load(ctx->load_arg, &lb->set->eps[a])
@@ -164,7 +228,7 @@ static uint32_t least_request(struct md_lb *lb, const struct md_lb_ctx *ctx, con
                : a;
 }
 
-static uint32_t ring_hash(struct md_lb *lb, uint64_t hash, const struct cands *c)
+static uint32_t ring_hash(struct md_lb *lb, uint64_t hash, const struct md_lb_cands *c)
 {
     const struct md_eplevel *lv = c->level;
     size_t pos;
@@ -176,7 +240,7 @@ static uint32_t ring_hash(struct md_lb *lb, uint64_t hash, const struct cands *c
     return is_cand(c, i) ? i : c->idx[hash % c->n];
 }
 
-static uint32_t maglev(struct md_lb *lb, uint64_t hash, const struct cands *c)
+static uint32_t maglev(struct md_lb *lb, uint64_t hash, const struct md_lb_cands *c)
 {
     uint64_t h = hash;
     for (int k = 0; k < MAGLEV_RETRIES; k++) {
@@ -193,22 +257,32 @@ const struct md_ep *md_lb_pick(struct md_lb *lb, const struct md_snap_cluster *c
 {
     if (!lb->set || lb->set->n == 0)
         return NULL;
-    struct cands c;
-    choose(lb, cl, ctx, &c);
-    if (c.n == 0)
+    const struct md_lb_cands *c = NULL;
+    struct md_lb_cands local;
+    uint32_t idx[MD_EPSET_MAX];
+    uint64_t cum[MD_EPSET_MAX];
+    uint8_t in[MD_EPSET_MAX / 8];
+    if (ctx->n_tried == 0 && !ctx->healthy_only)
+        c = first_try(lb, cl, ctx);
+    if (!c) { /* a retry (or no memory to keep them): this pick's own */
+        local = (struct md_lb_cands){.idx = idx, .cum = cum, .in = in};
+        choose(lb, cl, ctx, &local);
+        c = &local;
+    }
+    if (c->n == 0)
         return NULL;
     uint32_t i;
     switch (cl->lb) {
-    case MD_LB_WEIGHTED_ROUND_ROBIN: i = smooth_wrr(lb, &c); break;
-    case MD_LB_LEAST_REQUEST: i = least_request(lb, ctx, &c); break;
+    case MD_LB_WEIGHTED_ROUND_ROBIN: i = smooth_wrr(lb, c); break;
+    case MD_LB_LEAST_REQUEST: i = least_request(lb, ctx, c); break;
     case MD_LB_RING_HASH:
-        i = ctx->has_hash ? ring_hash(lb, ctx->hash, &c) : weighted_random(lb, &c);
+        i = ctx->has_hash ? ring_hash(lb, ctx->hash, c) : c->idx[weighted_random(lb, c)];
         break;
     case MD_LB_MAGLEV:
-        i = ctx->has_hash ? maglev(lb, ctx->hash, &c) : weighted_random(lb, &c);
+        i = ctx->has_hash ? maglev(lb, ctx->hash, c) : c->idx[weighted_random(lb, c)];
         break;
-    case MD_LB_RANDOM: i = weighted_random(lb, &c); break;
-    default: i = c.idx[lb->rr++ % c.n]; break;
+    case MD_LB_RANDOM: i = c->idx[weighted_random(lb, c)]; break;
+    default: i = c->idx[lb->rr++ % c->n]; break;
     }
     return &lb->set->eps[i];
 }

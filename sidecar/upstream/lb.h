@@ -18,11 +18,21 @@
 /* Endpoints a set may hold (DNS answers beyond it are cut). */
 #define MD_EPSET_MAX 1024u
 
+struct md_lb_cands;
+
 struct md_lb {
     struct md_epset *set; /* one reference; NULL until the first set */
     uint32_t rr;          /* ROUND_ROBIN cursor */
     int64_t *wrr;         /* WEIGHTED_ROUND_ROBIN current weights, [set->n] */
     uint64_t rng;         /* xorshift64* state, never 0 */
+    /* The candidates of a first try, kept between picks: a pick costs O(1)
+     * (O(log n) by weight), not a pass over the set. Valid for set->gen
+     * cands_gen, cluster cands_cl, and until cands_until (ms, CLOCK_MONOTONIC:
+     * the first ejection among the endpoints left out runs out). */
+    struct md_lb_cands *cands;
+    uint32_t cands_gen;
+    const struct md_snap_cluster *cands_cl;
+    uint64_t cands_until;
 };
 
 /* What a pick may use besides the set. */

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_EPS 16
 
@@ -68,6 +69,44 @@ static void test_round_robin_even(void **state)
     count_picks(&lb, &cl, 300, hits);
     for (int i = 1; i <= 3; i++)
         assert_int_equal(hits[i], 100);
+    md_lb_fini(&lb);
+    md_epset_unref(set);
+}
+
+/* Picks keep their candidates between calls: a health change, an ejection
+ * and the end of an ejection must each show at the very next pick. */
+static void test_kept_candidates_follow_changes(void **state)
+{
+    struct md_snap_cluster cl = cluster(MD_LB_ROUND_ROBIN);
+    cl.panic_threshold = 0;
+    struct md_epset *set = make_set(&cl, 3, NULL, NULL);
+    struct md_lb lb;
+    md_lb_init(&lb, 7);
+    assert_int_equal(md_lb_set(&lb, set), 0);
+    int hits[MAX_EPS + 1] = {0};
+    count_picks(&lb, &cl, 30, hits);
+    assert_int_equal(hits[1], 10);
+
+    md_ep_set_healthy(&set->eps[0], false);
+    memset(hits, 0, sizeof(hits));
+    count_picks(&lb, &cl, 30, hits);
+    assert_int_equal(hits[1], 0);
+    assert_int_equal(hits[2] + hits[3], 30);
+
+    md_ep_set_healthy(&set->eps[0], true);
+    /* Ejected for 50 ms, as outlier.c does it. */
+    __atomic_store_n(&set->eps[1].ejected_until, md_ep_clock_ms() + 50, __ATOMIC_RELAXED);
+    md_ep_changed(&set->eps[1]);
+    memset(hits, 0, sizeof(hits));
+    count_picks(&lb, &cl, 30, hits);
+    assert_int_equal(hits[2], 0);
+    assert_int_equal(hits[1], 15);
+
+    usleep(60 * 1000); /* the ejection runs out; nothing tells the balancer */
+    memset(hits, 0, sizeof(hits));
+    count_picks(&lb, &cl, 30, hits);
+    for (int i = 1; i <= 3; i++)
+        assert_int_equal(hits[i], 10);
     md_lb_fini(&lb);
     md_epset_unref(set);
 }
@@ -292,6 +331,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_robin_even),
+        cmocka_unit_test(test_kept_candidates_follow_changes),
         cmocka_unit_test(test_smooth_weighted_no_bursts),
         cmocka_unit_test(test_random_follows_weights),
         cmocka_unit_test(test_least_request_avoids_the_loaded),

@@ -60,6 +60,7 @@ bool md_outlier_eject(struct md_breakers *b, const struct md_snap_cluster *cl, s
         ms = md_outlier_ejection_ms(o, times);
         __atomic_store_n(&ep->ejection_ms, (uint32_t)ms, __ATOMIC_RELAXED);
         __atomic_store_n(&ep->ejected_until, now_ms + ms, __ATOMIC_RELAXED);
+        md_ep_changed(ep);
         __atomic_store_n(&ep->consecutive_errors, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&ep->consecutive_grpc, 0, __ATOMIC_RELAXED);
         done = true;
