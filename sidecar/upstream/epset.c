@@ -117,6 +117,15 @@ static int build_maglev(struct md_epset *set, struct md_eplevel *lv)
     return 0;
 }
 
+/* By key, then by place in the set: the first of equal addresses first. */
+static int key_cmp(const void *a, const void *b, void *arg)
+{
+    const struct md_epset *set = arg;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint64_t kx = set->eps[x].key, ky = set->eps[y].key;
+    return kx < ky ? -1 : kx > ky ? 1 : (x > y) - (x < y);
+}
+
 /* The endpoints, sorted, and their levels; no tables yet. */
 static struct md_epset *copy_sorted(const struct md_snap_endpoint *eps, size_t n)
 {
@@ -126,7 +135,8 @@ static struct md_epset *copy_sorted(const struct md_snap_endpoint *eps, size_t n
     set->refs = 1;
     set->eps = calloc(n ? n : 1, sizeof(*set->eps));
     set->levels = calloc(n ? n : 1, sizeof(*set->levels));
-    if (!set->eps || !set->levels)
+    set->by_key = calloc(n ? n : 1, sizeof(*set->by_key));
+    if (!set->eps || !set->levels || !set->by_key)
         goto fail;
     for (size_t i = 0; i < n; i++) {
         struct md_ep *ep = &set->eps[i];
@@ -150,6 +160,9 @@ static struct md_epset *copy_sorted(const struct md_snap_endpoint *eps, size_t n
         lv->n++;
         lv->total_weight += set->eps[i].weight;
     }
+    for (uint32_t i = 0; i < n; i++)
+        set->by_key[i] = i;
+    qsort_r(set->by_key, n, sizeof(*set->by_key), key_cmp, set);
     return set;
 fail:
     md_epset_unref(set);
@@ -209,6 +222,7 @@ void md_epset_unref(struct md_epset *set)
         free(set->levels[k].maglev);
     }
     free(set->levels);
+    free(set->by_key);
     free(set->eps);
     free(set);
 }
@@ -220,9 +234,18 @@ uint64_t md_ep_key(const struct md_addr *a)
 
 struct md_ep *md_epset_find(struct md_epset *set, const struct md_addr *addr)
 {
-    for (size_t i = 0; i < set->n; i++)
-        if (md_addr_equal(&set->eps[i].addr, addr))
-            return &set->eps[i];
+    uint64_t key = md_ep_key(addr);
+    size_t lo = 0, hi = set->n; /* the first with a key >= key */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (set->eps[set->by_key[mid]].key < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < set->n && set->eps[set->by_key[lo]].key == key; lo++)
+        if (md_addr_equal(&set->eps[set->by_key[lo]].addr, addr))
+            return &set->eps[set->by_key[lo]];
     return NULL;
 }
 

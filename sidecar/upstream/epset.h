@@ -66,6 +66,7 @@ struct md_epset {
     struct md_ep *eps;
     size_t n_levels;
     struct md_eplevel *levels; /* by priority, highest (0) first */
+    uint32_t *by_key;          /* [n]: eps indices sorted by key (md_epset_find) */
 };
 
 /* Builds a set from |n| endpoints (any order; copied) with the tables |cl|'s
@@ -88,7 +89,8 @@ void md_epset_unref(struct md_epset *set);
  * sockaddr_storage. */
 uint64_t md_ep_key(const struct md_addr *a);
 
-/* The endpoint of |set| at |addr|, or NULL. */
+/* The endpoint of |set| at |addr|, or NULL: O(log n) (outlier detection
+ * asks on every response). */
 struct md_ep *md_epset_find(struct md_epset *set, const struct md_addr *addr);
 
 static inline bool md_ep_healthy(const struct md_ep *ep)

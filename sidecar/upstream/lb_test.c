@@ -111,6 +111,34 @@ static void test_kept_candidates_follow_changes(void **state)
     md_epset_unref(set);
 }
 
+/* md_epset_find by key: every address of a large set, none other. */
+static void test_find_by_address(void **state)
+{
+    struct md_snap_cluster cl = cluster(MD_LB_ROUND_ROBIN);
+    enum { N = 600 };
+    static struct md_snap_endpoint eps[N];
+    for (size_t i = 0; i < N; i++) {
+        char ip[32];
+        snprintf(ip, sizeof(ip), "10.1.%zu.%zu", i / 200, i % 200 + 1);
+        assert_int_equal(md_addr_parse(ip, (int)(80 + i % 3), &eps[i].addr), 0);
+        eps[i].weight = 1;
+        eps[i].priority = (uint32_t)(i % 4);
+    }
+    struct md_epset *set = md_epset_new(&cl, eps, N);
+    assert_non_null(set);
+    for (size_t i = 0; i < N; i++) {
+        struct md_ep *ep = md_epset_find(set, &eps[i].addr);
+        assert_non_null(ep);
+        assert_true(md_addr_equal(&ep->addr, &eps[i].addr));
+    }
+    struct md_addr other;
+    assert_int_equal(md_addr_parse("10.1.0.1", 81, &other), 0);
+    assert_null(md_epset_find(set, &other));
+    assert_int_equal(md_addr_parse("10.9.0.1", 80, &other), 0);
+    assert_null(md_epset_find(set, &other));
+    md_epset_unref(set);
+}
+
 static void test_smooth_weighted_no_bursts(void **state)
 {
     struct md_snap_cluster cl = cluster(MD_LB_WEIGHTED_ROUND_ROBIN);
@@ -332,6 +360,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_robin_even),
         cmocka_unit_test(test_kept_candidates_follow_changes),
+        cmocka_unit_test(test_find_by_address),
         cmocka_unit_test(test_smooth_weighted_no_bursts),
         cmocka_unit_test(test_random_follows_weights),
         cmocka_unit_test(test_least_request_avoids_the_loaded),
