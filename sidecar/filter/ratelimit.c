@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "filter/ratelimit.h"
 
+#include "core/hash.h"
 #include "core/list.h"
 
 #include <pthread.h>
@@ -55,25 +56,6 @@ static bool gcra(const struct md_ratelimit *rl, uint64_t tat, uint64_t now, uint
     return true;
 }
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-/* Seeded FNV-1a with a final mix: keys come from clients, so slots must not
- * be predictable. */
-static uint64_t hash_key(uint64_t seed, const char *key, size_t len)
-{
-    uint64_t h = 0xcbf29ce484222325ull ^ seed;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 0x100000001b3ull;
-    return mix(h ^ len);
-}
-
 struct md_ratelimit *md_ratelimit_new(const struct md_snap_rate_limit *cfg)
 {
     struct md_ratelimit *rl = calloc(1, sizeof(*rl));
@@ -84,7 +66,7 @@ struct md_ratelimit *md_ratelimit_new(const struct md_snap_rate_limit *cfg)
      * ≤ 1e6 by validation, so under 0.1 % fast). */
     rl->interval_ns = 1000000000u / (cfg->per_second ? cfg->per_second : 1);
     rl->tolerance_ns = (uint64_t)(cfg->burst ? cfg->burst : 1) * rl->interval_ns;
-    rl->seed = mix(md_ratelimit_now() ^ (uint64_t)(uintptr_t)rl);
+    rl->seed = md_hash_mix(md_ratelimit_now() ^ (uint64_t)(uintptr_t)rl);
     md_list_init(&rl->lru);
     if (cfg->header || cfg->by_spiffe_id) {
         rl->mask = 15;
@@ -157,7 +139,7 @@ static void maybe_grow(struct md_ratelimit *rl)
  * new one cannot be allocated. Called with mu held. */
 static struct rl_entry *lookup(struct md_ratelimit *rl, const char *key, size_t len)
 {
-    uint64_t h = hash_key(rl->seed, key, len);
+    uint64_t h = md_hash64_seeded(rl->seed, key, len);
     size_t stored = len < MD_RATELIMIT_KEY_MAX ? len : MD_RATELIMIT_KEY_MAX;
     for (struct rl_entry *e = rl->table[h & rl->mask]; e; e = e->chain)
         if (e->hash == h && e->len == len && memcmp(e->key, key, stored) == 0) {

@@ -5,20 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t md_hash64(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    /* FNV alone leaves nearby inputs close in the high bits */
-    h ^= h >> 30;
-    h *= 0xbf58476d1ce4e5b9ull;
-    h ^= h >> 27;
-    h *= 0x94d049bb133111ebull;
-    return h ^ (h >> 31);
-}
-
 /* Priority first; then by address, so that the same endpoints in another
  * DNS answer order make the same set (and the same tables). */
 static int ep_cmp(const void *a, const void *b)

@@ -11,6 +11,7 @@
 #define MESHD_UPSTREAM_EPSET_H
 
 #include "core/addr.h"
+#include "core/hash.h"
 #include "snapshot.h"
 
 #include <stdbool.h>
@@ -134,10 +135,6 @@ static inline bool md_ep_usable(const struct md_ep *ep)
 
 /* Same addresses, weights and priorities? (A DNS answer that changed nothing.) */
 bool md_epset_same(const struct md_epset *a, const struct md_epset *b);
-
-/* A 64-bit hash of |n| bytes, well mixed in every bit (FNV-1a with a
- * splitmix64 finish). */
-uint64_t md_hash64(const void *p, size_t n);
 
 /* The ring point or Maglev entry for |hash| in |lv|: an index into eps. */
 uint32_t md_eplevel_ring_lookup(const struct md_epset *set, const struct md_eplevel *lv,
