@@ -570,10 +570,7 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
         return;
     }
     if (!p->connected) {
-        int soerr = 0;
-        socklen_t len = sizeof(soerr);
-        if (getsockopt(p->sock.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-            soerr = errno;
+        int soerr = md_sock_connect_result(&p->sock);
         if (soerr)
             fail_errno(t, soerr, "connect");
         else
@@ -624,21 +621,18 @@ static void on_next(struct ev_loop *loop, ev_timer *tm, int revents)
     ev_init(&p->io, on_io);
     ev_timer_init(&p->timeout, on_timeout, t->hcl->cfg->timeout_ms / 1000.0, 0.);
     t->probe = p;
-    p->sock =
-        md_sock_plain(socket(t->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    int rc = md_sock_connect(&p->sock, &t->addr);
     if (p->sock.fd < 0) {
-        skip(t, -errno);
+        skip(t, rc);
         return;
     }
-    int one = 1;
-    setsockopt(p->sock.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_timer_start(hc->loop, &p->timeout);
-    if (connect(p->sock.fd, (const struct sockaddr *)&t->addr.ss, t->addr.len) == 0) {
+    if (rc == 0) {
         connected(p);
         return;
     }
-    if (errno != EINPROGRESS) {
-        fail_errno(t, errno, "connect");
+    if (rc < 0) {
+        fail_errno(t, -rc, "connect");
         return;
     }
     ev_io_set(&p->io, p->sock.fd, EV_WRITE);

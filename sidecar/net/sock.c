@@ -7,6 +7,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,4 +190,25 @@ int md_sock_note_identities(struct md_sock *s, char *err, size_t errlen)
     if (!peer || SSL_get_verify_result(s->ssl) != X509_V_OK)
         return 0;
     return note_id(peer, &s->peer_id, err, errlen);
+}
+
+int md_sock_connect(struct md_sock *s, const struct md_addr *a)
+{
+    *s = md_sock_plain(socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (s->fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(s->fd, (const struct sockaddr *)&a->ss, a->len) == 0)
+        return 0;
+    return errno == EINPROGRESS ? 1 : -errno;
+}
+
+int md_sock_connect_result(const struct md_sock *s)
+{
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        soerr = errno;
+    return soerr;
 }

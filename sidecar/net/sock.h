@@ -28,6 +28,17 @@ static inline struct md_sock md_sock_plain(int fd)
     return (struct md_sock){.fd = fd};
 }
 
+struct md_addr;
+
+/* Starts a non-blocking TCP connect (TCP_NODELAY) to |a| on a new socket,
+ * stored in *s (fd -1 when none could be had). Returns 0 when connected
+ * already, 1 while in progress (wait for EV_WRITE, then
+ * md_sock_connect_result), or -errno. */
+int md_sock_connect(struct md_sock *s, const struct md_addr *a);
+
+/* The outcome of a connect in progress: 0 or an errno. */
+int md_sock_connect_result(const struct md_sock *s);
+
 /* Reads up to |len| bytes. Returns how many (> 0), 0 at the peer's end of
  * stream, -EAGAIN when nothing is there yet, or another -errno (-EPROTO for
  * a TLS failure). A short read means the socket was drained. */

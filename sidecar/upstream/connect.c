@@ -132,10 +132,7 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
         handshake_step(c);
         return;
     }
-    int soerr = 0;
-    socklen_t len = sizeof(soerr);
-    if (getsockopt(c->sock.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-        soerr = errno;
+    int soerr = md_sock_connect_result(&c->sock);
     if (soerr) {
         attempt_failed(c, -soerr, false);
         return;
@@ -173,22 +170,15 @@ static void try_endpoint(struct md_connect *c, const struct md_ep *ep, int last_
     c->ep = *ep;
     c->tried[c->n_tried++] = ep->key;
     md_stats_add(md_stats_c(w->stats, cl->idx, MD_CSTAT_CX_TOTAL), 1);
-    const struct md_addr *a = &c->ep.addr;
-    c->sock = md_sock_plain(socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (c->sock.fd < 0) {
-        attempt_failed(c, -errno, false);
-        return;
-    }
-    int one = 1;
-    setsockopt(c->sock.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ev_timer_set(&c->timer, cl->connect_timeout_ms / 1000.0, 0.);
     ev_timer_start(w->loop, &c->timer);
-    if (connect(c->sock.fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
+    int rc = md_sock_connect(&c->sock, &c->ep.addr);
+    if (rc == 0) {
         connected(c);
         return;
     }
-    if (errno != EINPROGRESS) {
-        attempt_failed(c, -errno, false);
+    if (rc < 0) {
+        attempt_failed(c, rc, false);
         return;
     }
     ev_io_set(&c->io, c->sock.fd, EV_WRITE);
