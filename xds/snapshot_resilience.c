@@ -183,18 +183,15 @@ int md_snapshot_index_retries(struct md_snapshot *s)
     return 0;
 }
 
-static const char *const retry_on_names[] = {"5xx", "gateway-error", "reset", "connect-failure",
-                                             "retriable-status-codes"};
-
 void md_snapshot_dump_route_resilience(FILE *f, int indent, const struct md_snap_route *r)
 {
     const struct md_snap_retry *x = r->retry;
     if (x) {
         fprintf(f, "%*sretry_policy {\n%*snum_retries: %u\n", indent, "", indent + 2, "",
                 x->num_retries);
-        for (int k = 0; k < 5; k++)
+        for (int k = 0; md_validate_retry_on_str(k); k++)
             if (x->on & (1u << k))
-                fprintf(f, "%*sretry_on: \"%s\"\n", indent + 2, "", retry_on_names[k]);
+                fprintf(f, "%*sretry_on: \"%s\"\n", indent + 2, "", md_validate_retry_on_str(k));
         for (int k = 1; k <= 16; k++)
             if (x->grpc_on & (1u << k))
                 fprintf(f, "%*sgrpc_retry_on_code: %d\n", indent + 2, "", k);

@@ -113,6 +113,8 @@ void md_validate_cluster_resilience(struct md_errlist *el, const char *res,
 int md_validate_grpc_status_name(const char *name);
 /* The index of a RetryPolicy.retry_on name in its documented order, or -1. */
 int md_validate_retry_on_name(const char *name);
+/* The name of retry_on condition |k|, or NULL past the last. */
+const char *md_validate_retry_on_str(int k);
 
 /* Returns the index of the cluster named |name|, or -1. */
 long md_validate_find_cluster(const Mesh__V1__Bundle *b, const char *name);

@@ -43,6 +43,13 @@ int md_validate_retry_on_name(const char *name)
     return -1;
 }
 
+const char *md_validate_retry_on_str(int k)
+{
+    return k >= 0 && k < (int)(sizeof(retry_on_names) / sizeof(retry_on_names[0]))
+               ? retry_on_names[k]
+               : NULL;
+}
+
 static void check_grpc_names(struct md_errlist *el, const char *res, const char *at,
                              char *const *names, size_t n)
 {
