@@ -205,8 +205,10 @@ static ssize_t read_req(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t 
     struct md_stream *s = cs->s;
     if (!s)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t n = md_stream_take(s, &s->req, buf, length);
-    if (s->req.body.len == 0 && s->req.end) {
+    size_t n = s->req.body.len < length ? s->req.body.len : length;
+    if (n)
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* send_data takes them */
+    if (n == s->req.body.len && s->req.end) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
         if (s->req.n_trailers) {
             *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -218,6 +220,13 @@ static ssize_t read_req(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t 
         return NGHTTP2_ERR_DEFERRED;
     }
     return (ssize_t)n;
+}
+
+static int send_data(nghttp2_session *sess, nghttp2_frame *frame, const uint8_t *framehd,
+                     size_t length, nghttp2_data_source *src, void *user)
+{
+    struct h2cs *cs = src->ptr;
+    return md_h2conn_send_data(user, frame, framehd, length, cs->s, cs->s ? &cs->s->req : NULL);
 }
 
 static void us_headers_ready(void *side) {}
@@ -291,6 +300,8 @@ struct md_h2_client *md_h2_client_new(struct md_worker *w, struct md_sock sock,
         nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
         nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+        nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
+        md_h2conn_set_send_callback(cb);
     }
     if (!cb || nghttp2_session_client_new3(&cl->h2.sess, cb, cl, opt, &mem) != 0) {
         nghttp2_session_callbacks_del(cb);

@@ -4,6 +4,7 @@
 #include "core/addr.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "http/stream.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #define READ_BUF 16384
 #define BATCH 65536
+#define FRAME_HDLEN 9 /* RFC 9113 §4.1 */
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents);
@@ -113,35 +115,79 @@ static int write_out(struct md_h2conn *c, struct md_outbuf *o)
     return rc;
 }
 
+/* Frames are gathered into one buffer and written in one call per batch:
+ * the worker's, unless earlier bytes still wait in ours (order). */
+static struct md_outbuf *out_of(struct md_h2conn *c)
+{
+    return c->out.len ? &c->out : &c->w->h2_batch;
+}
+
+/* After |n| bytes went into |o|: a full batch is written. Returns 0, or an
+ * nghttp2 error that stops nghttp2_session_send (c->write_rc says why). */
+static int gathered(struct md_h2conn *c, struct md_outbuf *o)
+{
+    if (o->len < BATCH)
+        return 0;
+    int rc = write_out(c, o);
+    if (rc == -EAGAIN)
+        c->write_rc = rc; /* the rest waits in c->out; no more frames for now */
+    else if (rc < 0)
+        return c->write_rc = rc, NGHTTP2_ERR_CALLBACK_FAILURE;
+    return 0;
+}
+
+static ssize_t send_cb(nghttp2_session *sess, const uint8_t *data, size_t len, int flags,
+                       void *user)
+{
+    struct md_h2conn *c = user;
+    if (c->write_rc)
+        return NGHTTP2_ERR_WOULDBLOCK; /* offered again at the next flush */
+    struct md_outbuf *o = out_of(c);
+    if (md_outbuf_append(o, data, len) < 0) {
+        md_h2conn_close(c, "out_of_memory", true);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    int rv = gathered(c, o);
+    return rv ? rv : (ssize_t)len;
+}
+
+void md_h2conn_set_send_callback(nghttp2_session_callbacks *cb)
+{
+    nghttp2_session_callbacks_set_send_callback(cb, send_cb);
+}
+
+int md_h2conn_send_data(struct md_h2conn *c, const nghttp2_frame *frame, const uint8_t *framehd,
+                        size_t length, struct md_stream *s, struct md_half *h)
+{
+    if (c->write_rc)
+        return NGHTTP2_ERR_WOULDBLOCK;
+    if (!s || frame->data.padlen)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* gone meanwhile; we never pad */
+    struct md_outbuf *o = out_of(c);
+    uint8_t *p = md_outbuf_reserve(o, FRAME_HDLEN + length);
+    if (!p) {
+        md_h2conn_close(c, "out_of_memory", true);
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    memcpy(p, framehd, FRAME_HDLEN);
+    if (md_stream_take(s, h, p + FRAME_HDLEN, length) != length)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* the read callback promised these */
+    o->len += FRAME_HDLEN + length;
+    return gathered(c, o);
+}
+
 static void run_flush(struct md_defer *d)
 {
     struct md_h2conn *c = MD_CONTAINER_OF(d, struct md_h2conn, flush);
-    int rc = 0;
-    /* Gather frames into one buffer and write it in one call per batch: the
-     * worker's, unless earlier bytes still wait in ours (order). */
-    while (c->sock.fd >= 0 && c->sess) {
-        struct md_outbuf *o = c->out.len ? &c->out : &c->w->h2_batch;
-        if (o->len >= BATCH) {
-            rc = write_out(c, o);
-            if (rc < 0)
-                break;
-            continue;
-        }
-        const uint8_t *data;
-        ssize_t n = nghttp2_session_mem_send(c->sess, &data);
-        if (n < 0) {
-            md_h2conn_close(c, nghttp2_strerror((int)n), false);
-            break;
-        }
-        if (n == 0) {
-            rc = o->len ? write_out(c, o) : 0;
-            break;
-        }
-        if (md_outbuf_append(o, data, (size_t)n) < 0) {
-            md_h2conn_close(c, "out_of_memory", true);
-            break;
-        }
+    c->write_rc = 0;
+    if (c->sock.fd >= 0 && c->sess) {
+        int rv = nghttp2_session_send(c->sess);
+        if (rv < 0 && !c->write_rc)
+            md_h2conn_close(c, nghttp2_strerror(rv), false);
     }
+    int rc = c->write_rc;
+    if (!rc && c->sock.fd >= 0 && out_of(c)->len)
+        rc = write_out(c, out_of(c));
     c->w->h2_batch.len = 0; /* written or moved, unless closing anyway */
     if (rc == -EAGAIN) {
         ev_io_start(c->w->loop, &c->wio);

@@ -22,6 +22,8 @@
 #define MD_H2_OUT_LIMIT (1024u * 1024u)
 
 struct md_h2conn;
+struct md_stream;
+struct md_half;
 typedef void md_h2conn_cb(struct md_h2conn *c);
 
 struct md_h2conn {
@@ -38,6 +40,7 @@ struct md_h2conn {
     uint64_t *rx_stat, *tx_stat; /* bytes counters (borrowed slots) */
     uint64_t *proto_err_stat;    /* protocol errors and floods (once per connection); may be NULL */
     bool proto_err_counted;
+    int write_rc;    /* in a flush: -EAGAIN once the socket is full, or why writing failed */
     void *frame_buf; /* nghttp2's frame buffer, in c->w->pages; NULL if on the heap */
 };
 
@@ -46,6 +49,17 @@ struct md_h2conn {
  * repeat (x-request-id, grpc-timeout) are not indexed by HPACK. Returns NULL
  * on ENOMEM. */
 nghttp2_nv *md_h2_nv(struct md_arena *a, const struct md_hdr *h, size_t n);
+
+/* Frames are handed over through nghttp2_session_send: the callback that
+ * gathers them (both sides set it). */
+void md_h2conn_set_send_callback(nghttp2_session_callbacks *cb);
+
+/* A DATA frame whose payload the read callback left where it was
+ * (NGHTTP2_DATA_FLAG_NO_COPY): its header and |length| bytes taken from |h|
+ * of |s| go straight into the output (one copy less). For an
+ * nghttp2_send_data_callback to return. */
+int md_h2conn_send_data(struct md_h2conn *c, const nghttp2_frame *frame, const uint8_t *framehd,
+                        size_t length, struct md_stream *s, struct md_half *h);
 
 /* Session options both sides use: window updates are ours to send (they follow
  * the other side's progress) and the flood limits. Returns NULL on ENOMEM. */

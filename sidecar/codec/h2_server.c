@@ -275,7 +275,8 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void
     return 0;
 }
 
-/* Response body: whatever the upstream has queued, then EOF or trailers. */
+/* Response body: whatever the upstream has queued, then EOF or trailers.
+ * The bytes stay queued until send_data takes them (NO_COPY). */
 static ssize_t read_resp(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *data_flags, nghttp2_data_source *src, void *user)
 {
@@ -283,13 +284,16 @@ static ssize_t read_resp(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t
     struct md_stream *s = ss->s;
     if (!s)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t n = md_stream_take(s, &s->resp, buf, length);
-    if (s->resp.body.len == 0 && s->reset_after_body) {
+    size_t n = s->resp.body.len < length ? s->resp.body.len : length;
+    bool drained = n == s->resp.body.len;
+    if (n)
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (drained && s->reset_after_body) {
         /* The upstream reset after these bytes: deliver them, then the reset. */
         nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, id, s->reset_after_body);
         return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
     }
-    if (s->resp.body.len == 0 && s->resp.end) {
+    if (drained && s->resp.end) {
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
         if (s->resp.n_trailers) {
             *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -305,6 +309,13 @@ static ssize_t read_resp(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t
 
 /* RFC 8441 §5: the upstream's 101 is a 200 to the extended CONNECT, and the
  * WebSocket handshake fields stay on the HTTP/1.1 side. */
+static int send_data(nghttp2_session *sess, nghttp2_frame *frame, const uint8_t *framehd,
+                     size_t length, nghttp2_data_source *src, void *user)
+{
+    struct h2ss *ss = src->ptr;
+    return md_h2conn_send_data(user, frame, framehd, length, ss->s, ss->s ? &ss->s->resp : NULL);
+}
+
 static void tunnel_response(struct md_stream *s)
 {
     size_t n = 0;
@@ -393,6 +404,8 @@ static nghttp2_session_callbacks *server_callbacks(void)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
+    md_h2conn_set_send_callback(cb);
     return cb;
 }
 
