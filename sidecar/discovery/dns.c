@@ -3,6 +3,7 @@
 #include "discovery/dns.h"
 
 #include "core/err.h"
+#include "core/hash.h"
 #include "core/list.h"
 #include "core/log.h"
 
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A failure streak logs its first failure, then at most this often. */
 #define FAIL_LOG_EVERY_S 30.0
@@ -68,6 +70,7 @@ struct md_dns {
     struct dns_sock *socks;
     size_t n_res;
     struct resolution *res;
+    uint64_t rng; /* refresh jitter */
 };
 
 static void arm_timeout(struct md_dns *dns)
@@ -159,13 +162,33 @@ static uint32_t clamp_ms(uint64_t ms, const struct md_snap_dns *cfg)
     return ms > cfg->max_refresh_ms ? cfg->max_refresh_ms : (uint32_t)ms;
 }
 
+uint32_t md_dns_refresh_ms(const struct md_snap_dns *cfg, bool failed, uint32_t ttl_s, uint64_t r)
+{
+    if (failed) /* retry soon, but not all at once */
+        return cfg->min_refresh_ms + (uint32_t)(r % (cfg->min_refresh_ms / 8 + 1));
+    uint32_t ms = clamp_ms((uint64_t)ttl_s * 1000u, cfg);
+    ms -= (uint32_t)(r % (ms / 8 + 1)); /* before the TTL runs out, never after */
+    return ms < cfg->min_refresh_ms ? cfg->min_refresh_ms : ms;
+}
+
+static uint64_t next_rand(struct md_dns *dns)
+{
+    uint64_t x = dns->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    dns->rng = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
 /* Applies (or refuses) the whole answer and plans the next resolution. */
 static void finish(struct resolution *res)
 {
     struct md_dns *dns = res->dns;
     const struct md_snap_cluster *cl = res->cl;
     struct md_cluster_ctl_stats *st = &dns->cs->stats[cl->idx];
-    uint32_t next_ms = dns->cfg->min_refresh_ms;
+    uint64_t r = next_rand(dns);
+    uint32_t next_ms = md_dns_refresh_ms(dns->cfg, true, 0, r); /* unless it worked */
     /* Zero addresses is a failure too: an empty set would turn every request
      * into a 503, while the last good set may well still serve. */
     int err = res->hard != ARES_SUCCESS ? res->hard
@@ -207,7 +230,7 @@ static void finish(struct resolution *res)
             MD_LOG(MD_LOG_ERROR, "dns_update_failed", "cluster=%s err=%s", cl->name,
                    md_err_str(rc));
         else
-            next_ms = clamp_ms((uint64_t)res->ttl * 1000u, dns->cfg);
+            next_ms = md_dns_refresh_ms(dns->cfg, false, res->ttl, r);
     }
     clear_attempt(res);
     ev_timer_set(&res->refresh, next_ms / 1000.0, 0.);
@@ -520,6 +543,7 @@ struct md_dns *md_dns_new(struct ev_loop *loop, const struct md_snapshot *snap,
     dns->loop = loop;
     dns->cs = cs;
     dns->cfg = &snap->dns;
+    dns->rng = md_hash_mix((uint64_t)getpid() ^ (uint64_t)(uintptr_t)dns) | 1;
     ev_init(&dns->timeout, on_ares_timeout);
     size_t n = 0;
     for (size_t i = 0; i < snap->n_clusters; i++)

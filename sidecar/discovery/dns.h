@@ -11,6 +11,7 @@
 #include "upstream/clusters.h"
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Most endpoints one cluster takes from DNS; the rest of an answer is cut
@@ -35,5 +36,11 @@ void md_dns_free(struct md_dns *dns);
  * bytes from a server, trusted in nothing), or UINT32_MAX when none can be
  * read. */
 uint32_t md_dns_answer_min_ttl(const unsigned char *abuf, int alen, int type);
+
+/* When to resolve again: the TTL (seconds) clamped to min/max_refresh_ms,
+ * minus up to an eighth drawn from |r| (sidecars that got the same
+ * remaining TTL from a caching resolver do not all ask at once); after a
+ * failure, min_refresh_ms plus up to an eighth. */
+uint32_t md_dns_refresh_ms(const struct md_snap_dns *cfg, bool failed, uint32_t ttl_s, uint64_t r);
 
 #endif

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The TTL walk over SRV answers: the shortest TTL of the records asked for,
- * RFC 2181's top-bit rule, and answers cut short or lying about sizes. */
+ * RFC 2181's top-bit rule, and answers cut short or lying about sizes; when
+ * to resolve again (jittered). */
 #include "discovery/dns.h"
 
 #include <arpa/nameser.h>
@@ -45,12 +46,33 @@ static void test_top_bit_and_lying_length(void **state)
     assert_int_equal(md_dns_answer_min_ttl(a, sizeof(a), T_SRV), 30);
 }
 
+static void test_refresh_jitter(void **state)
+{
+    struct md_snap_dns cfg = {.min_refresh_ms = 1000, .max_refresh_ms = 300000};
+    uint32_t lo = UINT32_MAX, hi = 0;
+    for (uint64_t r = 0; r < 20000; r += 7) {
+        uint32_t ms = md_dns_refresh_ms(&cfg, false, 60, r * 0x9e3779b97f4a7c15ull);
+        lo = ms < lo ? ms : lo;
+        hi = ms > hi ? ms : hi;
+        /* before the TTL runs out, never after; not all at the same moment */
+        assert_true(ms <= 60000 && ms >= 60000 - 60000 / 8);
+        uint32_t retry = md_dns_refresh_ms(&cfg, true, 60, r * 0x9e3779b97f4a7c15ull);
+        assert_true(retry >= 1000 && retry <= 1000 + 1000 / 8);
+        /* clamped first, then jittered, never under min_refresh_ms */
+        assert_true(md_dns_refresh_ms(&cfg, false, 0, r) == 1000);
+        uint32_t capped = md_dns_refresh_ms(&cfg, false, 86400, r * 0x9e3779b97f4a7c15ull);
+        assert_true(capped <= 300000 && capped >= 300000 - 300000 / 8);
+    }
+    assert_true(hi - lo > 6000); /* spread over most of the eighth */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shortest_ttl),
         cmocka_unit_test(test_cut_short),
         cmocka_unit_test(test_top_bit_and_lying_length),
+        cmocka_unit_test(test_refresh_jitter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
