@@ -27,7 +27,7 @@ import time
 import pytest
 
 from env.backends import IdentifyServer
-from env.clients import H2Client, H2MultiClient, grpc_channel
+from env.clients import H2Client, H2MultiClient, grpc_channel, wait_until
 
 pytestmark = pytest.mark.proxy_only
 
@@ -443,6 +443,44 @@ def test_priority_connect_failure_moves_on(meshd, backends, identify):
     fallback = [tcp_identify(m.values["fallback_port"]) for _ in range(10)]
     assert fallback == ["y"] * 10, fallback
     assert x.accepted == 20 and y.accepted == 10, (x.accepted, y.accepted)
+
+
+# -- 7b. TCP LEAST_REQUEST: the load is the worker's sessions ------------------------
+def _hold(port, timeout=5.0):
+    """A TCP session through meshd, kept open: (socket, backend name)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    buf = b""
+    while b"\n" not in buf:
+        chunk = c.recv(64)
+        assert chunk, "meshd closed the session before the backend's greeting"
+        buf += chunk
+    return c, buf.split(b"\n")[0].decode()
+
+
+def test_tcp_least_request_counts_sessions(meshd, identify):
+    """Two endpoints: power of two choices always compares both, so with the
+    sessions as load 20 held sessions split exactly 10/10 (a random pick: 18 %
+    of the time), and once one endpoint's sessions end, the next 10 all go
+    to it (a random pick: 1 in 1024)."""
+    a, b = identify("a"), identify("b")
+    text = tcp_bundle([("app", "listen_port", tcp_cluster("app", "LEAST_REQUEST",
+                                                          endpoints([a.port, b.port])))])
+    m = meshd(text, concurrency=1)
+    held = [_hold(m.listen_port) for _ in range(20)]
+    try:
+        names = [n for _, n in held]
+        assert names.count("a") == 10 and names.count("b") == 10, names
+        for c, n in held:
+            if n == "a":
+                c.close()
+        wait_until(lambda: m.stat("meshd_cluster_upstream_cx_active", cluster="app") == 10,
+                   timeout=5, what="the closed sessions to end in meshd")
+        more = [_hold(m.listen_port) for _ in range(10)]
+        held += more
+        assert [n for _, n in more] == ["a"] * 10, [n for _, n in more]
+    finally:
+        for c, _ in held:
+            c.close()
 
 
 # -- 8. TCP with source_ip hashing --------------------------------------------------

@@ -58,7 +58,8 @@ struct session {
     ev_timer idle;
     ev_tstamp started, last_active;
     bool us_connected;
-    bool cx_slot; /* holds a connections slot of the cluster's circuit breaker */
+    bool cx_slot;           /* holds a connections slot of the cluster's circuit breaker */
+    struct md_lb_hold hold; /* counted in the balancer's sessions to its endpoint */
 };
 
 static void watch(struct ev_loop *loop, ev_io *io, bool on)
@@ -111,6 +112,7 @@ static void session_free(struct session *s, bool reset, const char *reason)
         md_breakers_put(md_breakers_of(w, s->cl->idx), MD_BREAKER_CONNECTIONS);
     if (s->us_connected)
         md_stats_add(md_stats_c(st, s->cl->idx, MD_CSTAT_CX_ACTIVE), -1);
+    md_lb_release(&w->lbs[s->cl->idx], s->hold);
     __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
     md_list_remove(&s->link);
     MD_LOG(MD_LOG_INFO, "tcp_session_end",
@@ -310,6 +312,7 @@ static void on_connected(struct md_connect *c, struct md_sock *sock, const struc
         return;
     }
     memcpy(s->ep, ep->label, sizeof(s->ep));
+    s->hold = md_lb_hold(&w->lbs[s->cl->idx], &ep->addr);
     md_outlier_report(w, s->cl, &ep->addr, MD_OUTLIER_SUCCESS); /* all a TCP proxy learns */
     s->us.fd = fd;
     s->us_connected = true;
@@ -340,7 +343,7 @@ static void dir_init(struct dir *d, struct side *src, struct side *dst,
 
 /* RING_HASH / MAGLEV with a source_ip hash policy: the client's address
  * keeps reaching the same endpoint (header policies mean nothing here). */
-static bool source_hash(const struct md_snap_cluster *cl, int fd, struct md_lb_ctx *ctx)
+static void source_hash(const struct md_snap_cluster *cl, int fd, struct md_lb_ctx *ctx)
 {
     for (size_t k = 0; k < cl->n_hash_policies; k++) {
         char ip[INET6_ADDRSTRLEN] = "";
@@ -349,10 +352,9 @@ static bool source_hash(const struct md_snap_cluster *cl, int fd, struct md_lb_c
         if (ip[0]) {
             ctx->has_hash = true;
             ctx->hash = md_hash64(ip, strlen(ip));
-            return true;
+            return;
         }
     }
-    return false;
 }
 
 void md_tcp_proxy_start(struct md_worker *w, const struct md_snap_listener *l, int fd)
@@ -395,8 +397,10 @@ void md_tcp_proxy_start(struct md_worker *w, const struct md_snap_listener *l, i
     s->cx_slot = true;
     /* Downstream is not read until the upstream is connected: its bytes wait
      * in the kernel, which bounds them. */
-    md_connect_start(&s->connect, w, s->cl, s->id, NULL, source_hash(s->cl, fd, &ctx) ? &ctx : NULL,
-                     on_connected);
+    source_hash(s->cl, fd, &ctx);
+    ctx.load = md_lb_sessions; /* LEAST_REQUEST: the endpoint with fewer sessions */
+    ctx.load_arg = &w->lbs[s->cl->idx];
+    md_connect_start(&s->connect, w, s->cl, s->id, NULL, &ctx, on_connected);
 }
 
 void md_tcp_proxy_close_all(struct md_worker *w)

@@ -152,8 +152,12 @@ static void try_next(struct md_connect *c, int last_err)
 {
     struct md_worker *w = c->w;
     const struct md_snap_cluster *cl = c->cl;
-    struct md_lb_ctx ctx = {
-        .has_hash = c->has_hash, .hash = c->hash, .tried = c->tried, .n_tried = c->n_tried};
+    struct md_lb_ctx ctx = {.has_hash = c->has_hash,
+                            .hash = c->hash,
+                            .tried = c->tried,
+                            .n_tried = c->n_tried,
+                            .load = c->load,
+                            .load_arg = c->load_arg};
     try_endpoint(
         c, c->n_tried < cl->max_connect_attempts ? md_lb_pick(&w->lbs[cl->idx], cl, &ctx) : NULL,
         last_err);
@@ -197,6 +201,8 @@ int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_
     c->n_tried = 0;
     c->has_hash = ctx && ctx->has_hash;
     c->hash = ctx ? ctx->hash : 0;
+    c->load = ctx ? ctx->load : NULL;
+    c->load_arg = ctx ? ctx->load_arg : NULL;
     ev_init(&c->io, on_io);
     ev_init(&c->timer, on_timeout);
     if (first && cl->max_connect_attempts > 0)

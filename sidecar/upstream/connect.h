@@ -38,13 +38,15 @@ struct md_connect {
     uint32_t n_tried;
     bool has_hash; /* the request's hash, for the next endpoint's pick */
     uint64_t hash;
+    size_t (*load)(void *arg, const struct md_ep *ep); /* LEAST_REQUEST's, for the next too */
+    void *load_arg;
     ev_io io;
     ev_timer timer;
 };
 
 /* Starts connecting to |cl|: to |first| (an endpoint the caller picked),
- * or when NULL to the balancer's pick for |ctx| (its hash also picks the
- * next endpoints). The callback may run before this returns (a connect that
+ * or when NULL to the balancer's pick for |ctx| (its hash and load also
+ * pick the next endpoints). The callback may run before this returns (a connect that
  * completes or fails at once). Returns 0. */
 int md_connect_start(struct md_connect *c, struct md_worker *w, const struct md_snap_cluster *cl,
                      uint64_t log_id, const struct md_ep *first, const struct md_lb_ctx *ctx,

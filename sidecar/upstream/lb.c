@@ -22,11 +22,18 @@ static void cands_free(struct md_lb *lb);
 int md_lb_set(struct md_lb *lb, struct md_epset *set)
 {
     int64_t *wrr = calloc(set->n ? set->n : 1, sizeof(*wrr));
-    if (!wrr)
+    uint32_t *sessions = calloc(set->n ? set->n : 1, sizeof(*sessions));
+    if (!wrr || !sessions) {
+        free(wrr);
+        free(sessions);
         return MD_ENOMEM;
+    }
     cands_free(lb);
     free(lb->wrr);
     lb->wrr = wrr;
+    free(lb->sessions);
+    lb->sessions = sessions;
+    lb->set_seq++;
     md_epset_unref(lb->set);
     lb->set = md_epset_ref(set);
     return 0;
@@ -35,6 +42,8 @@ int md_lb_set(struct md_lb *lb, struct md_epset *set)
 void md_lb_fini(struct md_lb *lb)
 {
     cands_free(lb);
+    free(lb->sessions);
+    lb->sessions = NULL;
     md_epset_unref(lb->set);
     free(lb->wrr);
     lb->set = NULL;
@@ -285,4 +294,28 @@ const struct md_ep *md_lb_pick(struct md_lb *lb, const struct md_snap_cluster *c
     default: i = c->idx[lb->rr++ % c->n]; break;
     }
     return &lb->set->eps[i];
+}
+
+struct md_lb_hold md_lb_hold(struct md_lb *lb, const struct md_addr *addr)
+{
+    struct md_ep *ep = lb->set ? md_epset_find(lb->set, addr) : NULL;
+    if (!ep)
+        return (struct md_lb_hold){0};
+    struct md_lb_hold h = {lb->set_seq, (uint32_t)(ep - lb->set->eps)};
+    lb->sessions[h.idx]++;
+    return h;
+}
+
+void md_lb_release(struct md_lb *lb, struct md_lb_hold h)
+{
+    if (h.set_seq && h.set_seq == lb->set_seq && lb->sessions[h.idx])
+        lb->sessions[h.idx]--;
+}
+
+size_t md_lb_sessions(void *arg, const struct md_ep *ep)
+{
+    struct md_lb *lb = arg;
+    return lb->set && ep >= lb->set->eps && ep < lb->set->eps + lb->set->n
+               ? lb->sessions[ep - lb->set->eps]
+               : 0;
 }
