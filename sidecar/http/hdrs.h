@@ -23,6 +23,18 @@ static inline bool md_hdr_is(const struct md_hdr *h, const char *name)
     return h->name_len == n && memcmp(h->name, name, n) == 0;
 }
 
+/* The first field named |name| in |hdrs| (n entries), or NULL. Inline:
+ * callers name a constant, whose length and comparison then fold. */
+static inline const struct md_hdr *md_hdrs_find(const struct md_hdr *hdrs, size_t n,
+                                                const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < n; i++)
+        if (hdrs[i].name_len == len && memcmp(hdrs[i].name, name, len) == 0)
+            return &hdrs[i];
+    return NULL;
+}
+
 /* Is |name|/|len| a connection-specific field (RFC 9113 §8.2.2; RFC 9110
  * §7.6.1): connection, keep-alive, proxy-connection, transfer-encoding,
  * upgrade? TE is the caller's to judge (HTTP/2 allows "te: trailers"). */

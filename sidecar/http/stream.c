@@ -77,15 +77,6 @@ int md_stream_add_header(struct md_stream *s, struct md_half *h, const char *nam
     return 0;
 }
 
-const struct md_hdr *md_hdrs_find(const struct md_hdr *hdrs, size_t n, const char *name)
-{
-    size_t len = strlen(name);
-    for (size_t i = 0; i < n; i++)
-        if (hdrs[i].name_len == len && memcmp(hdrs[i].name, name, len) == 0)
-            return &hdrs[i];
-    return NULL;
-}
-
 void md_stream_notify_headers(struct md_stream *s, bool to_ds)
 {
     if (to_ds && s->ds)

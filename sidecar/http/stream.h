@@ -123,9 +123,6 @@ struct md_stream *md_stream_new(struct md_worker *w, const struct md_snap_listen
 int md_stream_add_header(struct md_stream *s, struct md_half *h, const char *name, size_t name_len,
                          const char *value, size_t value_len);
 
-/* Returns the first value of header |name| in |hdrs| (n entries), or NULL. */
-const struct md_hdr *md_hdrs_find(const struct md_hdr *hdrs, size_t n, const char *name);
-
 /* Producer calls. |h| is s->req (downstream producing) or s->resp (upstream). */
 int md_stream_body(struct md_stream *s, struct md_half *h, const void *data, size_t len);
 void md_stream_end(struct md_stream *s, struct md_half *h);
