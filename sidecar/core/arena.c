@@ -10,12 +10,11 @@
  * in all (with its header) holds them, where doubling from 1 KiB took three
  * mallocs per request. */
 #define FIRST_BLOCK (4096 - sizeof(struct md_arena_block))
-#define ALIGN 16
 
 struct md_arena_block {
     struct md_arena_block *next;
-    size_t cap, off;
-    _Alignas(ALIGN) unsigned char data[];
+    size_t cap;
+    _Alignas(MD_ARENA_ALIGN) unsigned char data[];
 };
 
 void md_arena_fini(struct md_arena *a)
@@ -25,30 +24,26 @@ void md_arena_fini(struct md_arena *a)
         a->head = b->next;
         free(b);
     }
+    a->cur = a->end = NULL;
     a->used = 0;
 }
 
-void *md_arena_alloc(struct md_arena *a, size_t len)
+void *md_arena_grow(struct md_arena *a, size_t need, size_t len)
 {
-    size_t need = (len + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-    struct md_arena_block *b = a->head;
-    if (!b || b->cap - b->off < need) {
-        /* Each block doubles the last, so a stream makes O(log n) mallocs. */
-        size_t cap = b ? b->cap * 2 : FIRST_BLOCK;
-        while (cap < need)
-            cap *= 2;
-        b = malloc(sizeof(*b) + cap);
-        if (!b)
-            return NULL;
-        b->cap = cap;
-        b->off = 0;
-        b->next = a->head;
-        a->head = b;
-    }
-    void *p = b->data + b->off;
-    b->off += need;
+    /* Each block doubles the last, so a stream makes O(log n) mallocs. */
+    size_t cap = a->head ? a->head->cap * 2 : FIRST_BLOCK;
+    while (cap < need)
+        cap *= 2;
+    struct md_arena_block *b = malloc(sizeof(*b) + cap);
+    if (!b)
+        return NULL;
+    b->cap = cap;
+    b->next = a->head;
+    a->head = b;
+    a->cur = b->data + need;
+    a->end = b->data + cap;
     a->used += len;
-    return p;
+    return b->data;
 }
 
 char *md_arena_strndup(struct md_arena *a, const char *s, size_t len)
