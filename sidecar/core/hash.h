@@ -20,4 +20,16 @@ static inline uint64_t md_hash64(const void *p, size_t n)
     return md_hash64_seeded(0, p, n);
 }
 
+/* A fast pseudo-random number (xorshift64*) from |*state| (never 0), which
+ * advances: one state per thread or owner, no locks. */
+static inline uint64_t md_xorshift64(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
 #endif

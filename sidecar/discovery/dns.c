@@ -171,23 +171,13 @@ uint32_t md_dns_refresh_ms(const struct md_snap_dns *cfg, bool failed, uint32_t 
     return ms < cfg->min_refresh_ms ? cfg->min_refresh_ms : ms;
 }
 
-static uint64_t next_rand(struct md_dns *dns)
-{
-    uint64_t x = dns->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    dns->rng = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
-
 /* Applies (or refuses) the whole answer and plans the next resolution. */
 static void finish(struct resolution *res)
 {
     struct md_dns *dns = res->dns;
     const struct md_snap_cluster *cl = res->cl;
     struct md_cluster_ctl_stats *st = &dns->cs->stats[cl->idx];
-    uint64_t r = next_rand(dns);
+    uint64_t r = md_xorshift64(&dns->rng);
     uint32_t next_ms = md_dns_refresh_ms(dns->cfg, true, 0, r); /* unless it worked */
     /* Zero addresses is a failure too: an empty set would turn every request
      * into a 503, while the last good set may well still serve. */

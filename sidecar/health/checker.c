@@ -7,6 +7,7 @@
 #include "codec/grpc.h"
 #include "codec/h2_conn.h"
 #include "core/err.h"
+#include "core/hash.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "http/hdrs.h"
@@ -86,20 +87,10 @@ struct probe {
     bool body_too_big;
 };
 
-static uint64_t next_rand(struct md_checker *hc)
-{
-    uint64_t x = hc->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    hc->rng = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
-
 /* Seconds until the next probe: |base_ms| plus 0..jitter_ms at random. */
 static double delay_s(struct md_checker *hc, uint32_t base_ms, uint32_t jitter_ms)
 {
-    uint64_t j = jitter_ms ? next_rand(hc) % ((uint64_t)jitter_ms + 1) : 0;
+    uint64_t j = jitter_ms ? md_xorshift64(&hc->rng) % ((uint64_t)jitter_ms + 1) : 0;
     return (double)(base_ms + j) / 1000.0;
 }
 

@@ -7,6 +7,7 @@
 #include "net/tls_accept.h"
 #include "codec/tcp_proxy.h"
 #include "core/err.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "net/listener.h"
 #include "upstream/upool.h"
@@ -95,12 +96,7 @@ void md_worker_defer_cancel(struct md_defer *d)
 
 uint64_t md_worker_rand(struct md_worker *w)
 {
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
+    return md_xorshift64(&w->rng);
 }
 
 /* Address space (not memory) per slot size for md_pages: 1 GiB holds 52k

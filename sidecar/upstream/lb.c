@@ -50,16 +50,6 @@ void md_lb_fini(struct md_lb *lb)
     lb->wrr = NULL;
 }
 
-static uint64_t next_rand(struct md_lb *lb)
-{
-    uint64_t x = lb->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    lb->rng = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
-
 static bool was_tried(const struct md_ep *ep, const struct md_lb_ctx *ctx)
 {
     for (size_t i = 0; i < ctx->n_tried; i++)
@@ -177,10 +167,10 @@ static void cands_free(struct md_lb *lb)
     lb->cands = NULL;
 }
 
-/* A candidate drawn by weight: its position in c->idx. */
-static uint32_t weighted_random(struct md_lb *lb, const struct md_lb_cands *c)
+/* The position in c->idx whose share of the summed weights holds |r|
+ * (r < c->total_weight). */
+static uint32_t position_of(const struct md_lb_cands *c, uint64_t r)
 {
-    uint64_t r = next_rand(lb) % c->total_weight;
     uint32_t lo = 0, hi = c->n - 1; /* the first position with cum > r */
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
@@ -190,6 +180,12 @@ static uint32_t weighted_random(struct md_lb *lb, const struct md_lb_cands *c)
             lo = mid + 1;
     }
     return lo;
+}
+
+/* A candidate drawn by weight: its position in c->idx. */
+static uint32_t weighted_random(struct md_lb *lb, const struct md_lb_cands *c)
+{
+    return position_of(c, md_xorshift64(&lb->rng) % c->total_weight);
 }
 
 /* nginx's smooth weighted round robin: every candidate gains its weight,
@@ -216,18 +212,10 @@ static uint32_t least_request(struct md_lb *lb, const struct md_lb_ctx *ctx,
     uint64_t wa = c->cum[ka] - (ka ? c->cum[ka - 1] : 0);
     uint64_t rest = c->total_weight - wa;
     if (rest) { /* drawn by weight among the others: a's share is skipped over */
-        uint64_t r = next_rand(lb) % rest;
+        uint64_t r = md_xorshift64(&lb->rng) % rest;
         if (r >= c->cum[ka] - wa)
             r += wa;
-        uint32_t lo = 0, hi = c->n - 1;
-        while (lo < hi) {
-            uint32_t mid = lo + (hi - lo) / 2;
-            if (c->cum[mid] > r)
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        kb = lo;
+        kb = position_of(c, r);
     }
     uint32_t a = c->idx[ka], b = c->idx[kb];
     if (!ctx->load)
