@@ -75,6 +75,24 @@ def det_digest(total, seed=0):
     return h.hexdigest()
 
 
+
+def shut_down(socks, threads, join_timeout):
+    """Ends connection threads: shuts their sockets down (their reads
+    return), waits for the threads up to |join_timeout| in all, closes."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    deadline = time.monotonic() + join_timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
 class TCPServer:
     """Base: listener + accept thread + one handler thread per connection."""
 
@@ -122,19 +140,7 @@ class TCPServer:
         with self._lock:
             conns = list(self._conns)
             threads = list(self._threads)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        deadline = time.monotonic() + join_timeout
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        for c in conns:
-            try:
-                c.close()
-            except OSError:
-                pass
+        shut_down(conns, threads, join_timeout)
 
     def _accept_loop(self):
         while not self._stop.is_set():

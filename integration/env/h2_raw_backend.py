@@ -37,6 +37,8 @@ import struct
 import threading
 import time
 
+from env.backends import shut_down
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 IO_TIMEOUT = 60.0
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
@@ -101,19 +103,11 @@ class RawH2Backend:
         with self._lock:
             socks = list(self._socks)
             threads = list(self._threads)
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        deadline = time.monotonic() + join_timeout
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        for s in socks + [self.lsock]:
-            try:
-                s.close()
-            except OSError:
-                pass
+        shut_down(socks, threads, join_timeout)
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
 
     def _accept_loop(self):
         cid = 0
