@@ -181,6 +181,18 @@ static void expect_valid(const Mesh__V1__Bundle *b)
     free(out);
 }
 
+/* config_dump of |s| holds every one of |want| (the dump shown if not). */
+static void assert_dump_has(const struct md_snapshot *s, const char *const *want, size_t n)
+{
+    char *dump;
+    size_t len;
+    assert_int_equal(md_snapshot_dump(s, &dump, &len), 0);
+    for (size_t i = 0; i < n; i++)
+        if (!strstr(dump, want[i]))
+            fail_msg("config_dump lacks\n%s\n--- dump ---\n%s", want[i], dump);
+    free(dump);
+}
+
 static void test_valid(void **state)
 {
     struct fixture f;
@@ -516,11 +528,7 @@ static void test_default_bundle_valid(void **state)
     assert_string_equal(snap->listeners[0].label, "0.0.0.0:15006");
     assert_string_equal(snap->clusters[0].endpoints[0].label, "127.0.0.1:8080");
     assert_string_equal(snap->admin_label, "127.0.0.1:15000");
-    char *dump;
-    size_t len;
-    assert_int_equal(md_snapshot_dump(snap, &dump, &len), 0);
-    assert_non_null(strstr(dump, "name: \"inbound\""));
-    free(dump);
+    assert_dump_has(snap, (const char *const[]){"name: \"inbound\""}, 1);
     md_snapshot_unref(snap);
     md_errlist_fini(&el);
 }
@@ -834,9 +842,6 @@ static void test_http_valid_snapshot(void **state)
     assert_string_equal(r->path, "/test.v1.Echo/");
     assert_true(r->grpc_any_method);
 
-    char *dump;
-    size_t len;
-    assert_int_equal(md_snapshot_dump(s, &dump, &len), 0);
     static const char *const want[] = {
         "  http {\n    codec: H2C\n    route_config: \"rc\"\n",
         "    stream_idle_timeout_ms: 300000\n",
@@ -857,10 +862,7 @@ static void test_http_valid_snapshot(void **state)
         "        timeout_ms: 5000\n",
         "      name: \"health\"\n",
     };
-    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
-        if (!strstr(dump, want[i]))
-            fail_msg("config dump lacks\n%s\ngot\n%s", want[i], dump);
-    free(dump);
+    assert_dump_has(s, want, sizeof(want) / sizeof(want[0]));
     md_snapshot_unref(s);
 }
 
@@ -1574,9 +1576,6 @@ static void test_rbac_snapshot(void **state)
     assert_string_equal(s->rbac_stats[3].owner, "api/routes[0]");
     assert_string_equal(s->rbac_stats[3].policy, "deny-web");
 
-    char *dump;
-    size_t len;
-    assert_int_equal(md_snapshot_dump(s, &dump, &len), 0);
     static const char *const want[] = {
         "    rbac {\n      action: ALLOW\n      policy {\n        name: \"grpc-echo\"\n",
         "          spiffe_id: \"spiffe://mesh.test/ns/shop/sa/web\"\n",
@@ -1588,10 +1587,7 @@ static void test_rbac_snapshot(void **state)
         "        name: \"open\"\n        # any peer\n        # any request\n",
         "      rbac {\n        action: DENY\n",
     };
-    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
-        if (!strstr(dump, want[i]))
-            fail_msg("config_dump lacks\n%s\n--- dump ---\n%s", want[i], dump);
-    free(dump);
+    assert_dump_has(s, want, sizeof(want) / sizeof(want[0]));
     md_snapshot_unref(s);
 }
 
