@@ -17,6 +17,7 @@ import time
 import pytest
 
 from env.clients import grpc_channel, wait_until
+from env.factory import made
 from env.health_backends import NOT_SERVING, SERVING, HealthGrpcServer, HealthH1Server
 
 INTERVAL_MS = 200
@@ -193,30 +194,12 @@ class H1Client:
 
 @pytest.fixture
 def h1_servers():
-    made = []
-
-    def make(name, **kw):
-        s = HealthH1Server(name, **kw).start()
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
+    yield from made(HealthH1Server, start=True)
 
 
 @pytest.fixture
 def grpc_health_servers(echo_stubs, ports):
-    made = []
-
-    def make(name):
-        s = HealthGrpcServer(echo_stubs, ports.get(), name).start()
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
+    yield from made(lambda name: HealthGrpcServer(echo_stubs, ports.get(), name), start=True)
 
 
 def test_killed_backend_is_ejected_and_restored(meshd, grpc_backend, echo_stubs):

@@ -28,6 +28,7 @@ import pytest
 
 from env.backends import IdentifyServer
 from env.clients import H2Client, H2MultiClient, grpc_channel, wait_until
+from env.factory import made
 
 pytestmark = pytest.mark.proxy_only
 
@@ -178,16 +179,7 @@ def slow_h2_backend(h2_backend, name, delay_ms):
 
 @pytest.fixture
 def identify():
-    started = []
-
-    def make(name):
-        s = IdentifyServer(name).start()
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
-        s.stop()
+    yield from made(IdentifyServer, start=True)
 
 
 def tcp_identify(port, source_ip=None, timeout=5.0):

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from env.clients import grpc_channel, wait_until
+from env.factory import made
 from env.flaky_backend import FlakyGrpcBackend
 from env.grpc_backend import started_backends
 
@@ -90,16 +91,7 @@ class StatusOrigin:
 
 @pytest.fixture
 def origins():
-    made = []
-
-    def make(status):
-        o = StatusOrigin(status)
-        made.append(o)
-        return o
-
-    yield make
-    for o in made:
-        o.stop()
+    yield from made(StatusOrigin)
 
 
 def stat(m, name, **labels):

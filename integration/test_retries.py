@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from env.clients import H2Client, grpc_channel, wait_until
+from env.factory import made
 from env.flaky_backend import FlakyGrpcBackend, FlakyHttpOrigin
 from env.grpc_backend import started_backends
 from env.h1 import curl_h1
@@ -109,16 +110,7 @@ def flaky(echo_stubs, ports, workdir, request):
 @pytest.fixture
 def origin():
     """Factory: origin(name="origin", seed=1) -> started FlakyHttpOrigin."""
-    started = []
-
-    def make(name="origin", seed=1):
-        o = FlakyHttpOrigin(name=name, seed=seed)
-        started.append(o)
-        return o.start()
-
-    yield make
-    for o in started:
-        o.stop()
+    yield from made(FlakyHttpOrigin, start=True)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ import grpc
 import pytest
 
 from env.clients import H2Client, connect, echo_roundtrip, expect_closed, wait_until
+from env.factory import made
 from env.h1 import H1Conn, request_bytes
 from env.h2_backend import KNOWN_BODY
 from env.tls import (  # noqa: F401 - pki is a fixture
@@ -153,16 +154,7 @@ class SServer:
 
 @pytest.fixture
 def s_server(ports):
-    made = []
-
-    def make(*a, **kw):
-        s = SServer(ports.get(), *a, **kw)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
+    yield from made(lambda *a, **kw: SServer(ports.get(), *a, **kw))
 
 
 def test_helpers_s_client(s_server, pki, workdir):
