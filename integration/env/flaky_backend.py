@@ -68,7 +68,6 @@ import argparse
 import hashlib
 import json
 import random
-import signal
 import socket
 import sys
 import threading
@@ -79,7 +78,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from env.grpc_backend import OPTIONS, GrpcBackend, import_stubs  # noqa: E402
+from env.grpc_backend import OPTIONS, GrpcBackend, import_stubs, serve_until_sigterm  # noqa: E402
 
 SERVER_THREADS = 128
 ATTEMPT_HEADER = "x-meshd-attempt-count"
@@ -263,15 +262,7 @@ def _serve(args):
         if server.add_insecure_port(f"127.0.0.1:{p}") != p:
             sys.stderr.write(f"flaky_backend: cannot bind 127.0.0.1:{p}\n")
             sys.exit(3)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server.start()
-    sys.stderr.write(f"flaky_backend {args.name}: serving on {args.port}, control {args.control_port}\n")
-    sys.stderr.flush()
-    while not stop.wait(1.0):  # until SIGTERM
-        pass
-    server.stop(grace=0).wait(5)
+    serve_until_sigterm(server, f"flaky_backend {args.name}", args)
 
 
 # -- the HTTP/1.1 origin ---------------------------------------------------------------

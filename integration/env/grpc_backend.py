@@ -557,11 +557,17 @@ def _serve(args):
         if bound != p:
             sys.stderr.write(f"grpc_backend: cannot bind 127.0.0.1:{p}\n")
             sys.exit(3)
+    serve_until_sigterm(server, f"grpc_backend {args.name}", args)
+
+
+def serve_until_sigterm(server, label, args):
+    """Runs a bound grpc.server until SIGTERM or SIGINT (the server processes'
+    main loop), saying so on stderr."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server.start()
-    sys.stderr.write(f"grpc_backend {args.name}: serving on {args.port}, control {args.control_port}\n")
+    sys.stderr.write(f"{label}: serving on {args.port}, control {args.control_port}\n")
     sys.stderr.flush()
     while not stop.wait(1.0):  # until SIGTERM
         pass
