@@ -8,7 +8,7 @@ meshd_rbac_{allowed,denied}_total. A plaintext client has no identity: it is
 import grpc
 import pytest
 
-from env.clients import H2Client, grpc_frame, grpc_request_headers, h2_get, wait_until
+from env.clients import H2Client, grpc_frame, grpc_outcome, grpc_request_headers, h2_get, wait_until
 from env.h1 import H1Conn
 
 CALL_TIMEOUT = 20
@@ -38,14 +38,6 @@ def rbac(grpc_backend, h2_backend, meshd, echo_stubs):
         ch.close()
 
 
-def _code(fn):
-    try:
-        fn()
-        return grpc.StatusCode.OK, None
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-
-
 def _counter(m, name, scope, owner, policy):
     return m.stats().get(name, scope=scope, owner=owner, policy=policy)
 
@@ -57,13 +49,13 @@ def test_grpc_method_level(rbac):
     assert r.id == "ok"
     # ServerStream needs `authenticated`; a plaintext client is not
     call = s.ServerStream(pb.EchoRequest(id="ss", repeat=2), timeout=CALL_TIMEOUT)
-    assert _code(lambda: list(call)) == (grpc.StatusCode.PERMISSION_DENIED, DENIED)
-    assert _code(lambda: s.ClientStream(iter([pb.EchoRequest(id="cs")]), timeout=CALL_TIMEOUT)) == (
+    assert grpc_outcome(lambda: list(call)) == (grpc.StatusCode.PERMISSION_DENIED, DENIED)
+    assert grpc_outcome(lambda: s.ClientStream(iter([pb.EchoRequest(id="cs")]), timeout=CALL_TIMEOUT)) == (
         grpc.StatusCode.PERMISSION_DENIED,
         DENIED,
     )
     # a denial ends only that call: the channel goes on
-    assert _code(lambda: s.Unary(pb.EchoRequest(id="ok2"), timeout=CALL_TIMEOUT)) == (grpc.StatusCode.OK, None)
+    assert grpc_outcome(lambda: s.Unary(pb.EchoRequest(id="ok2"), timeout=CALL_TIMEOUT)) == (grpc.StatusCode.OK, None)
 
 
 def test_unrouted_service_refused_before_routing(rbac):
@@ -118,7 +110,7 @@ def test_http1_client_gets_403(rbac):
 def test_route_level_deny_after_listener_allow(rbac):
     m, stub, pb, _ = rbac
     s = stub()
-    got = _code(lambda: s.Unary(pb.EchoRequest(id="dbg"), metadata=(("x-debug", "1"),), timeout=CALL_TIMEOUT))
+    got = grpc_outcome(lambda: s.Unary(pb.EchoRequest(id="dbg"), metadata=(("x-debug", "1"),), timeout=CALL_TIMEOUT))
     assert got == (grpc.StatusCode.PERMISSION_DENIED, DENIED)
     s.Unary(pb.EchoRequest(id="fine"), timeout=CALL_TIMEOUT)
     st = m.stats()
@@ -146,9 +138,9 @@ def test_plaintext_principals(rbac):
     s = stub()
     s.Unary(pb.EchoRequest(id="u"), timeout=CALL_TIMEOUT)
     call = s.ServerStream(pb.EchoRequest(id="s", repeat=1), timeout=CALL_TIMEOUT)
-    assert _code(lambda: list(call))[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert grpc_outcome(lambda: list(call))[0] == grpc.StatusCode.PERMISSION_DENIED
     bidi = s.BidiStream(iter([pb.EchoRequest(id="b")]), timeout=CALL_TIMEOUT)
-    assert _code(lambda: list(bidi))[0] == grpc.StatusCode.PERMISSION_DENIED
+    assert grpc_outcome(lambda: list(bidi))[0] == grpc.StatusCode.PERMISSION_DENIED
     st = m.stats()
     for policy in ("authn-stream", "spiffe-any"):
         for name in ("meshd_rbac_allowed_total", "meshd_rbac_denied_total"):

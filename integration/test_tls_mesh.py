@@ -17,7 +17,7 @@ No timing is asserted."""
 import grpc
 import pytest
 
-from env.clients import H2Client, grpc_channel, wait_until
+from env.clients import H2Client, grpc_channel, grpc_outcome, wait_until
 from env.tls import (  # noqa: F401 - pki is a fixture
     HANG_GUARD,
     cluster,
@@ -88,14 +88,6 @@ def mesh(meshd, grpc_backend, echo_stubs, pki, ports):
         ms.close()
 
 
-def _code(fn):
-    try:
-        fn()
-        return grpc.StatusCode.OK, None
-    except grpc.RpcError as e:
-        return e.code(), e.details()
-
-
 def test_identity_crosses_the_mesh(mesh, pki):
     ms = mesh()
     pb = ms.pb
@@ -137,10 +129,10 @@ def test_rbac_allows_frontend_unary_only(mesh, pki):
     ms = mesh(rbac=RBAC_FRONTEND_UNARY.format(id=pki.frontend.spiffe_id))
     pb = ms.pb
     s = ms.stub()
-    assert _code(lambda: s.Unary(pb.EchoRequest(id="ok"), timeout=HANG_GUARD)) == (grpc.StatusCode.OK, None)
-    assert _code(lambda: list(s.ServerStream(pb.EchoRequest(id="ss", repeat=2), timeout=HANG_GUARD))) == (
+    assert grpc_outcome(lambda: s.Unary(pb.EchoRequest(id="ok"), timeout=HANG_GUARD)) == (grpc.StatusCode.OK, None)
+    assert grpc_outcome(lambda: list(s.ServerStream(pb.EchoRequest(id="ss", repeat=2), timeout=HANG_GUARD))) == (
         grpc.StatusCode.PERMISSION_DENIED, DENIED)
-    assert _code(lambda: s.Unary(pb.EchoRequest(id="ok2"), timeout=HANG_GUARD)) == (grpc.StatusCode.OK, None)
+    assert grpc_outcome(lambda: s.Unary(pb.EchoRequest(id="ok2"), timeout=HANG_GUARD)) == (grpc.StatusCode.OK, None)
     assert [c["id"] for c in ms.app.calls() if c["id"]] == ["ok", "ok2"]
     st = ms.b.stats()
     assert st.get("meshd_rbac_allowed_total", scope="listener", owner="inbound", policy="frontend-unary") == 2
@@ -152,7 +144,7 @@ def test_rbac_denies_another_identity(mesh, pki):
     intruder = pki.ca.workload("intruder")
     a2 = ms.outbound(intruder)
     s = ms.stub(a2)
-    assert _code(lambda: s.Unary(ms.pb.EchoRequest(id="intruder"), timeout=HANG_GUARD)) == (
+    assert grpc_outcome(lambda: s.Unary(ms.pb.EchoRequest(id="intruder"), timeout=HANG_GUARD)) == (
         grpc.StatusCode.PERMISSION_DENIED, DENIED)
     assert ms.app.calls("intruder") == []
     # frontend, through the first sidecar, still may.

@@ -300,6 +300,17 @@ def grpc_wait_ready(channel, timeout=10.0):
     grpc.channel_ready_future(channel).result(timeout=timeout)
 
 
+def grpc_outcome(call):
+    """(status code, details) of call(): (OK, None) when it returned."""
+    import grpc
+
+    try:
+        call()
+        return grpc.StatusCode.OK, None
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+
+
 def established_to(port):
     """Number of ESTABLISHED TCP connections whose remote end is 127.0.0.1:`port`,
     i.e. client sockets connected to that port (grpcio uses IPv6 sockets with
