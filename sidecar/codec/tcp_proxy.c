@@ -58,8 +58,8 @@ struct session {
     ev_timer idle;
     ev_tstamp started, last_active;
     bool us_connected;
-    bool cx_slot;           /* holds a connections slot of the cluster's circuit breaker */
-    struct md_lb_hold hold; /* counted in the balancer's sessions to its endpoint */
+    bool cx_slot; /* holds a connections slot of the cluster's circuit breaker */
+    bool held;    /* counted in the balancer's sessions to connect.ep */
 };
 
 static void watch(struct ev_loop *loop, ev_io *io, bool on)
@@ -112,7 +112,8 @@ static void session_free(struct session *s, bool reset, const char *reason)
         md_breakers_put(md_breakers_of(w, s->cl->idx), MD_BREAKER_CONNECTIONS);
     if (s->us_connected)
         md_stats_add(md_stats_c(st, s->cl->idx, MD_CSTAT_CX_ACTIVE), -1);
-    md_lb_release(&w->lbs[s->cl->idx], s->hold);
+    if (s->held)
+        md_lb_release(&w->lbs[s->cl->idx], &s->connect.ep.addr);
     __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
     md_list_remove(&s->link);
     MD_LOG(MD_LOG_INFO, "tcp_session_end",
@@ -312,7 +313,8 @@ static void on_connected(struct md_connect *c, struct md_sock *sock, const struc
         return;
     }
     memcpy(s->ep, ep->label, sizeof(s->ep));
-    s->hold = md_lb_hold(&w->lbs[s->cl->idx], &ep->addr);
+    md_lb_hold(&w->lbs[s->cl->idx], &ep->addr);
+    s->held = true;
     md_outlier_report(w, s->cl, &ep->addr, MD_OUTLIER_SUCCESS); /* all a TCP proxy learns */
     s->us.fd = fd;
     s->us_connected = true;

@@ -28,12 +28,16 @@ int md_lb_set(struct md_lb *lb, struct md_epset *set)
         free(sessions);
         return MD_ENOMEM;
     }
+    for (size_t i = 0; lb->set && i < lb->set->n; i++) { /* sessions go on in the new set */
+        struct md_ep *ep = lb->sessions[i] ? md_epset_find(set, &lb->set->eps[i].addr) : NULL;
+        if (ep)
+            sessions[ep - set->eps] += lb->sessions[i];
+    }
     cands_free(lb);
     free(lb->wrr);
     lb->wrr = wrr;
     free(lb->sessions);
     lb->sessions = sessions;
-    lb->set_seq++;
     md_epset_unref(lb->set);
     lb->set = md_epset_ref(set);
     return 0;
@@ -126,7 +130,7 @@ static const struct md_lb_cands *first_try(struct md_lb *lb, const struct md_sna
                                            const struct md_lb_ctx *ctx)
 {
     uint32_t gen = __atomic_load_n(&lb->set->gen, __ATOMIC_ACQUIRE);
-    if (lb->cands && lb->cands_gen == gen && lb->cands_cl == cl &&
+    if (lb->cands && lb->cands_gen == gen &&
         (lb->cands_until == UINT64_MAX || md_ep_clock_ms() < lb->cands_until))
         return lb->cands;
     size_t n = lb->set->n ? lb->set->n : 1;
@@ -143,15 +147,16 @@ static const struct md_lb_cands *first_try(struct md_lb *lb, const struct md_sna
         }
         lb->cands = c;
     }
-    choose(lb, cl, ctx, lb->cands);
+    /* The clock before choose() reads it: an ejection it saw in force is
+     * one this loop counts. */
     uint64_t now = md_ep_clock_ms(), until = UINT64_MAX;
+    choose(lb, cl, ctx, lb->cands);
     for (size_t i = 0; i < lb->set->n; i++) {
         uint64_t u = __atomic_load_n(&lb->set->eps[i].ejected_until, __ATOMIC_RELAXED);
         if (u > now && u < until)
             until = u;
     }
     lb->cands_gen = gen;
-    lb->cands_cl = cl;
     lb->cands_until = until;
     return lb->cands;
 }
@@ -284,20 +289,18 @@ const struct md_ep *md_lb_pick(struct md_lb *lb, const struct md_snap_cluster *c
     return &lb->set->eps[i];
 }
 
-struct md_lb_hold md_lb_hold(struct md_lb *lb, const struct md_addr *addr)
+void md_lb_hold(struct md_lb *lb, const struct md_addr *addr)
 {
     struct md_ep *ep = lb->set ? md_epset_find(lb->set, addr) : NULL;
-    if (!ep)
-        return (struct md_lb_hold){0};
-    struct md_lb_hold h = {lb->set_seq, (uint32_t)(ep - lb->set->eps)};
-    lb->sessions[h.idx]++;
-    return h;
+    if (ep)
+        lb->sessions[ep - lb->set->eps]++;
 }
 
-void md_lb_release(struct md_lb *lb, struct md_lb_hold h)
+void md_lb_release(struct md_lb *lb, const struct md_addr *addr)
 {
-    if (h.set_seq && h.set_seq == lb->set_seq && lb->sessions[h.idx])
-        lb->sessions[h.idx]--;
+    struct md_ep *ep = lb->set ? md_epset_find(lb->set, addr) : NULL;
+    if (ep && lb->sessions[ep - lb->set->eps])
+        lb->sessions[ep - lb->set->eps]--;
 }
 
 size_t md_lb_sessions(void *arg, const struct md_ep *ep)

@@ -25,18 +25,16 @@ struct md_lb {
     uint32_t rr;          /* ROUND_ROBIN cursor */
     int64_t *wrr;         /* WEIGHTED_ROUND_ROBIN current weights, [set->n] */
     uint64_t rng;         /* xorshift64* state, never 0 */
+    /* TCP proxy sessions this worker holds to each endpoint of the set
+     * (LEAST_REQUEST's load for TCP), [set->n]; carried to a new set by
+     * address. */
+    uint32_t *sessions;
     /* The candidates of a first try, kept between picks: a pick costs O(1)
      * (O(log n) by weight), not a pass over the set. Valid for set->gen
-     * cands_gen, cluster cands_cl, and until cands_until (ms, CLOCK_MONOTONIC:
-     * the first ejection among the endpoints left out runs out). */
-    /* TCP proxy sessions this worker holds to each endpoint of the set:
-     * LEAST_REQUEST's load for TCP. A set of its own for each set
-     * (set_seq), so that a session ends in the count it began in. */
-    uint32_t *sessions;
-    uint64_t set_seq;
+     * cands_gen and until cands_until (ms, CLOCK_MONOTONIC: the first
+     * ejection among the endpoints left out runs out). */
     struct md_lb_cands *cands;
     uint32_t cands_gen;
-    const struct md_snap_cluster *cands_cl;
     uint64_t cands_until;
 };
 
@@ -54,12 +52,6 @@ struct md_lb_ctx {
     bool healthy_only;
 };
 
-/* A TCP proxy session held to an endpoint: md_lb_hold, then md_lb_release. */
-struct md_lb_hold {
-    uint64_t set_seq; /* 0: not counted */
-    uint32_t idx;
-};
-
 void md_lb_init(struct md_lb *lb, uint64_t seed);
 /* Switches to |set| (a reference is taken). Returns 0 or MD_ENOMEM (the
  * previous set stays). */
@@ -72,8 +64,8 @@ const struct md_ep *md_lb_pick(struct md_lb *lb, const struct md_snap_cluster *c
                                const struct md_lb_ctx *ctx);
 
 /* Counts a session to the endpoint at |addr| (while it is in the set). */
-struct md_lb_hold md_lb_hold(struct md_lb *lb, const struct md_addr *addr);
-void md_lb_release(struct md_lb *lb, struct md_lb_hold h);
+void md_lb_hold(struct md_lb *lb, const struct md_addr *addr);
+void md_lb_release(struct md_lb *lb, const struct md_addr *addr);
 /* The sessions held to |ep|: a load callback for md_lb_ctx (arg: the lb). */
 size_t md_lb_sessions(void *lb, const struct md_ep *ep);
 

@@ -111,6 +111,27 @@ static void test_kept_candidates_follow_changes(void **state)
     md_epset_unref(set);
 }
 
+/* TCP sessions held to an endpoint go on counting in the next set. */
+static void test_sessions_carried_to_a_new_set(void **state)
+{
+    struct md_snap_cluster cl = cluster(MD_LB_LEAST_REQUEST);
+    struct md_epset *two = make_set(&cl, 2, NULL, NULL), *three = make_set(&cl, 3, NULL, NULL);
+    struct md_lb lb;
+    md_lb_init(&lb, 7);
+    assert_int_equal(md_lb_set(&lb, two), 0);
+    md_lb_hold(&lb, &two->eps[1].addr);
+    md_lb_hold(&lb, &two->eps[1].addr);
+    assert_int_equal(md_lb_sessions(&lb, &two->eps[1]), 2);
+    assert_int_equal(md_lb_set(&lb, three), 0);
+    struct md_ep *same = md_epset_find(three, &two->eps[1].addr);
+    assert_int_equal(md_lb_sessions(&lb, same), 2);
+    md_lb_release(&lb, &two->eps[1].addr);
+    assert_int_equal(md_lb_sessions(&lb, same), 1);
+    md_lb_fini(&lb);
+    md_epset_unref(two);
+    md_epset_unref(three);
+}
+
 /* md_epset_find by key: every address of a large set, none other. */
 static void test_find_by_address(void **state)
 {
@@ -361,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_round_robin_even),
         cmocka_unit_test(test_kept_candidates_follow_changes),
         cmocka_unit_test(test_find_by_address),
+        cmocka_unit_test(test_sessions_carried_to_a_new_set),
         cmocka_unit_test(test_smooth_weighted_no_bursts),
         cmocka_unit_test(test_random_follows_weights),
         cmocka_unit_test(test_least_request_avoids_the_loaded),
