@@ -14,6 +14,11 @@
  * all of that kind already. */
 #define TLS12_CIPHERS "ECDHE+AESGCM:ECDHE+CHACHA20"
 
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    return 0;
+}
+
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
@@ -74,10 +79,14 @@ int md_tls_load_identity(SSL_CTX *ctx, const struct md_tls_files *f, char *err, 
                     f->cert_chain);
     /* Parsed apart from using it, so that a bad file and a wrong key say so. */
     BIO *b = BIO_new_file(f->private_key, "r");
-    EVP_PKEY *key = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    /* No passphrase callback would make OpenSSL prompt on the terminal (or
+     * stdin), on the control thread: an encrypted key is refused instead. */
+    EVP_PKEY *key = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
     BIO_free(b);
     if (!key)
-        return fail(err, errlen, "private_key_file %s: not a readable PEM private key",
+        return fail(err, errlen,
+                    "private_key_file %s: not a readable PEM private key (or an encrypted one: "
+                    "keys are read without a passphrase)",
                     f->private_key);
     int used = SSL_CTX_use_PrivateKey(ctx, key);
     EVP_PKEY_free(key);

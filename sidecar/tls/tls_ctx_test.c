@@ -33,7 +33,8 @@ static int mint_all(void **state)
              "--expired; echo 'not a certificate' > $d/junk.pem;"
              "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 "
              "-subj /CN=plain -addext subjectAltName=DNS:plain.test -keyout $d/plain.key "
-             "-out $d/plain.pem",
+             "-out $d/plain.pem;"
+             "openssl pkey -in $d/web.key -aes256 -passout pass:secret -out $d/sealed.key",
              MESHD_SOURCE_DIR, dir);
     return system(cmd) == 0 ? 0 : -1;
 }
@@ -94,6 +95,9 @@ static void test_bad_material_is_refused_with_a_reason(void **state)
                    "missing.key: not a readable PEM private key");
     expect_refused(file(0, "plain.pem"), file(1, "plain.key"), NULL, MD_TLS_PEER_NONE,
                    "no SPIFFE ID");
+    /* An encrypted key: refused at once, no passphrase prompt. */
+    expect_refused(file(0, "web.pem"), file(1, "sealed.key"), NULL, MD_TLS_PEER_NONE,
+                   "an encrypted one");
     expect_refused(file(0, "web.pem"), file(1, "web.key"), NULL, MD_TLS_PEER_OPTIONAL,
                    "trusted_ca_file is required");
     expect_refused(file(0, "web.pem"), file(1, "web.key"), file(2, "junk.pem"),
