@@ -161,8 +161,11 @@ int md_h2conn_send_data(struct md_h2conn *c, const nghttp2_frame *frame, const u
 {
     if (c->write_rc)
         return NGHTTP2_ERR_WOULDBLOCK;
+    /* The stream was let go while this frame waited for the socket (its
+     * reset is queued behind it): this frame and stream only, not the
+     * connection. We never pad. */
     if (!s || frame->data.padlen)
-        return NGHTTP2_ERR_CALLBACK_FAILURE; /* gone meanwhile; we never pad */
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     struct md_outbuf *o = out_of(c);
     uint8_t *p = md_outbuf_reserve(o, FRAME_HDLEN + length);
     if (!p) {
@@ -171,7 +174,7 @@ int md_h2conn_send_data(struct md_h2conn *c, const nghttp2_frame *frame, const u
     }
     memcpy(p, framehd, FRAME_HDLEN);
     if (md_stream_take(s, h, p + FRAME_HDLEN, length) != length)
-        return NGHTTP2_ERR_CALLBACK_FAILURE; /* the read callback promised these */
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the read callback promised these */
     o->len += FRAME_HDLEN + length;
     return gathered(c, o);
 }
