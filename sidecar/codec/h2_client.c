@@ -17,8 +17,7 @@ struct h2cs { /* one upstream stream: the codec's half of an md_stream */
     int32_t id;
     struct md_stream *s; /* NULL once detached */
     size_t unconsumed;
-    struct md_h2_rules rules;
-    bool malformed; /* reset with PROTOCOL_ERROR: nothing more is taken */
+    struct md_h2_rules rules; /* rules.why set: reset with PROTOCOL_ERROR, nothing more taken */
 };
 
 struct md_h2_client {
@@ -89,7 +88,6 @@ static struct h2cs *stream_of(nghttp2_session *sess, int32_t id)
  * upstream reset. */
 static int refuse_malformed(struct md_h2_client *cl, struct h2cs *cs)
 {
-    cs->malformed = true;
     MD_LOG(MD_LOG_WARN, "h2_upstream_malformed", "upstream=%s stream=%d reason=\"%s\"",
            cl->cfg.label, cs->id, cs->rules.why);
     nghttp2_submit_rst_stream(cl->h2.sess, NGHTTP2_FLAG_NONE, cs->id, NGHTTP2_PROTOCOL_ERROR);
@@ -101,7 +99,7 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
                      void *user)
 {
     struct h2cs *cs = stream_of(sess, frame->hd.stream_id);
-    if (!cs || !cs->s || cs->malformed)
+    if (!cs || !cs->s || cs->rules.why)
         return 0;
     struct md_stream *s = cs->s;
     bool trailer = s->resp.headers_done;
@@ -137,7 +135,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
         return 0;
     }
     struct h2cs *cs = frame->hd.stream_id ? stream_of(sess, frame->hd.stream_id) : NULL;
-    if (!cs || !cs->s || cs->malformed)
+    if (!cs || !cs->s || cs->rules.why)
         return 0;
     struct md_stream *s = cs->s;
     bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM, informational;
@@ -165,11 +163,13 @@ static int on_data_chunk_recv(nghttp2_session *sess, uint8_t flags, int32_t id, 
                               size_t len, void *user)
 {
     struct h2cs *cs = stream_of(sess, id);
-    if (!cs || !cs->s || cs->malformed || !md_h2_rules_data(&cs->rules, len)) {
+    if (!cs || !cs->s || cs->rules.why) {
         nghttp2_session_consume(sess, id, len);
-        if (cs && cs->s && !cs->malformed)
-            refuse_malformed(user, cs);
         return 0;
+    }
+    if (!md_h2_rules_data(&cs->rules, len)) {
+        nghttp2_session_consume(sess, id, len);
+        return refuse_malformed(user, cs);
     }
     cs->unconsumed += len;
     if (md_stream_body(cs->s, &cs->s->resp, data, len) < 0) {
@@ -187,7 +187,7 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, voi
         return 0;
     nghttp2_session_set_stream_user_data(sess, id, NULL);
     enum md_us_close why = MD_US_CLOSE_DONE;
-    if (cs->malformed) /* it may close before our RST_STREAM goes (both sides had ended) */
+    if (cs->rules.why) /* it may close before our RST_STREAM goes (both sides had ended) */
         code = NGHTTP2_PROTOCOL_ERROR;
     if (code == NGHTTP2_REFUSED_STREAM)
         why = MD_US_CLOSE_REFUSED;

@@ -28,12 +28,11 @@ struct h2ss {
     struct md_list link; /* in h2sc.streams */
     struct h2sc *c;
     int32_t id;
-    struct md_stream *s; /* NULL once detached */
-    size_t unconsumed;   /* DATA bytes received and not yet acknowledged */
-    size_t header_bytes; /* of the current header block */
-    struct md_h2_rules rules;
+    struct md_stream *s;      /* NULL once detached */
+    size_t unconsumed;        /* DATA bytes received and not yet acknowledged */
+    size_t header_bytes;      /* of the current header block */
+    struct md_h2_rules rules; /* rules.why set: reset with PROTOCOL_ERROR, nothing more taken */
     bool too_large;
-    bool malformed; /* reset with PROTOCOL_ERROR: nothing more is taken */
 };
 
 struct h2sc {
@@ -141,7 +140,6 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
  * goes on. */
 static int refuse_malformed(struct h2sc *c, struct h2ss *ss)
 {
-    ss->malformed = true;
     MD_LOG(MD_LOG_INFO, "h2_malformed_request", "listener=%s peer=%s stream=%d reason=\"%s\"",
            c->l->name, c->peer_ip, ss->id, ss->rules.why);
     md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_BAD_REQUEST), 1);
@@ -155,7 +153,7 @@ static int on_header(nghttp2_session *sess, const nghttp2_frame *frame, const ui
 {
     struct h2sc *c = user;
     struct h2ss *ss = stream_of(sess, frame->hd.stream_id);
-    if (!ss || !ss->s || ss->malformed)
+    if (!ss || !ss->s || ss->rules.why)
         return 0;
     /* Known even when the block is refused: a gRPC client must get its error
      * as a gRPC status. */
@@ -202,7 +200,7 @@ static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void
 {
     struct h2sc *c = user;
     struct h2ss *ss = frame->hd.stream_id ? stream_of(sess, frame->hd.stream_id) : NULL;
-    if (!ss || !ss->s || ss->malformed)
+    if (!ss || !ss->s || ss->rules.why)
         return 0;
     struct md_stream *s = ss->s;
     bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM, informational;
@@ -235,11 +233,13 @@ static int on_data_chunk_recv(nghttp2_session *sess, uint8_t flags, int32_t id, 
                               size_t len, void *user)
 {
     struct h2ss *ss = stream_of(sess, id);
-    if (!ss || !ss->s || ss->malformed || !md_h2_rules_data(&ss->rules, len)) {
+    if (!ss || !ss->s || ss->rules.why) {
         nghttp2_session_consume(sess, id, len); /* nobody wants it: keep the window open */
-        if (ss && ss->s && !ss->malformed)
-            refuse_malformed(user, ss);
         return 0;
+    }
+    if (!md_h2_rules_data(&ss->rules, len)) {
+        nghttp2_session_consume(sess, id, len);
+        return refuse_malformed(user, ss);
     }
     ss->unconsumed += len;
     if (md_stream_body(ss->s, &ss->s->req, data, len) < 0) {
@@ -257,7 +257,7 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t error_cod
     if (!ss)
         return 0;
     md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), -1);
-    if (error_code != NGHTTP2_NO_ERROR && ss->s && !ss->malformed)
+    if (error_code != NGHTTP2_NO_ERROR && ss->s && !ss->rules.why)
         md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_DS_RESET), 1);
     nghttp2_session_set_stream_user_data(sess, id, NULL);
     ss_close(ss, error_code);
