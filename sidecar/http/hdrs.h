@@ -44,4 +44,12 @@ bool md_hdr_name_is_connection_specific(const char *name, size_t len);
  * count of ms), or -1 for anything else. */
 long md_hdr_decimal(const char *v, size_t len);
 
+/* The decimal value (md_hdr_decimal) of the field |name| in |hdrs|, or -1
+ * when it is absent or not a number. */
+static inline long md_hdrs_decimal(const struct md_hdr *hdrs, size_t n, const char *name)
+{
+    const struct md_hdr *h = md_hdrs_find(hdrs, n, name);
+    return h ? md_hdr_decimal(h->value, h->value_len) : -1;
+}
+
 #endif

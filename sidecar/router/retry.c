@@ -3,16 +3,9 @@
 
 #include <string.h>
 
-/* The decimal value of header |name| in |h|'s headers, or -1. */
-static long header_number(const struct md_half *h, const char *name)
-{
-    const struct md_hdr *x = md_hdrs_find(h->hdrs, h->n_hdrs, name);
-    return x ? md_hdr_decimal(x->value, x->value_len) : -1;
-}
-
 bool md_retry_on_response(const struct md_snap_retry *rp, const struct md_half *resp, bool grpc)
 {
-    long status = header_number(resp, ":status");
+    long status = md_hdrs_decimal(resp->hdrs, resp->n_hdrs, ":status");
     if (status >= 500 && (rp->on & MD_RETRY_ON_5XX))
         return true;
     if ((status == 502 || status == 503 || status == 504) && (rp->on & MD_RETRY_ON_GATEWAY_ERROR))
@@ -22,7 +15,8 @@ bool md_retry_on_response(const struct md_snap_retry *rp, const struct md_half *
             return true;
     /* Only a trailers-only answer: response headers without a status have
      * started the call, and its messages may be on their way. */
-    long code = grpc && resp->headers_end ? header_number(resp, "grpc-status") : -1;
+    long code =
+        grpc && resp->headers_end ? md_hdrs_decimal(resp->hdrs, resp->n_hdrs, "grpc-status") : -1;
     return code > 0 && code < 32 && (rp->grpc_on & (1u << code));
 }
 
@@ -42,7 +36,7 @@ int64_t md_retry_pushback_ms(const struct md_half *resp)
     const struct md_hdr *x = md_hdrs_find(resp->hdrs, resp->n_hdrs, "grpc-retry-pushback-ms");
     if (!x)
         return -1;
-    long v = header_number(resp, "grpc-retry-pushback-ms");
+    long v = md_hdr_decimal(x->value, x->value_len);
     return v < 0 ? -2 : v; /* gRPC A6: negative or unparsable means "do not retry" */
 }
 

@@ -596,13 +596,6 @@ static void on_retry_timer(struct ev_loop *loop, ev_timer *t, int revents)
     md_router_local_reply(s, MD_REPLY_TIMEOUT, "per-try timeout");
 }
 
-/* A request header's decimal value, or -1 when absent or not a number. */
-static long request_number(const struct md_stream *s, const char *name)
-{
-    const struct md_hdr *h = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, name);
-    return h ? md_hdr_decimal(h->value, h->value_len) : -1;
-}
-
 /* Fault injection: an abort is answered here (returns true); a delay is
  * left in |*delay| (seconds). The percentages draw once per request; a
  * request may ask for a fault itself when the route allows it. */
@@ -615,9 +608,10 @@ static bool inject_fault(struct md_stream *s, double *delay)
     bool abort = f->abort_percent && md_worker_rand(w) % 100 < f->abort_percent;
     bool late = f->delay_percent && md_worker_rand(w) % 100 < f->delay_percent;
     if (f->header_control) {
-        long hd = request_number(s, "x-meshd-fault-delay-ms");
-        long hh = request_number(s, "x-meshd-fault-abort-http-status");
-        long hg = request_number(s, "x-meshd-fault-abort-grpc-status");
+        const struct md_half *q = &s->req;
+        long hd = md_hdrs_decimal(q->hdrs, q->n_hdrs, "x-meshd-fault-delay-ms");
+        long hh = md_hdrs_decimal(q->hdrs, q->n_hdrs, "x-meshd-fault-abort-http-status");
+        long hg = md_hdrs_decimal(q->hdrs, q->n_hdrs, "x-meshd-fault-abort-grpc-status");
         if (hd >= 0 && hd <= 3600000)
             late = true, delay_ms = hd;
         if ((hh >= 200 && hh <= 599) || (hg >= 1 && hg <= 16)) {
