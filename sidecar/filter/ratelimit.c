@@ -135,11 +135,10 @@ static void maybe_grow(struct md_ratelimit *rl)
     rl->mask = cap * 2 - 1;
 }
 
-/* Finds or makes |key|'s bucket, most recently used from now on. NULL when a
- * new one cannot be allocated. Called with mu held. */
-static struct rl_entry *lookup(struct md_ratelimit *rl, const char *key, size_t len)
+/* Finds or makes |key|'s bucket (|h| its hash), most recently used from now
+ * on. NULL when a new one cannot be allocated. Called with mu held. */
+static struct rl_entry *lookup(struct md_ratelimit *rl, uint64_t h, const char *key, size_t len)
 {
-    uint64_t h = md_hash64_seeded(rl->seed, key, len);
     size_t stored = len < MD_RATELIMIT_KEY_MAX ? len : MD_RATELIMIT_KEY_MAX;
     for (struct rl_entry *e = rl->table[h & rl->mask]; e; e = e->chain)
         if (e->hash == h && e->len == len && memcmp(e->key, key, stored) == 0) {
@@ -174,8 +173,9 @@ uint64_t md_ratelimit_take(struct md_ratelimit *rl, const char *key, size_t key_
 {
     if (!key || !rl->table)
         return take_shared(rl, now_ns);
+    uint64_t h = md_hash64_seeded(rl->seed, key, key_len); /* outside the lock: keys are long */
     pthread_mutex_lock(&rl->mu);
-    struct rl_entry *e = lookup(rl, key, key_len);
+    struct rl_entry *e = lookup(rl, h, key, key_len);
     uint64_t next, wait = 0;
     if (e && gcra(rl, e->tat, now_ns, &next, &wait))
         e->tat = next;
