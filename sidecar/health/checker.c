@@ -156,7 +156,8 @@ static void skip(struct hc_target *t, int err)
            t->label, md_err_str(err));
     probe_free(hc, t->probe);
     t->probe = NULL;
-    ev_timer_set(&t->next, t->hcl->cfg->interval_ms / 1000.0, 0.);
+    /* Jittered, or every target out of descriptors retries in step. */
+    ev_timer_set(&t->next, delay_s(hc, t->hcl->cfg->interval_ms, t->hcl->cfg->jitter_ms), 0.);
     ev_timer_start(hc->loop, &t->next);
 }
 
@@ -661,7 +662,7 @@ static void target_free(struct hc_target *t)
     free(t);
 }
 
-/* Follows cluster |idx|'s new |set|: O(n·m) address matches, run only when
+/* Follows cluster |idx|'s new |set|: O(n log m) address lookups, run only when
  * discovery changes a set (n, m <= 1024 by validation). */
 static void on_set(void *arg, size_t idx, struct md_epset *set)
 {

@@ -48,7 +48,7 @@ bool md_outlier_may_eject(uint32_t max_percent, size_t n, size_t ejected);
 
 /* Worker: the attempt to |addr| of cluster |cl| ended as |r|. A no-op for a
  * cluster without outlier detection or an address not in the worker's
- * current set (O(n) lookup, only for clusters with outlier detection). */
+ * current set (an O(log n) lookup, only for clusters with outlier detection). */
 void md_outlier_report(struct md_worker *w, const struct md_snap_cluster *cl,
                        const struct md_addr *addr, enum md_outlier_result r);
 
