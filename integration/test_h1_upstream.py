@@ -370,6 +370,19 @@ def test_stale_connection_request_with_body_not_replayed(svc):
 
 
 @pytest.mark.proxy_only
+def test_h2_host_without_authority_becomes_the_host_line(svc):
+    """RFC 9113 §8.3.1 lets a request name its host in host alone: the
+    origin gets that as its one Host (it got an empty one)."""
+    s = svc()
+    with s.h2() as c:
+        r = c.request([(":method", "GET"), (":scheme", "http"), (":path", "/o/hostonly"),
+                       ("host", "svc.example:8080")], timeout=HANG_GUARD)
+        assert r.status == 200, r
+    rec = one_rec(s.origin, "/o/hostonly")
+    assert hval(rec["headers"], "host") == ["svc.example:8080"], rec["headers"]
+
+
+@pytest.mark.proxy_only
 def test_h2_request_becomes_http11(svc):
     s = svc()
     o = s.origin

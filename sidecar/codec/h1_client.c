@@ -575,6 +575,8 @@ int md_h1_client_submit(struct md_h1_client *cl, struct md_stream *s, bool reuse
     const struct md_hdr *method = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, ":method");
     const struct md_hdr *path = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, ":path");
     const struct md_hdr *auth = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, ":authority");
+    if (!auth) /* an HTTP/2 request may name its host in host instead (RFC 9113 §8.3.1) */
+        auth = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, "host");
     const struct md_hdr *len = md_hdrs_find(s->us_hdrs, s->n_us_hdrs, "content-length");
     if (!method || !path)
         return MD_EPROTO;
