@@ -197,29 +197,12 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t code, voi
     return 0;
 }
 
-/* Request body from the downstream, then EOF or trailers. */
+/* Request body (h2_conn.h). */
 static ssize_t read_req(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t length,
                         uint32_t *data_flags, nghttp2_data_source *src, void *user)
 {
-    struct h2cs *cs = src->ptr;
-    struct md_stream *s = cs->s;
-    if (!s)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t n = s->req.body.len < length ? s->req.body.len : length;
-    if (n)
-        *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* send_data takes them */
-    if (n == s->req.body.len && s->req.end) {
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->req.n_trailers) {
-            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_nv *nv = md_h2_nv(&s->arena, s->req.trailers, s->req.n_trailers);
-            if (!nv || nghttp2_submit_trailer(sess, id, nv, s->req.n_trailers) != 0)
-                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        }
-    } else if (n == 0) {
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    return (ssize_t)n;
+    struct md_stream *s = ((struct h2cs *)src->ptr)->s;
+    return md_h2conn_read_body(sess, id, s, s ? &s->req : NULL, length, data_flags, 0);
 }
 
 static int send_data(nghttp2_session *sess, nghttp2_frame *frame, const uint8_t *framehd,

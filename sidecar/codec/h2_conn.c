@@ -156,6 +156,34 @@ void md_h2conn_set_send_callback(nghttp2_session_callbacks *cb)
     nghttp2_session_callbacks_set_send_callback(cb, send_cb);
 }
 
+ssize_t md_h2conn_read_body(nghttp2_session *sess, int32_t id, struct md_stream *s,
+                            struct md_half *h, size_t length, uint32_t *data_flags,
+                            uint32_t reset_after)
+{
+    if (!s)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    size_t n = h->body.len < length ? h->body.len : length;
+    bool drained = n == h->body.len;
+    if (n)
+        *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (drained && reset_after) { /* deliver the bytes, then the reset */
+        nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, id, reset_after);
+        return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+    }
+    if (drained && h->end) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (h->n_trailers) {
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            nghttp2_nv *nv = md_h2_nv(&s->arena, h->trailers, h->n_trailers);
+            if (!nv || nghttp2_submit_trailer(sess, id, nv, h->n_trailers) != 0)
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+    } else if (n == 0) {
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    return (ssize_t)n;
+}
+
 int md_h2conn_send_data(struct md_h2conn *c, const nghttp2_frame *frame, const uint8_t *framehd,
                         size_t length, struct md_stream *s, struct md_half *h)
 {

@@ -54,6 +54,14 @@ nghttp2_nv *md_h2_nv(struct md_arena *a, const struct md_hdr *h, size_t n);
  * gathers them (both sides set it). */
 void md_h2conn_set_send_callback(nghttp2_session_callbacks *cb);
 
+/* The body of |h| (a half of |s|; NULL s: let go, the stream fails) as an
+ * nghttp2 read callback gives it: what is queued, left where it is for
+ * md_h2conn_send_data (NO_COPY); at its end EOF, or the trailers; a
+ * non-zero |reset_after| is sent as RST_STREAM once the queue is empty. */
+ssize_t md_h2conn_read_body(nghttp2_session *sess, int32_t id, struct md_stream *s,
+                            struct md_half *h, size_t length, uint32_t *data_flags,
+                            uint32_t reset_after);
+
 /* A DATA frame whose payload the read callback left where it was
  * (NGHTTP2_DATA_FLAG_NO_COPY): its header and |length| bytes taken from |h|
  * of |s| go straight into the output (one copy less). For an

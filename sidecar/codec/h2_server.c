@@ -275,36 +275,13 @@ static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void
     return 0;
 }
 
-/* Response body: whatever the upstream has queued, then EOF or trailers.
- * The bytes stay queued until send_data takes them (NO_COPY). */
+/* Response body (h2_conn.h); the upstream's reset follows its last bytes. */
 static ssize_t read_resp(nghttp2_session *sess, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *data_flags, nghttp2_data_source *src, void *user)
 {
-    struct h2ss *ss = src->ptr;
-    struct md_stream *s = ss->s;
-    if (!s)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    size_t n = s->resp.body.len < length ? s->resp.body.len : length;
-    bool drained = n == s->resp.body.len;
-    if (n)
-        *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (drained && s->reset_after_body) {
-        /* The upstream reset after these bytes: deliver them, then the reset. */
-        nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, id, s->reset_after_body);
-        return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
-    }
-    if (drained && s->resp.end) {
-        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (s->resp.n_trailers) {
-            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-            nghttp2_nv *nv = md_h2_nv(&s->arena, s->resp.trailers, s->resp.n_trailers);
-            if (!nv || nghttp2_submit_trailer(sess, id, nv, s->resp.n_trailers) != 0)
-                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        }
-    } else if (n == 0) {
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    return (ssize_t)n;
+    struct md_stream *s = ((struct h2ss *)src->ptr)->s;
+    return md_h2conn_read_body(sess, id, s, s ? &s->resp : NULL, length, data_flags,
+                               s ? s->reset_after_body : 0);
 }
 
 /* RFC 8441 §5: the upstream's 101 is a 200 to the extended CONNECT, and the
