@@ -235,6 +235,10 @@ struct md_snap_route_config {
     struct md_snap_vhost *vhosts;
 };
 
+/* Endpoints a cluster may have: validation refuses more, DNS answers are
+ * cut there, and the balancers' arrays are sized by it. */
+#define MD_SNAP_MAX_ENDPOINTS 1024u
+
 struct md_snap_endpoint {
     struct md_addr addr;
     char label[MD_ADDR_STRLEN]; /* "ip:port" for logs and stats */

@@ -11,7 +11,6 @@
 
 #define MAX_CONNECT_TIMEOUT_MS 60000u
 #define MAX_CONNECT_ATTEMPTS 16u
-#define MAX_ENDPOINTS 1024u
 #define MAX_POOL_CONNECTIONS 1024u
 #define MAX_WEIGHT 1000000u
 #define MAX_PRIORITY 127u
@@ -50,13 +49,13 @@ static void check_endpoints(struct md_errlist *el, const char *res, const Mesh__
         md_errlist_add(el, res, "endpoints", "only for STATIC clusters (DNS finds the others')");
         return;
     }
-    if (c->n_endpoints > MAX_ENDPOINTS) {
+    if (c->n_endpoints > MD_SNAP_MAX_ENDPOINTS) {
         md_errlist_add(el, res, "endpoints", "%zu endpoints, at most %u", c->n_endpoints,
-                       MAX_ENDPOINTS);
+                       MD_SNAP_MAX_ENDPOINTS);
         return;
     }
-    struct md_addr seen[MAX_ENDPOINTS];
-    bool valid[MAX_ENDPOINTS];
+    struct md_addr seen[MD_SNAP_MAX_ENDPOINTS];
+    bool valid[MD_SNAP_MAX_ENDPOINTS];
     for (size_t k = 0; k < c->n_endpoints; k++) {
         char field[64];
         snprintf(field, sizeof(field), "endpoints[%zu].address", k);
@@ -69,7 +68,7 @@ static void check_endpoints(struct md_errlist *el, const char *res, const Mesh__
                            MAX_PRIORITY);
         }
         snprintf(field, sizeof(field), "endpoints[%zu].address", k);
-        /* O(n^2) over at most MAX_ENDPOINTS, once per load. */
+        /* O(n^2) over at most MD_SNAP_MAX_ENDPOINTS, once per load. */
         for (size_t j = 0; valid[k] && j < k; j++) {
             if (valid[j] && md_addr_equal(&seen[j], &seen[k])) {
                 md_errlist_add(el, res, field, "duplicate of endpoints[%zu]", j);

@@ -46,7 +46,7 @@ struct resolution {
     size_t n_targets;
     struct md_snap_endpoint *eps;
     size_t n_eps, cap_eps;
-    size_t cut;          /* addresses beyond MD_DNS_MAX_ENDPOINTS */
+    size_t cut;          /* addresses beyond MD_SNAP_MAX_ENDPOINTS */
     size_t skipped;      /* SRV targets without any address */
     uint32_t ttl;        /* shortest TTL seen, seconds */
     int hard;            /* first error that fails the whole answer, or ARES_SUCCESS */
@@ -255,7 +255,7 @@ static int add_endpoint(struct resolution *res, const struct target *t,
     } else {
         return 0;
     }
-    /* O(n) per address, n <= MD_DNS_MAX_ENDPOINTS. Two targets may share an
+    /* O(n) per address, n <= MD_SNAP_MAX_ENDPOINTS. Two targets may share an
      * address and port: one endpoint, at the better priority. */
     for (size_t i = 0; i < res->n_eps; i++) {
         struct md_snap_endpoint *e = &res->eps[i];
@@ -267,14 +267,14 @@ static int add_endpoint(struct resolution *res, const struct target *t,
             return 0;
         }
     }
-    if (res->n_eps == MD_DNS_MAX_ENDPOINTS) {
+    if (res->n_eps == MD_SNAP_MAX_ENDPOINTS) {
         res->cut++;
         return 0;
     }
     if (res->n_eps == res->cap_eps) {
         size_t cap = res->cap_eps ? res->cap_eps * 2 : 8;
-        if (cap > MD_DNS_MAX_ENDPOINTS)
-            cap = MD_DNS_MAX_ENDPOINTS;
+        if (cap > MD_SNAP_MAX_ENDPOINTS)
+            cap = MD_SNAP_MAX_ENDPOINTS;
         struct md_snap_endpoint *eps = realloc(res->eps, cap * sizeof(*eps));
         if (!eps)
             return MD_ENOMEM;
@@ -389,8 +389,8 @@ static void on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int
     for (const struct ares_srv_reply *r = srv; r; r = r->next)
         n++;
     /* Each target gives an endpoint at least, so more would be cut anyway. */
-    if (n > MD_DNS_MAX_ENDPOINTS)
-        n = MD_DNS_MAX_ENDPOINTS;
+    if (n > MD_SNAP_MAX_ENDPOINTS)
+        n = MD_SNAP_MAX_ENDPOINTS;
     res->targets = calloc(n ? n : 1, sizeof(*res->targets));
     if (!res->targets) {
         ares_free_data(srv);

@@ -14,10 +14,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Most endpoints one cluster takes from DNS; the rest of an answer is cut
- * (logged), as the schema documents. */
-#define MD_DNS_MAX_ENDPOINTS 1024
-
 struct md_dns;
 
 /* Starts resolving every DNS and DNS_SRV cluster of |snap| on |loop| (the

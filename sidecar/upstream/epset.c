@@ -118,6 +118,9 @@ static struct md_epset *copy_sorted(const struct md_snap_endpoint *eps, size_t n
     struct md_epset *set = calloc(1, sizeof(*set));
     if (!set)
         return NULL;
+    if (n >
+        MD_SNAP_MAX_ENDPOINTS) /* validation and DNS keep to it; the balancers' arrays rely on it */
+        n = MD_SNAP_MAX_ENDPOINTS;
     set->refs = 1;
     set->eps = calloc(n ? n : 1, sizeof(*set->eps));
     set->levels = calloc(n ? n : 1, sizeof(*set->levels));

@@ -111,7 +111,7 @@ static void choose(const struct md_lb *lb, const struct md_snap_cluster *cl,
     c->level = pick;
     if (!pick)
         return;
-    for (uint32_t i = pick->first; i < pick->first + pick->n && i < MD_EPSET_MAX; i++) {
+    for (uint32_t i = pick->first; i < pick->first + pick->n; i++) {
         const struct md_ep *ep = &set->eps[i];
         if ((!panic && !md_ep_usable(ep)) || was_tried(ep, ctx))
             continue;
@@ -261,9 +261,9 @@ const struct md_ep *md_lb_pick(struct md_lb *lb, const struct md_snap_cluster *c
         return NULL;
     const struct md_lb_cands *c = NULL;
     struct md_lb_cands local;
-    uint32_t idx[MD_EPSET_MAX];
-    uint64_t cum[MD_EPSET_MAX];
-    uint8_t in[MD_EPSET_MAX / 8];
+    uint32_t idx[MD_SNAP_MAX_ENDPOINTS];
+    uint64_t cum[MD_SNAP_MAX_ENDPOINTS];
+    uint8_t in[MD_SNAP_MAX_ENDPOINTS / 8];
     if (ctx->n_tried == 0 && !ctx->healthy_only)
         c = first_try(lb, cl, ctx);
     if (!c) { /* a retry (or no memory to keep them): this pick's own */

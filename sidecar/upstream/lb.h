@@ -15,9 +15,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Endpoints a set may hold (DNS answers beyond it are cut). */
-#define MD_EPSET_MAX 1024u
-
 struct md_lb_cands;
 
 struct md_lb {
