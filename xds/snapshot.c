@@ -262,6 +262,8 @@ static int build_listener(const Mesh__V1__Bundle *b, const Mesh__V1__Listener *l
         out->http.stream_idle_timeout_ms =
             or_default(h->stream_idle_timeout_ms, MD_DEFAULT_STREAM_IDLE_TIMEOUT_MS);
         out->http.idle_timeout_ms = or_default(h->idle_timeout_ms, MD_DEFAULT_HTTP_IDLE_TIMEOUT_MS);
+        out->http.request_headers_timeout_ms =
+            or_default(h->request_headers_timeout_ms, MD_DEFAULT_REQUEST_HEADERS_TIMEOUT_MS);
         out->http.xfcc_set = h->forward_client_cert ==
                              MESH__V1__HTTP_CONNECTION_MANAGER__FORWARD_CLIENT_CERT__SANITIZE_SET;
         out->http.xfcc_header =
@@ -804,8 +806,11 @@ static void dump_listener(FILE *f, const struct md_snapshot *snap, const struct 
         fprintf(f, "  http {\n    codec: %s\n    route_config: \"%s\"\n", codecs[l->http.codec],
                 snap->route_configs[l->http.route_config].name);
         dump_h2(f, 4, &l->http.h2);
-        fprintf(f, "    stream_idle_timeout_ms: %u\n    idle_timeout_ms: %u\n",
-                l->http.stream_idle_timeout_ms, l->http.idle_timeout_ms);
+        fprintf(f,
+                "    stream_idle_timeout_ms: %u\n    idle_timeout_ms: %u\n"
+                "    request_headers_timeout_ms: %u\n",
+                l->http.stream_idle_timeout_ms, l->http.idle_timeout_ms,
+                l->http.request_headers_timeout_ms);
         if (l->http.tcp_fallback) {
             fprintf(f, "    detect_timeout_ms: %u\n", l->http.detect_timeout_ms);
             dump_tcp_proxy(f, snap, 4, "tcp_fallback", &l->tcp);

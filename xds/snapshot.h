@@ -333,6 +333,7 @@ struct md_snap_http {
     struct md_snap_h2_opts h2;
     uint32_t stream_idle_timeout_ms;
     uint32_t idle_timeout_ms;
+    uint32_t request_headers_timeout_ms; /* from a request's first byte to its last header */
     bool tcp_fallback;          /* AUTO: non-HTTP connections go to the listener's tcp */
     uint32_t detect_timeout_ms; /* AUTO with tcp_fallback: silence means server-first */
     bool xfcc_set;              /* forward_client_cert SANITIZE_SET */
@@ -394,6 +395,7 @@ struct md_snapshot {
 #define MD_DEFAULT_STREAM_IDLE_TIMEOUT_MS (300u * 1000u)
 #define MD_DEFAULT_HTTP_IDLE_TIMEOUT_MS (3600u * 1000u)
 #define MD_DEFAULT_DETECT_TIMEOUT_MS 100u
+#define MD_DEFAULT_REQUEST_HEADERS_TIMEOUT_MS (10u * 1000u)
 #define MD_DEFAULT_UPGRADE "websocket"
 #define MD_DEFAULT_POOL_MAX_CONNECTIONS 8u
 #define MD_DEFAULT_POOL_IDLE_TIMEOUT_MS (300u * 1000u)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #define MAX_IDLE_TIMEOUT_MS (24u * 3600u * 1000u)
+#define MAX_REQUEST_HEADERS_TIMEOUT_MS (300u * 1000u)
 #define MAX_DETECT_TIMEOUT_MS 10000u
 #define MIN_BUFFER (4u * 1024u)
 #define MAX_BUFFER (16u * 1024u * 1024u)
@@ -52,6 +53,8 @@ static void check_http(const Mesh__V1__Bundle *b, struct md_errlist *el, const c
                        MAX_IDLE_TIMEOUT_MS, " ms");
     md_validate_range0(el, res, "http.idle_timeout_ms", h->idle_timeout_ms, 1, MAX_IDLE_TIMEOUT_MS,
                        " ms");
+    md_validate_range0(el, res, "http.request_headers_timeout_ms", h->request_headers_timeout_ms, 1,
+                       MAX_REQUEST_HEADERS_TIMEOUT_MS, " ms");
     bool auto_codec = h->codec == MESH__V1__HTTP_CONNECTION_MANAGER__CODEC__AUTO;
     if (h->tcp_fallback && !auto_codec)
         md_errlist_add(el, res, "http.tcp_fallback", "only for codec AUTO");

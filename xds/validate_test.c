@@ -761,6 +761,7 @@ static void test_http_valid_snapshot(void **state)
     assert_int_equal(l->http.h2.max_header_list_size, MD_DEFAULT_H2_MAX_HEADER_LIST);
     assert_int_equal(l->http.stream_idle_timeout_ms, MD_DEFAULT_STREAM_IDLE_TIMEOUT_MS);
     assert_int_equal(l->http.idle_timeout_ms, MD_DEFAULT_HTTP_IDLE_TIMEOUT_MS);
+    assert_int_equal(l->http.request_headers_timeout_ms, MD_DEFAULT_REQUEST_HEADERS_TIMEOUT_MS);
 
     const struct md_snap_cluster *c = &s->clusters[0];
     assert_int_equal(c->protocol, MD_CLUSTER_HTTP2);
@@ -877,6 +878,7 @@ static void test_http_settings_carried(void **state)
     h.lh2.max_header_list_size = 1024;
     h.hcm.stream_idle_timeout_ms = 1000;
     h.hcm.idle_timeout_ms = 2000;
+    h.hcm.request_headers_timeout_ms = 500;
     h.f.c.pool = &h.pool;
     h.ch2.max_concurrent_streams = 7;
     h.pool.max_connections_per_endpoint = 2;
@@ -890,6 +892,7 @@ static void test_http_settings_carried(void **state)
     assert_int_equal(ht->h2.max_header_list_size, 1024);
     assert_int_equal(ht->stream_idle_timeout_ms, 1000);
     assert_int_equal(ht->idle_timeout_ms, 2000);
+    assert_int_equal(ht->request_headers_timeout_ms, 500);
     const struct md_snap_cluster *c = &s->clusters[0];
     assert_int_equal(c->h2.max_concurrent_streams, 7);
     assert_int_equal(c->h2.initial_stream_window, MD_DEFAULT_H2_STREAM_WINDOW);
@@ -981,6 +984,10 @@ static void test_http_listener_timeouts(void **state)
     h.hcm.stream_idle_timeout_ms = 0;
     h.hcm.idle_timeout_ms = 86400001;
     expect_error(&h.f.b, WEB "http.idle_timeout_ms: 86400001 ms out of range");
+    h.hcm.idle_timeout_ms = 0;
+    h.hcm.request_headers_timeout_ms = 300001;
+    expect_error(&h.f.b, WEB "http.request_headers_timeout_ms: 300001 ms out of range: 0 for the "
+                             "default, or 1-300000");
 }
 
 static void test_http_listener_detection(void **state)
