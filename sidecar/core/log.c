@@ -2,6 +2,7 @@
 #include "core/log.h"
 
 #include "core/err.h"
+#include "core/gcra.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -83,4 +84,26 @@ const char *md_log_escape(char *dst, size_t cap, const char *src, size_t len)
     }
     dst[o] = '\0';
     return dst;
+}
+
+bool md_log_budget_take(struct md_log_budget *b, const char *what, uint64_t now_ns)
+{
+    const uint64_t interval = 1000000000u / MD_LOG_BUDGET_PER_S;
+    uint64_t next, wait;
+    if (!md_gcra(b->tat, now_ns, interval, MD_LOG_BUDGET_BURST * interval, &next, &wait)) {
+        b->dropped++;
+        return false;
+    }
+    b->tat = next;
+    md_log_budget_report(b, what);
+    return true;
+}
+
+void md_log_budget_report(struct md_log_budget *b, const char *what)
+{
+    if (!b->dropped)
+        return;
+    md_log(MD_LOG_WARN, "log_lines_dropped", "of=%s count=%llu", what,
+           (unsigned long long)b->dropped);
+    b->dropped = 0;
 }

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum md_log_level { MD_LOG_DEBUG, MD_LOG_INFO, MD_LOG_WARN, MD_LOG_ERROR };
 
@@ -28,6 +29,26 @@ void md_log(enum md_log_level lvl, const char *event, const char *fmt, ...)
  * 0x20-0x7e become \xNN, so a client cannot forge keys or lines. Truncates
  * with "..." when it does not fit. Returns |dst|. */
 const char *md_log_escape(char *dst, size_t cap, const char *src, size_t len);
+
+/* A budget for lines a client can cause at will (a request it resets, one
+ * refused locally): at most MD_LOG_BUDGET_BURST at once, then
+ * MD_LOG_BUDGET_PER_S a second, so that a flood cannot fill a disk. Lines
+ * left out are counted; the next line written is preceded by one
+ * event=log_lines_dropped saying how many. One per thread; no locks. */
+#define MD_LOG_BUDGET_BURST 1000u
+#define MD_LOG_BUDGET_PER_S 100u
+struct md_log_budget {
+    uint64_t tat; /* GCRA (core/gcra.h), ns */
+    uint64_t dropped;
+};
+
+/* Whether a line of |what| (an event name, for the dropped line) may be
+ * written at |now_ns| (monotonic). */
+bool md_log_budget_take(struct md_log_budget *b, const char *what, uint64_t now_ns);
+
+/* Before a line of |what| written outside the budget: the report of lines
+ * left out, if any are. */
+void md_log_budget_report(struct md_log_budget *b, const char *what);
 
 #define MD_LOG(lvl, event, ...)                                                                    \
     do {                                                                                           \

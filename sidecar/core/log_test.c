@@ -32,9 +32,31 @@ static void test_escape_truncates(void **state)
     assert_string_equal(buf, "\\x0a\\x0a...");
 }
 
+/* A flood of lines: the burst, then the steady rate; what was left out is
+ * counted until the next line written reports it. */
+static void test_budget_burst_then_rate(void **state)
+{
+    const uint64_t sec = 1000000000u, t0 = 5000 * sec;
+    md_log_set_level(MD_LOG_ERROR); /* the dropped-lines report is not wanted here */
+    struct md_log_budget b = {0};
+    for (unsigned i = 0; i < MD_LOG_BUDGET_BURST; i++)
+        assert_true(md_log_budget_take(&b, "x", t0));
+    assert_false(md_log_budget_take(&b, "x", t0));
+    assert_false(md_log_budget_take(&b, "x", t0 + sec / MD_LOG_BUDGET_PER_S - 1));
+    assert_int_equal(b.dropped, 2);
+    assert_true(md_log_budget_take(&b, "x", t0 + sec / MD_LOG_BUDGET_PER_S));
+    assert_int_equal(b.dropped, 0);
+    unsigned written = 0;
+    for (uint64_t t = t0 + sec / MD_LOG_BUDGET_PER_S + 1; t < t0 + 2 * sec; t += sec / 1000)
+        written += md_log_budget_take(&b, "x", t);
+    assert_in_range(written, 2 * MD_LOG_BUDGET_PER_S - 2, 2 * MD_LOG_BUDGET_PER_S);
+    md_log_set_level(MD_LOG_INFO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_budget_burst_then_rate),
         cmocka_unit_test(test_escape_keeps_plain_text),
         cmocka_unit_test(test_escape_quotes_controls_and_high_bytes),
         cmocka_unit_test(test_escape_truncates),

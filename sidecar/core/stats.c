@@ -72,6 +72,15 @@ const struct md_stat_desc md_lstat_desc[MD_LSTAT__N] = {
     [MD_LSTAT_H2_GOAWAY_ERROR] = {"meshd_listener_http2_protocol_error_total",
                                   "Connections closed with GOAWAY for a protocol error or flood.",
                                   false},
+    [MD_LSTAT_RQ_RESET_FLOOD] = {"meshd_listener_http_rq_reset_flood_refused_total",
+                                 "Requests refused before routing (HTTP/2 REFUSED_STREAM) because "
+                                 "their client address, or the listener, abandoned too many "
+                                 "streams (rapid reset across connections).",
+                                 false},
+    [MD_LSTAT_ACCESS_LOG_DROPPED] = {"meshd_listener_access_log_dropped_total",
+                                     "Access-log lines of reset or locally answered requests left "
+                                     "out to bound the log under a flood.",
+                                     false},
 };
 
 const struct md_stat_desc md_cstat_desc[MD_CSTAT__N] = {

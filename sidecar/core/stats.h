@@ -34,6 +34,8 @@ enum md_lstat {
     MD_LSTAT_TLS_HANDSHAKE,         /* TLS handshakes completed */
     MD_LSTAT_TLS_HANDSHAKE_ERROR,   /* TLS handshakes failed or timed out */
     MD_LSTAT_TLS_PLAINTEXT_REFUSED, /* non-TLS connections closed on a TLS listener */
+    MD_LSTAT_RQ_RESET_FLOOD,        /* refused: the client's or listener's resets ran over */
+    MD_LSTAT_ACCESS_LOG_DROPPED,    /* access-log lines of failed exchanges left out (a flood) */
     MD_LSTAT__N
 };
 

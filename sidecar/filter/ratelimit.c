@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "filter/ratelimit.h"
 
+#include "core/gcra.h"
 #include "core/hash.h"
 #include "core/list.h"
 
@@ -41,19 +42,10 @@ uint64_t md_ratelimit_now(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* GCRA: a token is due when the TAT, pushed one interval on, stays within
- * the tolerance of now. Returns true with the new TAT, or false with the
- * wait until that holds. */
 static bool gcra(const struct md_ratelimit *rl, uint64_t tat, uint64_t now, uint64_t *next,
                  uint64_t *wait)
 {
-    uint64_t n = (tat > now ? tat : now) + rl->interval_ns;
-    if (n - now > rl->tolerance_ns) {
-        *wait = n - now - rl->tolerance_ns;
-        return false;
-    }
-    *next = n;
-    return true;
+    return md_gcra(tat, now, rl->interval_ns, rl->tolerance_ns, next, wait);
 }
 
 struct md_ratelimit *md_ratelimit_new(const struct md_snap_rate_limit *cfg)

@@ -130,7 +130,8 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     w->lbs = calloc(snap->n_clusters + 1, sizeof(*w->lbs));
     w->epset_next = calloc(snap->n_clusters + 1, sizeof(*w->epset_next));
     w->upools = calloc(snap->n_clusters + 1, sizeof(*w->upools));
-    if (!w->loop || !w->stats || !w->listeners || !w->lbs || !w->epset_next || !w->upools)
+    if (!w->loop || !w->stats || !w->listeners || !w->lbs || !w->epset_next || !w->upools ||
+        md_reset_flood_init(&w->reset_flood, snap->n_listeners, md_worker_rand(w)) < 0)
         return MD_ENOMEM;
     for (size_t i = 0; i < snap->n_clusters; i++) /* workers start on different endpoints */
         md_lb_init(&w->lbs[i], (uint64_t)id ^ md_worker_rand(w));
@@ -241,6 +242,7 @@ void md_worker_fini(struct md_worker *w)
     free(w->lbs);
     free(w->epset_next);
     free(w->upools);
+    md_reset_flood_fini(&w->reset_flood);
     md_stats_free(w->stats);
     md_snapshot_unref(w->snap);
     memset(w, 0, sizeof(*w));

@@ -7,9 +7,11 @@
 #define MESHD_LOOP_WORKER_H
 
 #include "core/list.h"
+#include "core/log.h"
 #include "core/outbuf.h"
 #include "core/pages.h"
 #include "core/stats.h"
+#include "filter/reset_flood.h"
 #include "net/errwatch.h"
 #include "snapshot.h"
 #include "upstream/lb.h"
@@ -75,6 +77,8 @@ struct md_worker {
     /* [snap->n_rate_limits] borrowed from the control thread, set before the
      * thread starts: the buckets every worker shares (filter/ratelimit.h) */
     struct md_ratelimit **ratelimits;
+    struct md_reset_flood reset_flood;     /* streams clients abandoned, across connections */
+    struct md_log_budget log_budget;   /* lines a client causes at will (failed exchanges) */
 };
 
 /* Creates the worker's loop and binds one socket per listener of |snap|.

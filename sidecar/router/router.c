@@ -5,6 +5,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "filter/ratelimit.h"
+#include "filter/reset_flood.h"
 #include "http/local_reply.h"
 #include "loop/worker.h"
 #include "router/rbac.h"
@@ -66,6 +67,13 @@ static void access_log(const struct md_stream *s, uint32_t h2_error)
     const char *grpc = hdr_value(r->trailers, r->n_trailers, "grpc-status", &gl);
     if (grpc[0] == '-')
         grpc = hdr_value(r->hdrs, r->n_hdrs, "grpc-status", &gl);
+    struct md_log_budget *budget = &s->w->log_budget;
+    if (!(s->local_reply || h2_error)) {
+        md_log_budget_report(budget, "http_access");
+    } else if (!md_log_budget_take(budget, "http_access", md_ratelimit_now())) {
+        md_stats_add(md_stats_l(s->w->stats, s->listener->idx, MD_LSTAT_ACCESS_LOG_DROPPED), 1);
+        return;
+    }
     char m[32], a[256], pa[512];
     md_log(MD_LOG_INFO, "http_access",
            "stream=%d.%llu listener=%s method=%s authority=\"%s\" path=\"%s\" route=%s "
@@ -644,6 +652,12 @@ void md_router_on_request(struct md_stream *s)
     if (!auth)
         auth = md_hdrs_find(q->hdrs, q->n_hdrs, "host");
     s->grpc = ct && md_grpc_is_content_type(ct->value, ct->value_len);
+    if (!md_reset_flood_calm(&s->w->reset_flood) &&
+        !md_reset_flood_admit_slow(&s->w->reset_flood, l->idx, s->peer_ip, md_ratelimit_now())) {
+        md_stats_add(md_stats_l(s->w->stats, l->idx, MD_LSTAT_RQ_RESET_FLOOD), 1);
+        abandon(s, NGHTTP2_REFUSED_STREAM); /* a client may send it again later */
+        return;
+    }
     if (!path) {
         md_router_local_reply(s, MD_REPLY_BAD_REQUEST, "request without :path");
         return;
@@ -844,6 +858,13 @@ void md_router_on_upstream_closed(struct md_stream *s, enum md_us_close why, uin
 void md_router_on_downstream_closed(struct md_stream *s, uint32_t h2_error)
 {
     release_retry_slot(s);
+    if (h2_error && !s->resp.end && /* abandoned: rapid reset is bounded across connections */
+        md_reset_flood_note(&s->w->reset_flood, s->listener->idx, s->peer_ip,
+                            md_ratelimit_now()) == MD_RESET_FLOOD_DRY_NEWS)
+        MD_LOG(MD_LOG_WARN, "reset_flood",
+               "worker=%d listener=%s peer=%s reason=\"too many streams abandoned: new requests "
+               "refused until the budget refills\"",
+               s->w->id, s->listener->name, s->peer_ip ? s->peer_ip : "-");
     if (md_log_enabled(MD_LOG_INFO))
         access_log(s, h2_error);
     ev_timer_stop(s->w->loop, &s->timer);
