@@ -86,6 +86,11 @@ struct h1c {
     bool shut_wr;         /* the tunnel's response side ended: FIN sent */
     /* obs-fold scan of the raw header section (llhttp folds silently) */
     bool hs_line_start, hs_cr, hs_over;
+    /* request line scan: llhttp takes runs of spaces between its parts */
+    bool rl_began, rl_over;
+    unsigned rl_spaces;
+    char version[8]; /* the request line's "1.1", gathered from llhttp's pieces */
+    size_t version_len;
     /* llhttp 8.1 skips the two bytes after chunk data unchecked: we check them */
     const uint8_t *exec_end; /* end of the bytes given to llhttp_execute */
     const char *crlf_want;   /* the rest of a chunk's CRLF still to see, or NULL */
@@ -163,6 +168,7 @@ static const char *reason(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Status";
     }
 }
@@ -200,6 +206,7 @@ static int on_message_begin(llhttp_t *p)
     c->req_done = c->resp_head_sent = c->resp_done = c->chunked = c->head_request = false;
     c->close_delimited = false;
     c->crlf_want = NULL;
+    c->version_len = 0;
     c->s = md_stream_new(c->w, c->l, c, &ds_ops);
     if (!c->s)
         return -1;
@@ -209,6 +216,23 @@ static int on_message_begin(llhttp_t *p)
     c->s->sni = c->sock.sni;
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_TOTAL), 1);
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), 1);
+    return 0;
+}
+
+/* RFC 9112 §2.3, §3: meshd speaks HTTP/1.0 and 1.1 only. Called before
+ * llhttp judges the version (it takes 0.9 and 2.0). */
+static int on_version(llhttp_t *p, const char *at, size_t len)
+{
+    struct h1c *c = p->data;
+    for (size_t i = 0; i < len && c->version_len < sizeof(c->version); i++)
+        c->version[c->version_len++] = at[i];
+    const char *v = c->version;
+    if (c->version_len >= 3 && v[0] >= '0' && v[0] <= '9' && v[1] == '.' && v[2] >= '0' &&
+        v[2] <= '9' && !(v[0] == '1' && (v[2] == '0' || v[2] == '1'))) {
+        c->error_status = 505;
+        c->error_reason = "HTTP version not supported (HTTP/1.0 and HTTP/1.1 are)";
+        return -1;
+    }
     return 0;
 }
 
@@ -358,6 +382,40 @@ static int take_upgrade(struct h1c *c, llhttp_t *p)
     return 0;
 }
 
+/* The body's framing, judged in full before the request goes anywhere
+ * (llhttp judges part of Transfer-Encoding only after this callback). */
+static int check_framing(struct h1c *c, llhttp_t *p)
+{
+    struct md_stream *s = c->s;
+    enum md_h1_te te = md_h1_transfer_codings(s->req.hdrs, s->req.n_hdrs);
+    c->error_status = 400;
+    if (te != MD_H1_TE_NONE && c->http10) {
+        /* RFC 9112 §6.1: HTTP/1.0 knows no transfer codings */
+        c->error_reason = "Transfer-Encoding in an HTTP/1.0 request";
+        return -1;
+    }
+    if (te == MD_H1_TE_MALFORMED) {
+        c->error_reason = "invalid Transfer-Encoding (chunked must be its last coding)";
+        return -1;
+    }
+    if (te == MD_H1_TE_UNSUPPORTED) {
+        /* RFC 9112 §6.1: a coding the server does not implement */
+        c->error_status = 501;
+        c->error_reason = "transfer coding not implemented (only chunked is)";
+        return -1;
+    }
+    if (te == MD_H1_TE_CHUNKED && (!(p->flags & F_CHUNKED) || (p->flags & F_CONTENT_LENGTH))) {
+        c->error_reason = "Transfer-Encoding with Content-Length"; /* §6.3 */
+        return -1;
+    }
+    if (te == MD_H1_TE_NONE && (p->flags & (F_CHUNKED | F_TRANSFER_ENCODING))) {
+        c->error_reason = "invalid Transfer-Encoding";
+        return -1;
+    }
+    c->error_status = 0;
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct h1c *c = p->data;
@@ -377,12 +435,14 @@ static int on_headers_complete(llhttp_t *p)
         c->error_reason = hosts ? "more than one Host header" : "missing Host header";
         return -1;
     }
-    if (c->http10 && (p->flags & F_CHUNKED)) {
-        /* RFC 9112 §6.1: HTTP/1.0 knows no chunked framing */
+    if (memchr(c->b->url, '#', c->url_len)) {
+        /* RFC 9112 §3.2: origin-form has no fragment; a client never sends one */
         c->error_status = 400;
-        c->error_reason = "Transfer-Encoding in an HTTP/1.0 request";
+        c->error_reason = "fragment in the request target";
         return -1;
     }
+    if (check_framing(c, p) < 0)
+        return -1;
     const struct md_hdr *expect = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, "expect");
     if (expect && expect->value_len == 12 && strncasecmp(expect->value, "100-continue", 12) == 0 &&
         p->http_minor >= 1) {
@@ -480,6 +540,22 @@ static bool obs_fold(struct h1c *c, const uint8_t *p, size_t n)
     return false;
 }
 
+/* llhttp takes "GET  /p" and "/p  HTTP/1.1"; RFC 9112 §3 has one SP
+ * between the parts of a request line. Scans the raw request line (after
+ * the empty lines §2.2 lets a server skip). Returns false on extra spaces. */
+static bool request_line_ok(struct h1c *c, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n && !c->rl_over; i++) {
+        if (!c->rl_began && (p[i] == '\r' || p[i] == '\n'))
+            continue;
+        c->rl_began = true;
+        c->rl_over = p[i] == '\n';
+        if (p[i] == ' ' && ++c->rl_spaces > 2)
+            return false;
+    }
+    return true;
+}
+
 /* Feeds buffered input to the parser: up to the end of a request, whose
  * answer the next one waits for (pipelining answers in order). */
 static void parse(struct h1c *c)
@@ -489,6 +565,12 @@ static void parse(struct h1c *c)
     while (c->in_len > 0 && !c->closing && !(c->s && c->req_done)) {
         if (!c->s) { /* a new request line starts here */
             c->hs_line_start = c->hs_cr = c->hs_over = false;
+            c->rl_began = c->rl_over = false;
+            c->rl_spaces = 0;
+        }
+        if (!request_line_ok(c, c->b->in, c->in_len)) {
+            refuse(c, 400, "more than one space between the parts of the request line");
+            return;
         }
         if (obs_fold(c, c->b->in, c->in_len)) {
             c->error_reason = "obsolete line folding in a header field";
@@ -821,6 +903,7 @@ static void settings_init(void)
     llhttp_settings_init(&settings);
     settings.on_message_begin = on_message_begin;
     settings.on_url = on_url;
+    settings.on_version = on_version;
     settings.on_header_field = on_header_field;
     settings.on_header_value = on_header_value;
     settings.on_header_value_complete = on_header_value_complete;
