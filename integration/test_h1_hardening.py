@@ -4,19 +4,33 @@
 - A request meshd refuses for its framing never reaches the upstream, even
   with a pooled upstream connection ready to take it at once (the
   Transfer-Encoding checks run before routing).
+- Request-headers timeout (request_headers_timeout_ms, 300 ms here): a
+  client that trickles its header section, on the first request of a
+  connection or a later keep-alive one, plaintext or TLS, gets 408 with
+  Connection: close and the connection closes; counted in
+  meshd_listener_http_rq_timeout_total. A request whose header section is
+  complete is not cut by it (its body may take longer). On an AUTO listener
+  without tcp_fallback, a partial method or HTTP/2 preface is closed at the
+  same timeout (counted as detect_none).
 
 Waits are for events (a response, an EOF, a stat value) under bounded
 deadlines; the only sleeps pace a trickling client.
 """
+import select
+import ssl
+import time
+
 import pytest
 
 from env.clients import wait_until
 from env.h1 import HANG_GUARD, H1Conn, H1Upstream, request_bytes
+from env.h2_backend import KNOWN_BODY
 from env.tls import TlsH1Conn, client_context, cluster, downstream_tls, http_bundle, http_listener, pki  # noqa: F401
 
 pytestmark = pytest.mark.proxy_only
 
 HEADERS_TIMEOUT_MS = 300
+TRICKLE = 0.1  # seconds between the bytes of a trickling client (pacing, not a wait)
 LISTENERS = ("h1_in", "tls_in")
 
 
@@ -112,3 +126,119 @@ def test_chunked_in_any_case_is_served(svc, te):
                + b"5\r\nhello\r\n0\r\n\r\n")
         r = c.read_response()
         assert r.status == 200 and r.body == b"hello", r
+
+
+# -- request-headers timeout ----------------------------------------------------------------------
+
+
+def _answered(c, wait):
+    """Whether meshd sent something (kept in c.buf) or closed within `wait`
+    seconds. A TLS record that is not data (a session ticket) is not an
+    answer."""
+    if not select.select([c.sock], [], [], wait)[0]:
+        return False
+    c.sock.settimeout(0)
+    try:
+        b = c.sock.recv(1 << 16)
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return False
+    except ConnectionResetError:
+        c.eof = "rst"
+        return True
+    finally:
+        c.sock.settimeout(c.timeout)
+    if not b:
+        c.eof = "eof"
+    c.buf += b
+    return True
+
+
+def _trickle_until_answer(c, data, what):
+    """Sends `data` one byte per TRICKLE seconds until meshd answers or
+    closes. Fails (hang guard) if meshd is still silent after HANG_GUARD
+    seconds or the bytes run out."""
+    deadline = time.monotonic() + HANG_GUARD
+    for i in range(len(data)):
+        if _answered(c, TRICKLE):
+            return
+        assert time.monotonic() < deadline, f"{what}: still no answer after {HANG_GUARD}s of trickling"
+        try:
+            c.send(data[i:i + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            return
+    raise AssertionError(f"{what}: the whole request went out one byte at a time with no answer")
+
+
+def _expect_408(c, what):
+    r = c.read_response()
+    assert r.status == 408 and r.closes, f"{what}: {r!r}"
+    assert c.expect_closed() in ("eof", "rst")
+
+
+TRICKLED = request_bytes("GET", "/plain/trickled", headers=[f"X-Pad-{i}: {'v' * 20}" for i in range(40)])
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_trickled_headers_get_408(svc, listener):
+    """One header byte every 100 ms: activity does not extend the 300 ms."""
+    s = svc()
+    before = s.stat("meshd_listener_http_rq_timeout_total", listener)
+    with s.conn(listener) as c:
+        _trickle_until_answer(c, TRICKLED, "trickled header section")
+        _expect_408(c, "trickled header section")
+    assert "/plain/trickled" not in s.paths()
+    wait_until(lambda: s.stat("meshd_listener_http_rq_timeout_total", listener) == before + 1, timeout=HANG_GUARD,
+               what="rq_timeout_total to count the 408")
+    wait_until(lambda: s.stat("meshd_listener_downstream_cx_active", listener) == 0, timeout=HANG_GUARD,
+               what="downstream_cx_active back to 0")
+    assert s.stat("meshd_listener_http_rq_active", listener) == 0
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_stalled_keepalive_request_gets_408(svc, listener):
+    """The second request on a kept-alive connection: part of its request
+    line, then nothing."""
+    s = svc()
+    with s.conn(listener) as c:
+        c.send(request_bytes("GET", "/plain/first"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == KNOWN_BODY, r
+        c.send(b"GET /plain/sec")
+        _expect_408(c, "stalled second request")
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_slow_body_is_not_cut_by_the_headers_timeout(svc, listener):
+    """The header section is complete: its body may take longer than 300 ms
+    (the stream's own timers apply to it)."""
+    s = svc()
+    with s.conn(listener) as c:
+        c.send(request_bytes("POST", "/plain/slow-body", headers=["Content-Length: 6"]))
+        for b in b"hello!":
+            time.sleep(TRICKLE)
+            c.send(bytes([b]))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"hello!", r
+
+
+@pytest.mark.parametrize("partial", [b"GE", b"PRI * HTTP/2"], ids=["method", "h2-preface"])
+def test_auto_partial_prefix_is_closed(svc, partial):
+    """AUTO without tcp_fallback: a partial method or preface, then nothing,
+    is closed at the request-headers timeout."""
+    s = svc()
+    before = s.stat("meshd_listener_detect_none_total", "auto_in")
+    with H1Conn(s.port("auto_in")) as c:
+        c.send(partial)
+        assert c.expect_closed() in ("eof", "rst")
+    wait_until(lambda: s.stat("meshd_listener_detect_none_total", "auto_in") == before + 1, timeout=HANG_GUARD,
+               what="detect_none_total to count it")
+
+
+def test_auto_trickled_headers_get_408(svc):
+    """AUTO: the method is in (HTTP/1.1 decided), the header section
+    trickles: 408 as on an HTTP1 listener."""
+    s = svc()
+    with H1Conn(s.port("auto_in")) as c:
+        c.send(TRICKLED[:4])
+        _trickle_until_answer(c, TRICKLED[4:], "trickled header section on AUTO")
+        _expect_408(c, "trickled header section on AUTO")

@@ -56,13 +56,23 @@ static void bufs_free(struct md_worker *w, struct h1_bufs *b)
         free(b);
 }
 
+/* What the connection's timer waits for: every state a connection can sit
+ * in has a timer, the connection's or its stream's. */
+enum h1_wait {
+    WAIT_NONE,    /* a request's header section is in: its stream's timers apply */
+    WAIT_IDLE,    /* no request: the quiesce, then idle_timeout_ms */
+    WAIT_HEADERS, /* a request began: request_headers_timeout_ms to its last header */
+    WAIT_CLOSE,   /* closing, an answer still queued: idle_timeout_ms for the client to read it */
+};
+
 struct h1c {
     struct md_list link; /* in worker->h1_conns */
     struct md_worker *w;
     const struct md_snap_listener *l;
     struct md_sock sock;
     ev_io rio, wio;
-    ev_timer idle;
+    ev_timer timer;
+    enum h1_wait wait;
     ev_tstamp idle_since;
     struct md_defer flush;
     llhttp_t parser;
@@ -118,7 +128,7 @@ static void conn_free(struct h1c *c, bool reset)
     md_worker_defer_cancel(&c->flush);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
-    ev_timer_stop(w->loop, &c->idle);
+    ev_timer_stop(w->loop, &c->timer);
     md_sock_close(&c->sock, reset);
     md_list_remove(&c->link);
     md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_CX_ACTIVE), -1);
@@ -173,6 +183,28 @@ static const char *reason(int status)
     }
 }
 
+static void timer_set(struct h1c *c, enum h1_wait wait, double after)
+{
+    c->wait = wait;
+    c->timer.repeat = after;
+    ev_timer_again(c->w->loop, &c->timer);
+}
+
+/* No request: first the quiesce, then the idle timeout. */
+static void idle_start(struct h1c *c)
+{
+    double timeout = c->l->http.idle_timeout_ms / 1000.0;
+    c->idle_since = ev_now(c->w->loop);
+    timer_set(c, WAIT_IDLE, QUIESCE_S < timeout ? QUIESCE_S : timeout);
+}
+
+/* A request's first byte is in (or waited while the one before it was
+ * answered): its header section has this long to arrive in full. */
+static void headers_start(struct h1c *c)
+{
+    timer_set(c, WAIT_HEADERS, c->l->http.request_headers_timeout_ms / 1000.0);
+}
+
 /* A request meshd refuses while parsing: answer and close (RFC 9112 §11.2:
  * after a framing error the rest of the connection cannot be trusted). */
 static void refuse(struct h1c *c, int status, const char *why)
@@ -180,7 +212,9 @@ static void refuse(struct h1c *c, int status, const char *why)
     MD_LOG(MD_LOG_INFO, "http1_bad_request", "listener=%s peer=%s status=%d reason=\"%s\"",
            c->l->name, c->peer_ip, status, why);
     md_stats_add(md_stats_l(c->w->stats, c->l->idx,
-                            status == 431 ? MD_LSTAT_RQ_TOO_LARGE : MD_LSTAT_RQ_BAD_REQUEST),
+                            status == 431   ? MD_LSTAT_RQ_TOO_LARGE
+                            : status == 408 ? MD_LSTAT_RQ_TIMEOUT
+                                            : MD_LSTAT_RQ_BAD_REQUEST),
                  1);
     if (!c->resp_head_sent) {
         char body[160];
@@ -463,6 +497,8 @@ static int on_headers_complete(llhttp_t *p)
         return -1;
     }
     s->req.headers_done = true;
+    ev_timer_stop(c->w->loop, &c->timer);
+    c->wait = WAIT_NONE;
     /* An upgrade's request goes on as the tunnel's bytes if it is accepted. */
     s->req.headers_end = s->req.end = !body && !s->upgrade;
     c->req_done = false;
@@ -605,15 +641,6 @@ static void parse(struct h1c *c)
     }
 }
 
-/* No request: first the quiesce, then the idle timeout. */
-static void idle_start(struct h1c *c)
-{
-    double timeout = c->l->http.idle_timeout_ms / 1000.0;
-    c->idle_since = ev_now(c->w->loop);
-    c->idle.repeat = QUIESCE_S < timeout ? QUIESCE_S : timeout;
-    ev_timer_again(c->w->loop, &c->idle);
-}
-
 static void end_exchange(struct h1c *c)
 {
     struct md_stream *s = c->s;
@@ -624,6 +651,8 @@ static void end_exchange(struct h1c *c)
     md_stream_detach_ds(s);
     if (!c->keep_alive)
         c->closing = true;
+    else if (c->in_len > 0)
+        headers_start(c); /* pipelined: it has waited for its turn, not dawdled */
     else
         idle_start(c);
 }
@@ -699,6 +728,8 @@ static void run_flush(struct md_defer *d)
             break;
     }
     bool blocked = c->out.len > 0;
+    if (c->closing && c->wait != WAIT_CLOSE)
+        timer_set(c, WAIT_CLOSE, c->l->http.idle_timeout_ms / 1000.0);
     if (blocked && !ev_is_active(&c->wio))
         ev_io_start(loop, &c->wio);
     else if (!blocked && ev_is_active(&c->wio))
@@ -766,8 +797,8 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         tunnel_in(c);
         return;
     }
-    if (!c->s)
-        ev_timer_stop(loop, &c->idle);
+    if (c->wait == WAIT_IDLE)
+        headers_start(c);
     parse(c);
     want_flush(c);
 }
@@ -777,10 +808,21 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
     run_flush(&MD_CONTAINER_OF(io, struct h1c, wio)->flush);
 }
 
-static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
+static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    struct h1c *c = MD_CONTAINER_OF(t, struct h1c, idle);
-    if (c->s)
+    struct h1c *c = MD_CONTAINER_OF(t, struct h1c, timer);
+    if (c->wait == WAIT_HEADERS) {
+        /* RFC 9110 §15.5.9: 408, and the connection closes */
+        ev_timer_stop(loop, t);
+        c->wait = WAIT_NONE;
+        refuse(c, 408, "request header section not received in time");
+        return;
+    }
+    if (c->wait == WAIT_CLOSE) {
+        conn_free(c, true); /* the client does not read its answer */
+        return;
+    }
+    if (c->wait != WAIT_IDLE || c->s)
         return;
     double left = c->l->http.idle_timeout_ms / 1000.0 - (ev_now(loop) - c->idle_since);
     if (left > 0.001) {
@@ -934,7 +976,7 @@ void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, s
     md_defer_init(&c->flush, run_flush);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
-    ev_init(&c->idle, on_idle);
+    ev_init(&c->timer, on_timer);
     idle_start(c);
     ev_io_start(w->loop, &c->rio);
     md_list_insert_tail(&w->h1_conns, &c->link);
