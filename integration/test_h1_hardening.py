@@ -12,6 +12,10 @@
   complete is not cut by it (its body may take longer). On an AUTO listener
   without tcp_fallback, a partial method or HTTP/2 preface is closed at the
   same timeout (counted as detect_none).
+- Gauges: every way a client leaves (mid-headers, mid-body, during
+  100-continue, mid-response, by FIN or RST) brings
+  meshd_listener_downstream_cx_active and _http_rq_active back to 0, and
+  leaving an unfinished exchange counts _rq_downstream_reset_total.
 
 Waits are for events (a response, an EOF, a stat value) under bounded
 deadlines; the only sleeps pace a trickling client.
@@ -242,3 +246,63 @@ def test_auto_trickled_headers_get_408(svc):
         c.send(TRICKLED[:4])
         _trickle_until_answer(c, TRICKLED[4:], "trickled header section on AUTO")
         _expect_408(c, "trickled header section on AUTO")
+
+
+# -- gauges on every way out ----------------------------------------------------------------------
+
+
+def _leave(c, how):
+    if how == "rst":
+        c.abort()
+    else:
+        c.close()
+
+
+def _mid_headers(s, c):
+    c.send(b"GET /plain/half HTTP/1.1\r\nHost: a\r\nX-A:")
+
+
+def _mid_body(s, c):
+    c.send(request_bytes("POST", "/plain/mid-body", headers=["Content-Length: 100"]) + b"0123456789")
+
+
+def _during_100_continue(s, c):
+    c.send(request_bytes("POST", "/plain/continue", headers=["Content-Length: 5", "Expect: 100-continue"]))
+    assert c.read_head()[1] == 100
+
+
+def _mid_response(s, c):
+    c.send(request_bytes("GET", "/plain/held?hold=after-headers&size=100000"))
+    assert c.read_head()[1] == 200
+
+
+# A FIN after a whole request is a half-close, not a leaving: meshd still
+# answers (RFC 9112 §9.6), bounded by the stream idle timeout. Mid-response
+# is left by RST only.
+STATES = {"mid-headers": (_mid_headers, ("fin", "rst")), "mid-body": (_mid_body, ("fin", "rst")),
+          "during-100-continue": (_during_100_continue, ("fin", "rst")), "mid-response": (_mid_response, ("rst",))}
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_gauges_back_to_zero_whatever_the_client_does(svc, listener, how):
+    """One connection at a time: put it in the state, see the request under
+    way, leave, see both gauges at 0 and one more downstream reset."""
+    s = svc()
+    for state, (setup, hows) in STATES.items():
+        if how not in hows:
+            continue
+        before = s.stat("meshd_listener_http_rq_downstream_reset_total", listener)
+        c = s.conn(listener)
+        setup(s, c)
+        wait_until(lambda: s.stat("meshd_listener_http_rq_active", listener) == 1, timeout=HANG_GUARD,
+                   what=f"{state}: the request under way")
+        if how == "rst":
+            c.abort()
+        else:
+            c.close()
+        wait_until(lambda: s.stat("meshd_listener_downstream_cx_active", listener) == 0, timeout=HANG_GUARD,
+                   what=f"{state}: downstream_cx_active back to 0")
+        assert s.stat("meshd_listener_http_rq_active", listener) == 0, state
+        wait_until(lambda: s.stat("meshd_listener_http_rq_downstream_reset_total", listener) == before + 1,
+                   timeout=HANG_GUARD, what=f"{state}: rq_downstream_reset_total to count it")

@@ -139,6 +139,15 @@ static void conn_free(struct h1c *c, bool reset)
     free(c);
 }
 
+/* The client reset or left: an exchange it had not seen through counts as
+ * a downstream reset (one meshd refused is closing already: not counted). */
+static void client_gone(struct h1c *c, bool reset)
+{
+    if (c->s && !c->closing && !(c->req_done && c->resp_done))
+        md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_DS_RESET), 1);
+    conn_free(c, reset);
+}
+
 static int out_append(struct h1c *c, const void *p, size_t n)
 {
     return md_outbuf_append(&c->out, p, n);
@@ -695,7 +704,7 @@ static void run_flush(struct md_defer *d)
                                             md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_TX_BYTES))
                             : 0;
         if (rc < 0 && rc != -EAGAIN) {
-            conn_free(c, true);
+            client_gone(c, true);
             return;
         }
         if (c->tunnel && c->resp_done && c->out.len == 0 && !c->shut_wr) {
@@ -715,7 +724,7 @@ static void run_flush(struct md_defer *d)
         parse(c); /* a pipelined request may be waiting */
         if (c->peer_eof && c->in_len == 0 && (!c->s || !c->req_done)) {
             if (c->s) { /* the client left in the middle of a request */
-                conn_free(c, false);
+                client_gone(c, false);
                 return;
             }
             c->closing = true;
@@ -771,7 +780,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     if (n == -EAGAIN)
         return;
     if (n < 0) {
-        conn_free(c, true);
+        client_gone(c, true);
         return;
     }
     if (n == 0 && c->tunnel) {
@@ -785,7 +794,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         /* Half-closed: what was sent in full is still answered, in order. */
         c->peer_eof = true;
         if (c->in_len == 0 && (!c->s || !c->req_done)) {
-            conn_free(c, false); /* nothing left to answer, or gone mid-request */
+            client_gone(c, false); /* nothing left to answer, or gone mid-request */
             return;
         }
         want_flush(c);
