@@ -13,7 +13,7 @@
   without tcp_fallback, a partial method or HTTP/2 preface is closed at the
   same timeout (counted as detect_none).
 - Gauges: every way a client leaves (mid-headers, mid-body, during
-  100-continue, mid-response, by FIN or RST) brings
+  100-continue, mid-response, in an upgraded tunnel, by FIN or RST) brings
   meshd_listener_downstream_cx_active and _http_rq_active back to 0, and
   leaving an unfinished exchange counts _rq_downstream_reset_total.
 
@@ -30,6 +30,7 @@ from env.clients import wait_until
 from env.h1 import HANG_GUARD, H1Conn, H1Upstream, request_bytes
 from env.h2_backend import KNOWN_BODY
 from env.tls import TlsH1Conn, client_context, cluster, downstream_tls, http_bundle, http_listener, pki  # noqa: F401
+from env.ws_upgrade import raw_upgrade, ws_service  # noqa: F401 - ws_service is a fixture
 
 pytestmark = pytest.mark.proxy_only
 
@@ -306,3 +307,24 @@ def test_gauges_back_to_zero_whatever_the_client_does(svc, listener, how):
         assert s.stat("meshd_listener_http_rq_active", listener) == 0, state
         wait_until(lambda: s.stat("meshd_listener_http_rq_downstream_reset_total", listener) == before + 1,
                    timeout=HANG_GUARD, what=f"{state}: rq_downstream_reset_total to count it")
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_gauges_back_to_zero_after_a_tunnel(ws_service, how):
+    """An upgraded connection (101, bytes both ways) the client leaves: by
+    RST (a reset), or by close() while the upstream keeps it open."""
+    svc = ws_service()
+    st = lambda name: svc.meshd.stat(name, listener="ws_h1")  # noqa: E731
+    before = st("meshd_listener_http_rq_downstream_reset_total")
+    t, r = raw_upgrade(svc.port, "/raw/observe")
+    assert t is not None, r
+    t.send(b"abc")
+    svc.raw.wait_event("open", "/observe")
+    assert st("meshd_listener_http_rq_active") == 1
+    t.abort() if how == "rst" else t.close()
+    wait_until(lambda: st("meshd_listener_downstream_cx_active") == 0, timeout=HANG_GUARD,
+               what="downstream_cx_active back to 0")
+    assert st("meshd_listener_http_rq_active") == 0
+    if how == "rst":
+        wait_until(lambda: st("meshd_listener_http_rq_downstream_reset_total") == before + 1, timeout=HANG_GUARD,
+                   what="rq_downstream_reset_total to count it")
