@@ -4,6 +4,8 @@
 - A request meshd refuses for its framing never reaches the upstream, even
   with a pooled upstream connection ready to take it at once (the
   Transfer-Encoding checks run before routing).
+- An HTTP/1.1 upstream's response with a transfer coding other than chunked
+  is answered 502 (the coding would reach the client still applied).
 - Request-headers timeout (request_headers_timeout_ms, 300 ms here): a
   client that trickles its header section, on the first request of a
   connection or a later keep-alive one, plaintext or TLS, gets 408 with
@@ -21,6 +23,7 @@ Waits are for events (a response, an EOF, a stat value) under bounded
 deadlines; the only sleeps pace a trickling client.
 """
 import select
+import socket
 import ssl
 import time
 
@@ -328,3 +331,43 @@ def test_gauges_back_to_zero_after_a_tunnel(ws_service, how):
     if how == "rst":
         wait_until(lambda: st("meshd_listener_http_rq_downstream_reset_total") == before + 1, timeout=HANG_GUARD,
                    what="rq_downstream_reset_total to count it")
+
+
+# -- transfer codings from an HTTP/1.1 upstream ----------------------------------------------------
+
+
+def _read_head(sock):
+    data = b""
+    for _ in range(1000):
+        if b"\r\n\r\n" in data:
+            return data
+        b = sock.recv(65536)
+        assert b, f"the request ended early: {data!r}"
+        data += b
+    raise AssertionError(f"no end of the request head: {data!r}")
+
+
+@pytest.mark.parametrize("te,status", [("gzip, chunked", 502), ("gzip", 502), ("x-made-up, chunked", 502),
+                                       ("chunked", 200), ("Chunked", 200)])
+def test_upstream_response_codings(meshd, backends, te, status):
+    """A response's transfer coding other than chunked would reach the
+    client still applied and unnamed (meshd takes chunked off and frames
+    anew): 502 instead. Bodies with chunked last are chunked; "gzip" alone
+    is delimited by the close (RFC 9112 §6.3)."""
+    up = backends.manual()
+    text = http_bundle([http_listener("h1_in", "{listen_port}", "HTTP1")],
+                       [cluster("app", "{upstream_port}", protocol="HTTP1")])
+    m = meshd(text, upstream_port=up.port)
+    with H1Conn(m.values["listen_port"]) as c:
+        c.send(request_bytes("GET", "/coded"))
+        u = up.accept(timeout=HANG_GUARD)
+        _read_head(u)
+        chunked = te.lower().endswith("chunked")
+        u.sendall(f"HTTP/1.1 200 OK\r\nTransfer-Encoding: {te}\r\n\r\n".encode()
+                  + (b"5\r\nhello\r\n0\r\n\r\n" if chunked else b"hello"))
+        if not chunked:
+            u.shutdown(socket.SHUT_WR)
+        r = c.read_response()
+        assert r.status == status, r
+        if status == 200:
+            assert r.body == b"hello", r
