@@ -153,8 +153,9 @@ static int on_header_value_complete(llhttp_t *p)
          * would reach the client still applied, with nothing to say so. */
         struct md_hdr te = {"transfer-encoding", 17, md_h1_field_value_ptr(f), vlen};
         if (md_h1_transfer_codings(&te, 1) != MD_H1_TE_CHUNKED) {
-            llhttp_set_error_reason(p, "transfer coding other than chunked");
-            return -1;
+            MD_LOG(MD_LOG_INFO, "http1_upstream_bad_response",
+                   "upstream=%s err=\"transfer coding other than chunked\"", cl->cfg.label);
+            return -1; /* the line logged next names only a callback error */
         }
     }
     if (md_hdr_name_is_connection_specific(f->name, n))

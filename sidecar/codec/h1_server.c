@@ -448,7 +448,7 @@ static int check_framing(struct h1c *c, llhttp_t *p)
         return -1;
     }
     if (te == MD_H1_TE_CHUNKED && (!(p->flags & F_CHUNKED) || (p->flags & F_CONTENT_LENGTH))) {
-        c->error_reason = "Transfer-Encoding with Content-Length"; /* §6.3 */
+        c->error_reason = "Transfer-Encoding with Content-Length, or unclear"; /* §6.3 */
         return -1;
     }
     if (te == MD_H1_TE_NONE && (p->flags & (F_CHUNKED | F_TRANSFER_ENCODING))) {
