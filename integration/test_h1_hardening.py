@@ -11,9 +11,11 @@
   connection or a later keep-alive one, plaintext or TLS, gets 408 with
   Connection: close and the connection closes; counted in
   meshd_listener_http_rq_timeout_total. A request whose header section is
-  complete is not cut by it (its body may take longer). On an AUTO listener
-  without tcp_fallback, a partial method or HTTP/2 preface is closed at the
-  same timeout (counted as detect_none).
+  complete is not cut by it (its body may take longer; a body that stops
+  coming gets 504 from the stream idle timeout, and its connection then
+  closes at the same timeout instead of waiting for the rest forever). On
+  an AUTO listener without tcp_fallback, a partial method or HTTP/2 preface
+  is closed at the request-headers timeout (counted as detect_none).
 - Gauges: every way a client leaves (mid-headers, mid-body, during
   100-continue, mid-response, in an upgraded tunnel, by FIN or RST) brings
   meshd_listener_downstream_cx_active and _http_rq_active back to 0, and
@@ -70,13 +72,15 @@ class Svc:
 
 @pytest.fixture
 def svc(meshd, pki, ports):
-    """Factory: svc(concurrency=2, idle_timeout_ms=60000) -> Svc."""
+    """Factory: svc(concurrency=2, idle_timeout_ms=60000,
+    stream_idle_timeout_ms=0) -> Svc."""
     made = []
 
-    def make(concurrency=2, idle_timeout_ms=60000):
+    def make(concurrency=2, idle_timeout_ms=60000, stream_idle_timeout_ms=0):
         up = H1Upstream(name="h2").start()
         made.append(up)
-        extra = f"request_headers_timeout_ms: {HEADERS_TIMEOUT_MS} idle_timeout_ms: {idle_timeout_ms}"
+        extra = (f"request_headers_timeout_ms: {HEADERS_TIMEOUT_MS} idle_timeout_ms: {idle_timeout_ms}"
+                 f" stream_idle_timeout_ms: {stream_idle_timeout_ms}")
         tls = downstream_tls(pki.meshd, client_certificate="NONE")
         text = http_bundle([http_listener("h1_in", "{h1_in_port}", "HTTP1", hcm_extra=extra),
                             http_listener("tls_in", "{tls_in_port}", "HTTP1", tls, hcm_extra=extra),
@@ -228,6 +232,22 @@ def test_slow_body_is_not_cut_by_the_headers_timeout(svc, listener):
             c.send(bytes([b]))
         r = c.read_response()
         assert r.status == 200 and r.body == b"hello!", r
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_stalled_body_is_ended_by_the_stream_idle_timeout(svc, listener):
+    """After the header section the stream's timers apply: a body that stops
+    coming gets 504 at stream_idle_timeout_ms, and the connection, whose
+    request can no longer end cleanly, closes."""
+    s = svc(stream_idle_timeout_ms=HEADERS_TIMEOUT_MS)
+    with s.conn(listener) as c:
+        c.send(request_bytes("POST", "/plain/stalled-body", headers=["Content-Length: 10"]) + b"ab")
+        r = c.read_response()
+        assert r.status == 504, r
+        assert c.expect_closed() in ("eof", "rst")
+    wait_until(lambda: s.stat("meshd_listener_downstream_cx_active", listener) == 0, timeout=HANG_GUARD,
+               what="downstream_cx_active back to 0")
+    assert s.stat("meshd_listener_http_rq_active", listener) == 0
 
 
 @pytest.mark.parametrize("partial", [b"GE", b"PRI * HTTP/2"], ids=["method", "h2-preface"])

@@ -62,6 +62,7 @@ enum h1_wait {
     WAIT_NONE,    /* a request's header section is in: its stream's timers apply */
     WAIT_IDLE,    /* no request: the quiesce, then idle_timeout_ms */
     WAIT_HEADERS, /* a request began: request_headers_timeout_ms to its last header */
+    WAIT_BODY,    /* answered, the request body unfinished: stream_idle_timeout_ms between bytes */
     WAIT_CLOSE,   /* closing, an answer still queued: idle_timeout_ms for the client to read it */
 };
 
@@ -739,6 +740,9 @@ static void run_flush(struct md_defer *d)
     bool blocked = c->out.len > 0;
     if (c->closing && c->wait != WAIT_CLOSE)
         timer_set(c, WAIT_CLOSE, c->l->http.idle_timeout_ms / 1000.0);
+    else if (!c->closing && c->s && c->resp_done && !c->req_done && !c->tunnel &&
+             c->wait != WAIT_BODY) /* the stream is over: its idle timer with it */
+        timer_set(c, WAIT_BODY, c->l->http.stream_idle_timeout_ms / 1000.0);
     if (blocked && !ev_is_active(&c->wio))
         ev_io_start(loop, &c->wio);
     else if (!blocked && ev_is_active(&c->wio))
@@ -808,6 +812,8 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     }
     if (c->wait == WAIT_IDLE)
         headers_start(c);
+    else if (c->wait == WAIT_BODY)
+        ev_timer_again(loop, &c->timer);
     parse(c);
     want_flush(c);
 }
@@ -827,8 +833,8 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         refuse(c, 408, "request header section not received in time");
         return;
     }
-    if (c->wait == WAIT_CLOSE) {
-        conn_free(c, true); /* the client does not read its answer */
+    if (c->wait == WAIT_CLOSE || c->wait == WAIT_BODY) {
+        conn_free(c, true); /* the client does not read its answer, or send its body */
         return;
     }
     if (c->wait != WAIT_IDLE || c->s)
