@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Malformed and oversized HTTP/1.1 requests, sent as raw bytes: each gets
-the right status (400 / 414 / 431) with Connection: close and a reason in
+the right status (400 / 414 / 431; 501 for a transfer coding meshd does
+not implement, 505 for an HTTP version other than 1.0 and 1.1) with
+Connection: close and a reason in
 the body, then the connection closes; whatever was smuggled behind it never
 reaches the upstream; meshd goes on serving (a normal request on a new
 connection works); and the gauges come back to zero.
@@ -78,6 +80,32 @@ CASES = [
     ("two-hosts", b"GET /plain/x HTTP/1.1\r\nHost: a\r\nHost: evil.example\r\n\r\n", 400, ()),
     ("te-on-http10", b"POST /plain/x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
      400, ()),
+    # RFC 9112 §6.3: chunked not the last coding (or absent): 400.
+    ("te-identity", b"DELETE /plain/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n" + SMUGGLED, 400, ()),
+    ("te-unknown", b"DELETE /plain/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: x-made-up\r\n\r\n" + SMUGGLED, 400, ()),
+    ("te-empty", b"POST /plain/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n0\r\n\r\n" + SMUGGLED, 400, ()),
+    ("te-chunked-with-parameter", b"POST /plain/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;q=1\r\n\r\n"
+     b"0\r\n\r\n" + SMUGGLED, 400, ()),
+    ("te-on-http10-gzip", b"POST /plain/x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello", 400, ()),
+    # RFC 9112 §6.1: a coding meshd does not implement, chunked last: 501.
+    ("te-gzip-chunked", b"POST /plain/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+     b"5\r\nhello\r\n0\r\n\r\n" + SMUGGLED, 501, ()),
+    ("te-identity-chunked", b"POST /plain/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n"
+     b"5\r\nhello\r\n0\r\n\r\n" + SMUGGLED, 501, ()),
+    ("te-unknown-chunked-two-fields", b"POST /plain/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: X-Made-Up\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" + SMUGGLED, 501, ()),
+    # RFC 9112 §3: one SP between the parts of the request line.
+    ("two-spaces-after-method", b"GET  /plain/x HTTP/1.1\r\nHost: a\r\n\r\n", 400, ()),
+    ("two-spaces-before-version", b"GET /plain/x  HTTP/1.1\r\nHost: a\r\n\r\n", 400, ()),
+    # RFC 9112 §3.2: origin-form has no fragment.
+    ("fragment", b"GET /plain/x#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400, ()),
+    ("fragment-after-query", b"GET /plain/x?a=1#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400, ()),
+    # HTTP/1.0 and 1.1 only (RFC 9110 §15.6.6: 505).
+    ("version-2.0", b"GET /plain/x HTTP/2.0\r\nHost: a\r\n\r\n", 505, ()),
+    ("version-0.9", b"GET /plain/x HTTP/0.9\r\nHost: a\r\n\r\n", 505, ()),
+    ("version-1.2", b"GET /plain/x HTTP/1.2\r\nHost: a\r\n\r\n", 505, ()),
+    ("version-3.0", b"GET /plain/x HTTP/3.0\r\nHost: a\r\n\r\n", 505, ()),
+    ("h2-preface-on-http1", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, ()),
 ]
 
 

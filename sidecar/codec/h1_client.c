@@ -146,6 +146,18 @@ static int on_header_value_complete(llhttp_t *p)
         cl->conn_list_len = vlen;
         return cl->conn_list ? 0 : -1;
     }
+    int status = llhttp_get_status_code(p);
+    if (n == 17 && memcmp(f->name, "transfer-encoding", 17) == 0 && !cl->head && status != 204 &&
+        status != 304) {
+        /* RFC 9112 §6.1: chunked is the one coding meshd takes off; another
+         * would reach the client still applied, with nothing to say so. */
+        struct md_hdr te = {"transfer-encoding", 17, md_h1_field_value_ptr(f), vlen};
+        if (md_h1_transfer_codings(&te, 1) != MD_H1_TE_CHUNKED) {
+            MD_LOG(MD_LOG_INFO, "http1_upstream_bad_response",
+                   "upstream=%s err=\"transfer coding other than chunked\"", cl->cfg.label);
+            return -1; /* the line logged next names only a callback error */
+        }
+    }
     if (md_hdr_name_is_connection_specific(f->name, n))
         return 0;
     return md_stream_add_header(cl->s, &cl->s->resp, f->name, n, md_h1_field_value_ptr(f), vlen) < 0

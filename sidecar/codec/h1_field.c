@@ -54,3 +54,52 @@ bool md_h1_connection_lists(const char *value, size_t len, const char *name, siz
     }
     return false;
 }
+
+static bool tchar(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+enum md_h1_te md_h1_transfer_codings(const struct md_hdr *hdrs, size_t n)
+{
+    bool any = false, chunked = false, last_chunked = false, other = false;
+    for (size_t f = 0; f < n; f++) {
+        if (!md_hdr_is(&hdrs[f], "transfer-encoding"))
+            continue;
+        any = true;
+        const char *v = hdrs[f].value;
+        size_t len = hdrs[f].value_len;
+        for (size_t i = 0; i < len;) {
+            /* RFC 9110 §5.6.1: a list may hold empty elements; skip them */
+            while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+                i++;
+            if (i == len)
+                break;
+            size_t start = i;
+            while (i < len && tchar(v[i]))
+                i++;
+            size_t name_len = i - start;
+            while (i < len && (v[i] == ' ' || v[i] == '\t'))
+                i++;
+            bool params = i < len && v[i] == ';';
+            while (params && i < len && v[i] != ',') /* transfer-parameters: refused anyway */
+                i++;
+            if (name_len == 0 || (i < len && v[i] != ','))
+                return MD_H1_TE_MALFORMED;
+            bool is_chunked = name_len == 7 && strncasecmp(v + start, "chunked", 7) == 0;
+            if (is_chunked && (chunked || params))
+                return MD_H1_TE_MALFORMED; /* chunked twice, or with parameters it has none of */
+            chunked |= is_chunked;
+            other |= !is_chunked;
+            last_chunked = is_chunked;
+        }
+    }
+    if (!any)
+        return MD_H1_TE_NONE;
+    /* §6.3: chunked not last (or absent) leaves the length unknown: 400.
+     * §6.1: a coding the server does not implement: 501. */
+    if (!last_chunked)
+        return MD_H1_TE_MALFORMED;
+    return other ? MD_H1_TE_UNSUPPORTED : MD_H1_TE_CHUNKED;
+}

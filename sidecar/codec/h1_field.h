@@ -5,6 +5,8 @@
 #ifndef MESHD_CODEC_H1_FIELD_H
 #define MESHD_CODEC_H1_FIELD_H
 
+#include "http/hdrs.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -33,5 +35,17 @@ void md_h1_field_fini(struct md_h1_field *f);
 /* Does a Connection header value (comma-separated tokens, any case) name the
  * field |name| (lower case)? Those fields are hop-by-hop (RFC 9110 §7.6.1). */
 bool md_h1_connection_lists(const char *value, size_t len, const char *name, size_t name_len);
+
+/* What a request's Transfer-Encoding fields say (RFC 9112 §6.1, §6.3). */
+enum md_h1_te {
+    MD_H1_TE_NONE,        /* no Transfer-Encoding field */
+    MD_H1_TE_CHUNKED,     /* exactly "chunked" (any case, over one or more fields) */
+    MD_H1_TE_MALFORMED,   /* empty, not tokens, chunked not last or twice: 400 */
+    MD_H1_TE_UNSUPPORTED, /* another coding before a final chunked: 501 */
+};
+
+/* Reads every transfer-encoding field of |hdrs| (|n| of them, names lower
+ * case) as one list of codings. chunked is the only coding meshd applies. */
+enum md_h1_te md_h1_transfer_codings(const struct md_hdr *hdrs, size_t n);
 
 #endif

@@ -56,13 +56,24 @@ static void bufs_free(struct md_worker *w, struct h1_bufs *b)
         free(b);
 }
 
+/* What the connection's timer waits for: every state a connection can sit
+ * in has a timer, the connection's or its stream's. */
+enum h1_wait {
+    WAIT_NONE,    /* a request's header section is in: its stream's timers apply */
+    WAIT_IDLE,    /* no request: the quiesce, then idle_timeout_ms */
+    WAIT_HEADERS, /* a request began: request_headers_timeout_ms to its last header */
+    WAIT_BODY,    /* answered, the request body unfinished: stream_idle_timeout_ms between bytes */
+    WAIT_CLOSE,   /* closing, an answer still queued: idle_timeout_ms for the client to read it */
+};
+
 struct h1c {
     struct md_list link; /* in worker->h1_conns */
     struct md_worker *w;
     const struct md_snap_listener *l;
     struct md_sock sock;
     ev_io rio, wio;
-    ev_timer idle;
+    ev_timer timer;
+    enum h1_wait wait;
     ev_tstamp idle_since;
     struct md_defer flush;
     llhttp_t parser;
@@ -86,6 +97,11 @@ struct h1c {
     bool shut_wr;         /* the tunnel's response side ended: FIN sent */
     /* obs-fold scan of the raw header section (llhttp folds silently) */
     bool hs_line_start, hs_cr, hs_over;
+    /* request line scan: llhttp takes runs of spaces between its parts */
+    bool rl_began, rl_over;
+    unsigned rl_spaces;
+    char version[8]; /* the request line's "1.1", gathered from llhttp's pieces */
+    size_t version_len;
     /* llhttp 8.1 skips the two bytes after chunk data unchecked: we check them */
     const uint8_t *exec_end; /* end of the bytes given to llhttp_execute */
     const char *crlf_want;   /* the rest of a chunk's CRLF still to see, or NULL */
@@ -113,7 +129,7 @@ static void conn_free(struct h1c *c, bool reset)
     md_worker_defer_cancel(&c->flush);
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
-    ev_timer_stop(w->loop, &c->idle);
+    ev_timer_stop(w->loop, &c->timer);
     md_sock_close(&c->sock, reset);
     md_list_remove(&c->link);
     md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_CX_ACTIVE), -1);
@@ -122,6 +138,15 @@ static void conn_free(struct h1c *c, bool reset)
     md_h1_field_fini(&c->field);
     bufs_free(w, c->b);
     free(c);
+}
+
+/* The client reset or left: an exchange it had not seen through counts as
+ * a downstream reset (one meshd refused is closing already: not counted). */
+static void client_gone(struct h1c *c, bool reset)
+{
+    if (c->s && !c->closing && !(c->req_done && c->resp_done))
+        md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_DS_RESET), 1);
+    conn_free(c, reset);
 }
 
 static int out_append(struct h1c *c, const void *p, size_t n)
@@ -163,8 +188,31 @@ static const char *reason(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Status";
     }
+}
+
+static void timer_set(struct h1c *c, enum h1_wait wait, double after)
+{
+    c->wait = wait;
+    c->timer.repeat = after;
+    ev_timer_again(c->w->loop, &c->timer);
+}
+
+/* No request: first the quiesce, then the idle timeout. */
+static void idle_start(struct h1c *c)
+{
+    double timeout = c->l->http.idle_timeout_ms / 1000.0;
+    c->idle_since = ev_now(c->w->loop);
+    timer_set(c, WAIT_IDLE, QUIESCE_S < timeout ? QUIESCE_S : timeout);
+}
+
+/* A request's first byte is in (or waited while the one before it was
+ * answered): its header section has this long to arrive in full. */
+static void headers_start(struct h1c *c)
+{
+    timer_set(c, WAIT_HEADERS, c->l->http.request_headers_timeout_ms / 1000.0);
 }
 
 /* A request meshd refuses while parsing: answer and close (RFC 9112 §11.2:
@@ -174,7 +222,9 @@ static void refuse(struct h1c *c, int status, const char *why)
     MD_LOG(MD_LOG_INFO, "http1_bad_request", "listener=%s peer=%s status=%d reason=\"%s\"",
            c->l->name, c->peer_ip, status, why);
     md_stats_add(md_stats_l(c->w->stats, c->l->idx,
-                            status == 431 ? MD_LSTAT_RQ_TOO_LARGE : MD_LSTAT_RQ_BAD_REQUEST),
+                            status == 431   ? MD_LSTAT_RQ_TOO_LARGE
+                            : status == 408 ? MD_LSTAT_RQ_TIMEOUT
+                                            : MD_LSTAT_RQ_BAD_REQUEST),
                  1);
     if (!c->resp_head_sent) {
         char body[160];
@@ -200,6 +250,7 @@ static int on_message_begin(llhttp_t *p)
     c->req_done = c->resp_head_sent = c->resp_done = c->chunked = c->head_request = false;
     c->close_delimited = false;
     c->crlf_want = NULL;
+    c->version_len = 0;
     c->s = md_stream_new(c->w, c->l, c, &ds_ops);
     if (!c->s)
         return -1;
@@ -209,6 +260,23 @@ static int on_message_begin(llhttp_t *p)
     c->s->sni = c->sock.sni;
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_TOTAL), 1);
     md_stats_add(md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), 1);
+    return 0;
+}
+
+/* RFC 9112 §2.3, §3: meshd speaks HTTP/1.0 and 1.1 only. Called before
+ * llhttp judges the version (it takes 0.9 and 2.0). */
+static int on_version(llhttp_t *p, const char *at, size_t len)
+{
+    struct h1c *c = p->data;
+    for (size_t i = 0; i < len && c->version_len < sizeof(c->version); i++)
+        c->version[c->version_len++] = at[i];
+    const char *v = c->version;
+    if (c->version_len >= 3 && v[0] >= '0' && v[0] <= '9' && v[1] == '.' && v[2] >= '0' &&
+        v[2] <= '9' && !(v[0] == '1' && (v[2] == '0' || v[2] == '1'))) {
+        c->error_status = 505;
+        c->error_reason = "HTTP version not supported (HTTP/1.0 and HTTP/1.1 are)";
+        return -1;
+    }
     return 0;
 }
 
@@ -358,6 +426,40 @@ static int take_upgrade(struct h1c *c, llhttp_t *p)
     return 0;
 }
 
+/* The body's framing, judged in full before the request goes anywhere
+ * (llhttp judges part of Transfer-Encoding only after this callback). */
+static int check_framing(struct h1c *c, llhttp_t *p)
+{
+    struct md_stream *s = c->s;
+    enum md_h1_te te = md_h1_transfer_codings(s->req.hdrs, s->req.n_hdrs);
+    c->error_status = 400;
+    if (te != MD_H1_TE_NONE && c->http10) {
+        /* RFC 9112 §6.1: HTTP/1.0 knows no transfer codings */
+        c->error_reason = "Transfer-Encoding in an HTTP/1.0 request";
+        return -1;
+    }
+    if (te == MD_H1_TE_MALFORMED) {
+        c->error_reason = "invalid Transfer-Encoding (chunked must be its last coding)";
+        return -1;
+    }
+    if (te == MD_H1_TE_UNSUPPORTED) {
+        /* RFC 9112 §6.1: a coding the server does not implement */
+        c->error_status = 501;
+        c->error_reason = "transfer coding not implemented (only chunked is)";
+        return -1;
+    }
+    if (te == MD_H1_TE_CHUNKED && (!(p->flags & F_CHUNKED) || (p->flags & F_CONTENT_LENGTH))) {
+        c->error_reason = "Transfer-Encoding with Content-Length, or unclear"; /* §6.3 */
+        return -1;
+    }
+    if (te == MD_H1_TE_NONE && (p->flags & (F_CHUNKED | F_TRANSFER_ENCODING))) {
+        c->error_reason = "invalid Transfer-Encoding";
+        return -1;
+    }
+    c->error_status = 0;
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct h1c *c = p->data;
@@ -377,12 +479,14 @@ static int on_headers_complete(llhttp_t *p)
         c->error_reason = hosts ? "more than one Host header" : "missing Host header";
         return -1;
     }
-    if (c->http10 && (p->flags & F_CHUNKED)) {
-        /* RFC 9112 §6.1: HTTP/1.0 knows no chunked framing */
+    if (memchr(c->b->url, '#', c->url_len)) {
+        /* RFC 9112 §3.2: origin-form has no fragment; a client never sends one */
         c->error_status = 400;
-        c->error_reason = "Transfer-Encoding in an HTTP/1.0 request";
+        c->error_reason = "fragment in the request target";
         return -1;
     }
+    if (check_framing(c, p) < 0)
+        return -1;
     const struct md_hdr *expect = md_hdrs_find(s->req.hdrs, s->req.n_hdrs, "expect");
     if (expect && expect->value_len == 12 && strncasecmp(expect->value, "100-continue", 12) == 0 &&
         p->http_minor >= 1) {
@@ -403,6 +507,8 @@ static int on_headers_complete(llhttp_t *p)
         return -1;
     }
     s->req.headers_done = true;
+    ev_timer_stop(c->w->loop, &c->timer);
+    c->wait = WAIT_NONE;
     /* An upgrade's request goes on as the tunnel's bytes if it is accepted. */
     s->req.headers_end = s->req.end = !body && !s->upgrade;
     c->req_done = false;
@@ -480,6 +586,22 @@ static bool obs_fold(struct h1c *c, const uint8_t *p, size_t n)
     return false;
 }
 
+/* llhttp takes "GET  /p" and "/p  HTTP/1.1"; RFC 9112 §3 has one SP
+ * between the parts of a request line. Scans the raw request line (after
+ * the empty lines §2.2 lets a server skip). Returns false on extra spaces. */
+static bool request_line_ok(struct h1c *c, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n && !c->rl_over; i++) {
+        if (!c->rl_began && (p[i] == '\r' || p[i] == '\n'))
+            continue;
+        c->rl_began = true;
+        c->rl_over = p[i] == '\n';
+        if (p[i] == ' ' && ++c->rl_spaces > 2)
+            return false;
+    }
+    return true;
+}
+
 /* Feeds buffered input to the parser: up to the end of a request, whose
  * answer the next one waits for (pipelining answers in order). */
 static void parse(struct h1c *c)
@@ -489,6 +611,12 @@ static void parse(struct h1c *c)
     while (c->in_len > 0 && !c->closing && !(c->s && c->req_done)) {
         if (!c->s) { /* a new request line starts here */
             c->hs_line_start = c->hs_cr = c->hs_over = false;
+            c->rl_began = c->rl_over = false;
+            c->rl_spaces = 0;
+        }
+        if (!request_line_ok(c, c->b->in, c->in_len)) {
+            refuse(c, 400, "more than one space between the parts of the request line");
+            return;
         }
         if (obs_fold(c, c->b->in, c->in_len)) {
             c->error_reason = "obsolete line folding in a header field";
@@ -523,15 +651,6 @@ static void parse(struct h1c *c)
     }
 }
 
-/* No request: first the quiesce, then the idle timeout. */
-static void idle_start(struct h1c *c)
-{
-    double timeout = c->l->http.idle_timeout_ms / 1000.0;
-    c->idle_since = ev_now(c->w->loop);
-    c->idle.repeat = QUIESCE_S < timeout ? QUIESCE_S : timeout;
-    ev_timer_again(c->w->loop, &c->idle);
-}
-
 static void end_exchange(struct h1c *c)
 {
     struct md_stream *s = c->s;
@@ -542,6 +661,8 @@ static void end_exchange(struct h1c *c)
     md_stream_detach_ds(s);
     if (!c->keep_alive)
         c->closing = true;
+    else if (c->in_len > 0)
+        headers_start(c); /* pipelined: it has waited for its turn, not dawdled */
     else
         idle_start(c);
 }
@@ -584,7 +705,7 @@ static void run_flush(struct md_defer *d)
                                             md_stats_l(c->w->stats, c->l->idx, MD_LSTAT_TX_BYTES))
                             : 0;
         if (rc < 0 && rc != -EAGAIN) {
-            conn_free(c, true);
+            client_gone(c, true);
             return;
         }
         if (c->tunnel && c->resp_done && c->out.len == 0 && !c->shut_wr) {
@@ -604,7 +725,7 @@ static void run_flush(struct md_defer *d)
         parse(c); /* a pipelined request may be waiting */
         if (c->peer_eof && c->in_len == 0 && (!c->s || !c->req_done)) {
             if (c->s) { /* the client left in the middle of a request */
-                conn_free(c, false);
+                client_gone(c, false);
                 return;
             }
             c->closing = true;
@@ -617,6 +738,11 @@ static void run_flush(struct md_defer *d)
             break;
     }
     bool blocked = c->out.len > 0;
+    if (c->closing && c->wait != WAIT_CLOSE)
+        timer_set(c, WAIT_CLOSE, c->l->http.idle_timeout_ms / 1000.0);
+    else if (!c->closing && c->s && c->resp_done && !c->req_done && !c->tunnel &&
+             c->wait != WAIT_BODY) /* the stream is over: its idle timer with it */
+        timer_set(c, WAIT_BODY, c->l->http.stream_idle_timeout_ms / 1000.0);
     if (blocked && !ev_is_active(&c->wio))
         ev_io_start(loop, &c->wio);
     else if (!blocked && ev_is_active(&c->wio))
@@ -658,7 +784,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
     if (n == -EAGAIN)
         return;
     if (n < 0) {
-        conn_free(c, true);
+        client_gone(c, true);
         return;
     }
     if (n == 0 && c->tunnel) {
@@ -672,7 +798,7 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         /* Half-closed: what was sent in full is still answered, in order. */
         c->peer_eof = true;
         if (c->in_len == 0 && (!c->s || !c->req_done)) {
-            conn_free(c, false); /* nothing left to answer, or gone mid-request */
+            client_gone(c, false); /* nothing left to answer, or gone mid-request */
             return;
         }
         want_flush(c);
@@ -684,8 +810,10 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
         tunnel_in(c);
         return;
     }
-    if (!c->s)
-        ev_timer_stop(loop, &c->idle);
+    if (c->wait == WAIT_IDLE)
+        headers_start(c);
+    else if (c->wait == WAIT_BODY)
+        ev_timer_again(loop, &c->timer);
     parse(c);
     want_flush(c);
 }
@@ -695,10 +823,21 @@ static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
     run_flush(&MD_CONTAINER_OF(io, struct h1c, wio)->flush);
 }
 
-static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
+static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
 {
-    struct h1c *c = MD_CONTAINER_OF(t, struct h1c, idle);
-    if (c->s)
+    struct h1c *c = MD_CONTAINER_OF(t, struct h1c, timer);
+    if (c->wait == WAIT_HEADERS) {
+        /* RFC 9110 §15.5.9: 408, and the connection closes */
+        ev_timer_stop(loop, t);
+        c->wait = WAIT_NONE;
+        refuse(c, 408, "request header section not received in time");
+        return;
+    }
+    if (c->wait == WAIT_CLOSE || c->wait == WAIT_BODY) {
+        conn_free(c, true); /* the client does not read its answer, or send its body */
+        return;
+    }
+    if (c->wait != WAIT_IDLE || c->s)
         return;
     double left = c->l->http.idle_timeout_ms / 1000.0 - (ev_now(loop) - c->idle_since);
     if (left > 0.001) {
@@ -821,6 +960,7 @@ static void settings_init(void)
     llhttp_settings_init(&settings);
     settings.on_message_begin = on_message_begin;
     settings.on_url = on_url;
+    settings.on_version = on_version;
     settings.on_header_field = on_header_field;
     settings.on_header_value = on_header_value;
     settings.on_header_value_complete = on_header_value_complete;
@@ -851,7 +991,7 @@ void md_h1_server_start(struct md_worker *w, const struct md_snap_listener *l, s
     md_defer_init(&c->flush, run_flush);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
-    ev_init(&c->idle, on_idle);
+    ev_init(&c->timer, on_timer);
     idle_start(c);
     ev_io_start(w->loop, &c->rio);
     md_list_insert_tail(&w->h1_conns, &c->link);

@@ -3,7 +3,10 @@
  * (pipelined requests wait their turn, answered in order), each handed to the
  * router as an md_stream like an HTTP/2 stream. Request bodies are read only
  * as fast as the upstream takes them; responses go out with Content-Length
- * when known, else chunked (trailers as a chunked trailer section). */
+ * when known, else chunked (trailers as a chunked trailer section). A
+ * request's framing and request line are judged before it is routed; its
+ * header section must be in within request_headers_timeout_ms of its first
+ * byte (else 408). */
 #ifndef MESHD_CODEC_H1_SERVER_H
 #define MESHD_CODEC_H1_SERVER_H
 

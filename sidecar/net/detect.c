@@ -35,6 +35,7 @@ struct detect {
     ev_tstamp silent_deadline; /* nothing received by then: server-first (0: never) */
     ev_tstamp stall_deadline;  /* only a prefix by then: its likely codec takes it */
     ev_tstamp repeek;          /* the wait before peeking at a prefix again */
+    ev_tstamp headers_deadline; /* a plaintext prefix with no fallback: closed by then (0: none) */
 };
 
 enum md_detect_kind md_detect_classify(const uint8_t *b, size_t n)
@@ -177,6 +178,17 @@ static void decide(struct detect *d)
     }
     if (peer_closed(d->fd)) {
         close_undecided(d, "eof"); /* a prefix, then FIN: peeking cannot see it */
+        return;
+    }
+    if (!d->headers_deadline && !d->l->http.tcp_fallback && buf[0] != 0x16) {
+        /* A partial method or preface is a request's first bytes: the
+         * request-headers timeout runs from here, as it would in a codec. */
+        d->headers_deadline = now + d->l->http.request_headers_timeout_ms / 1000.0;
+        if (d->headers_deadline < d->stall_deadline)
+            d->stall_deadline = d->headers_deadline;
+    }
+    if (d->headers_deadline && now >= d->headers_deadline) {
+        close_undecided(d, "request_headers_timeout");
         return;
     }
     if (now >= d->stall_deadline) {

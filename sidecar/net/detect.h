@@ -6,8 +6,10 @@
  * TLS ClientHello on a listener without TLS, another protocol, or silence
  * past detect_timeout_ms: a server-first protocol) to the listener's
  * tcp_fallback as a byte pipe. Without a tcp_fallback, other bytes go to
- * HTTP/1.1 (which answers 400) and TLS is closed. A TLS listener closes
- * whatever is not TLS unless it allows plaintext. */
+ * HTTP/1.1 (which answers 400) and TLS is closed, and a plaintext prefix
+ * that stalls is closed at request_headers_timeout_ms from its first byte
+ * (counted as none). A TLS listener closes whatever is not TLS unless it
+ * allows plaintext. */
 #ifndef MESHD_NET_DETECT_H
 #define MESHD_NET_DETECT_H
 
