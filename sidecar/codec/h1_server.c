@@ -114,7 +114,7 @@ static void conn_free(struct h1c *c, bool reset)
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     ev_timer_stop(w->loop, &c->idle);
-    md_sock_close(&c->sock, reset);
+    md_linger_close(&w->linger, &c->sock, reset);
     md_list_remove(&c->link);
     md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_CX_ACTIVE), -1);
     __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);

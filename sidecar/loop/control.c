@@ -20,6 +20,16 @@ static uint64_t active_connections(const struct md_control *c)
     return n;
 }
 
+/* Downstream sockets in their lingering close: the client may still be
+ * reading the end of a response (net/linger.h). */
+static uint64_t lingering_connections(const struct md_control *c)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < c->n_workers; i++)
+        n += md_worker_lingering(&c->workers[i]);
+    return n;
+}
+
 static void stop_accepting(struct md_control *c, const char *why)
 {
     if (c->draining)
@@ -34,8 +44,10 @@ static void stop_accepting(struct md_control *c, const char *why)
 static void on_drain_poll(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct md_control *c = MD_CONTAINER_OF(t, struct md_control, drain_poll);
-    if (active_connections(c) == 0) {
-        MD_LOG(MD_LOG_INFO, "drain_complete", "open_connections=0");
+    /* Drained means the clients have their bytes, not that we handed the
+     * last ones to the kernel: lingering sockets count. */
+    if (active_connections(c) == 0 && lingering_connections(c) == 0) {
+        MD_LOG(MD_LOG_INFO, "drain_complete", "open_connections=0 lingering=0");
         ev_break(loop, EVBREAK_ALL);
     }
 }
@@ -43,8 +55,9 @@ static void on_drain_poll(struct ev_loop *loop, ev_timer *t, int revents)
 static void on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct md_control *c = MD_CONTAINER_OF(t, struct md_control, drain_deadline);
-    MD_LOG(MD_LOG_WARN, "drain_timeout", "closing_connections=%llu",
-           (unsigned long long)active_connections(c));
+    MD_LOG(MD_LOG_WARN, "drain_timeout", "closing_connections=%llu lingering=%llu",
+           (unsigned long long)active_connections(c),
+           (unsigned long long)lingering_connections(c));
     ev_break(loop, EVBREAK_ALL); /* workers close the rest on exit */
 }
 
@@ -54,6 +67,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     const char *name = s->signum == SIGTERM ? "SIGTERM" : "SIGINT";
     if (c->exiting) {
         MD_LOG(MD_LOG_WARN, "shutdown_now", "signal=%s reason=second_signal", name);
+        c->hurry = true;
         ev_break(loop, EVBREAK_ALL);
         return;
     }
@@ -248,7 +262,12 @@ int md_control_run(struct md_control *c)
 
 void md_control_fini(struct md_control *c)
 {
-    /* Workers first: they exit their loops and close what is still open. */
+    /* Workers first: they exit their loops and close what is still open,
+     * all at once (each gives its lingering sockets MD_LINGER_EXIT_S). */
+    for (size_t i = 0; i < c->n_workers; i++)
+        if (c->workers[i].thread_started)
+            md_worker_post(&c->workers[i],
+                           MD_WORKER_CMD_EXIT | (c->hurry ? MD_WORKER_CMD_HURRY : 0));
     for (size_t i = 0; i < c->n_workers; i++)
         md_worker_fini(&c->workers[i]);
     md_admin_free(c->admin);
