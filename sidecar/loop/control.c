@@ -5,6 +5,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "filter/ratelimit.h"
+#include "net/acceptor.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -113,12 +114,23 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
     if (strcmp(path, "/ready") == 0) {
         if (!get)
             goto get_only;
-        md_admin_reply_text(r, c->draining ? 503 : 200, c->draining ? "draining\n" : "ready\n");
+        /* Short of descriptors, new connections are turned away but open
+         * ones are served: still ready (503 on every replica an attacker
+         * starves would empty the Service), the body says why. */
+        bool short_fds = md_acceptor_fds_short();
+        md_admin_reply_text(r, c->draining ? 503 : 200,
+                            c->draining ? (short_fds ? "draining\noverloaded: descriptors\n"
+                                                     : "draining\n")
+                                        : (short_fds ? "ready\noverloaded: descriptors\n"
+                                                     : "ready\n"));
     } else if (strcmp(path, "/stats/prometheus") == 0) {
         if (!get)
             goto get_only;
         struct md_prom_server srv = {
-            .draining = c->draining, .workers = c->n_workers, .uptime_s = ev_time() - c->started};
+            .draining = c->draining,
+            .fds_short = md_acceptor_fds_short(),
+            .workers = c->n_workers,
+            .uptime_s = ev_time() - c->started};
         md_tls_watch_counts(c->tls_watch, &srv.tls_reloads, &srv.tls_reload_failures);
         char *body;
         size_t len;
@@ -150,7 +162,9 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
         md_admin_reply_text(
             r, 200,
             "meshd admin\n"
-            "  GET  /ready              200 ready, 503 draining\n"
+            "  GET  /ready              200 ready, 503 draining; the body adds\n"
+            "                           \"overloaded: descriptors\" when new connections\n"
+            "                           are turned away for lack of them\n"
             "  GET  /stats/prometheus   metrics, Prometheus text 0.0.4\n"
             "  GET  /config_dump        running configuration\n"
             "  GET  /clusters           endpoints of every cluster: priority, weight, health\n"
@@ -190,6 +204,7 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
     c->snap = md_snapshot_ref(snap);
     c->drain_timeout_s = drain_timeout_s;
     c->started = ev_time();
+    md_acceptor_reserve_init(); /* before the workers' threads */
     c->workers = calloc(n_workers, sizeof(*c->workers));
     c->blocks = calloc(n_workers, sizeof(*c->blocks));
     if (!c->loop || !c->workers || !c->blocks)
