@@ -68,15 +68,15 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
     arm(e); /* the peer sent since: reading moves `last`, not the timer */
 }
 
-/* Reads and drops what the peer sends. Returns false once the socket is
- * done (EOF or an error). */
-static bool discard(struct lsock *e)
+/* Reads and drops what the peer sent. Returns false once the socket is
+ * done (EOF or an error); sets *got when bytes came. */
+static bool drop_input(int fd, bool *got)
 {
     char buf[DISCARD_BUF];
     for (int i = 0; i < READS_PER_EVENT; i++) {
-        ssize_t n = recv(e->sock.fd, buf, sizeof(buf), 0);
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
         if (n > 0) {
-            e->last = ev_now(e->set->loop);
+            *got = true;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -86,10 +86,18 @@ static bool discard(struct lsock *e)
     return true;
 }
 
-/* close_notify (retried while the socket is full), then FIN and reading.
- * From then on the bytes are read raw: what the peer sends is dropped, so
- * there is nothing to decrypt. */
-static void shut(struct lsock *e)
+/* FIN sent: wait for the peer's bytes (raw from now on: what it sends is
+ * dropped, so there is nothing to decrypt). */
+static void start_reading(struct lsock *e)
+{
+    struct ev_loop *loop = e->set->loop;
+    ev_io_stop(loop, &e->io);
+    ev_io_set(&e->io, e->sock.fd, EV_READ);
+    ev_io_start(loop, &e->io);
+}
+
+/* TLS: close_notify (retried while the socket is full), then FIN. */
+static void shut_tls(struct lsock *e)
 {
     struct ev_loop *loop = e->set->loop;
     if (md_sock_close_notify(&e->sock) == -EAGAIN) {
@@ -98,23 +106,22 @@ static void shut(struct lsock *e)
         ev_io_start(loop, &e->io);
         return;
     }
-    if (e->sock.ssl) {
-        SSL_free(e->sock.ssl);
-        e->sock.ssl = NULL;
-    }
+    SSL_free(e->sock.ssl);
+    e->sock.ssl = NULL;
     shutdown(e->sock.fd, SHUT_WR);
-    ev_io_stop(loop, &e->io);
-    ev_io_set(&e->io, e->sock.fd, EV_READ);
-    ev_io_start(loop, &e->io);
+    start_reading(e);
 }
 
 static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct lsock *e = MD_CONTAINER_OF(io, struct lsock, io);
+    bool got = false;
     if (revents & EV_WRITE)
-        shut(e);
-    else if (!discard(e))
+        shut_tls(e);
+    else if (!drop_input(e->sock.fd, &got))
         entry_free(e);
+    else if (got)
+        e->last = ev_now(loop); /* the timer sees it when it fires */
 }
 
 void md_linger_init(struct md_linger_set *ls, struct ev_loop *loop, size_t max)
@@ -131,9 +138,23 @@ void md_linger_close(struct md_linger_set *ls, struct md_sock *s, bool reset)
 {
     if (s->fd < 0)
         return;
-    struct lsock *e = reset || ls->n >= ls->max ? NULL : malloc(sizeof(*e));
-    if (!e) {
+    if (reset || ls->n >= ls->max) {
         md_sock_close(s, reset);
+        return;
+    }
+    bool got = false;
+    if (!s->ssl) {
+        /* Often the peer has closed already (its EOF waits unread): then
+         * nothing is left to wait for. */
+        shutdown(s->fd, SHUT_WR);
+        if (!drop_input(s->fd, &got)) {
+            md_sock_close(s, false);
+            return;
+        }
+    }
+    struct lsock *e = malloc(sizeof(*e));
+    if (!e) {
+        md_sock_close(s, false);
         return;
     }
     e->set = ls;
@@ -145,18 +166,14 @@ void md_linger_close(struct md_linger_set *ls, struct md_sock *s, bool reset)
     md_sock_close(s, false); /* the identities */
     md_list_insert_tail(&ls->socks, &e->link);
     set_count(ls, ls->n + 1);
-    struct ev_loop *loop = ls->loop;
-    e->last = ev_now(loop);
+    e->last = ev_now(ls->loop);
     e->until = e->last + MD_LINGER_TIME_S;
     ev_io_init(&e->io, on_io, e->sock.fd, EV_READ);
     ev_init(&e->timer, on_timer);
-    shut(e);
-    /* The peer may have closed already (its EOF waits unread): no need to
-     * wait for readiness to find out. */
-    if (!e->sock.ssl && !discard(e)) {
-        entry_free(e);
-        return;
-    }
+    if (e->sock.ssl)
+        shut_tls(e);
+    else
+        start_reading(e);
     arm(e);
 }
 
