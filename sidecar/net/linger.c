@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "net/linger.h"
 
-#include "core/addr.h"
-
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
