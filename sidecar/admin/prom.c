@@ -185,8 +185,8 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
             "# HELP meshd_tls_reload_failed_total Certificate reloads refused (bad PEM, key "
             "mismatch, expired); the previous material stays in use.\n"
             "# TYPE meshd_tls_reload_failed_total counter\nmeshd_tls_reload_failed_total %llu\n",
-            server->draining ? 1 : 0, server->fds_short ? 1 : 0, server->workers, server->uptime_s, MESHD_VERSION,
-            (unsigned long long)server->tls_reloads,
+            server->draining ? 1 : 0, server->fds_short ? 1 : 0, server->workers, server->uptime_s,
+            MESHD_VERSION, (unsigned long long)server->tls_reloads,
             (unsigned long long)server->tls_reload_failures);
     if (fclose(f) != 0) {
         free(*out);

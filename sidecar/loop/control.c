@@ -57,8 +57,7 @@ static void on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct md_control *c = MD_CONTAINER_OF(t, struct md_control, drain_deadline);
     MD_LOG(MD_LOG_WARN, "drain_timeout", "closing_connections=%llu lingering=%llu",
-           (unsigned long long)active_connections(c),
-           (unsigned long long)lingering_connections(c));
+           (unsigned long long)active_connections(c), (unsigned long long)lingering_connections(c));
     ev_break(loop, EVBREAK_ALL); /* workers close the rest on exit */
 }
 
@@ -119,18 +118,16 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
          * starves would empty the Service), the body says why. */
         bool short_fds = md_acceptor_fds_short();
         md_admin_reply_text(r, c->draining ? 503 : 200,
-                            c->draining ? (short_fds ? "draining\noverloaded: descriptors\n"
-                                                     : "draining\n")
-                                        : (short_fds ? "ready\noverloaded: descriptors\n"
-                                                     : "ready\n"));
+                            c->draining
+                                ? (short_fds ? "draining\noverloaded: descriptors\n" : "draining\n")
+                                : (short_fds ? "ready\noverloaded: descriptors\n" : "ready\n"));
     } else if (strcmp(path, "/stats/prometheus") == 0) {
         if (!get)
             goto get_only;
-        struct md_prom_server srv = {
-            .draining = c->draining,
-            .fds_short = md_acceptor_fds_short(),
-            .workers = c->n_workers,
-            .uptime_s = ev_time() - c->started};
+        struct md_prom_server srv = {.draining = c->draining,
+                                     .fds_short = md_acceptor_fds_short(),
+                                     .workers = c->n_workers,
+                                     .uptime_s = ev_time() - c->started};
         md_tls_watch_counts(c->tls_watch, &srv.tls_reloads, &srv.tls_reload_failures);
         char *body;
         size_t len;
