@@ -79,3 +79,59 @@ def test_fd_exhaustion_survived(meshd, backends):
     wait_until(new_connection_works, timeout=30, interval=0.1, what="a new connection through meshd to echo")
     assert m.alive()
     print(f"held={len(held)} connect_errors={connect_errors} exhausted={exhausted(m)} failed_new={attempts}")
+
+
+def _ready(m):
+    return m.admin_get("/ready", timeout=5)
+
+
+def test_fd_reserve_keeps_admin_and_open_connections(meshd, backends):
+    """Connections are proxied until the descriptors left are the reserve;
+    then new ones are turned away (RST) while admin answers (/ready 200 and
+    says so, the gauge is 1) and the open connections keep working. Once
+    they close, new connections are served again and the overload clears."""
+    echo = backends.echo()
+    m = meshd("tcp_basic", upstream_port=echo.port, nofile=(NOFILE, NOFILE))
+    held = []
+    refused = None
+    try:
+        for i in range(CONNS):  # one at a time, each proxied, until one is turned away
+            try:
+                s = connect(m.listen_port, timeout=5)
+            except OSError as e:
+                refused = e
+                break
+            try:
+                echo_roundtrip(s, b"held %d\n" % i)
+            except (OSError, AssertionError) as e:  # reset, or EOF
+                refused = e
+                s.close()
+                break
+            held.append(s)
+        assert refused is not None, f"all {CONNS} connections proxied under RLIMIT_NOFILE {NOFILE}"
+        assert len(held) >= 4, f"only {len(held)} connections proxied before the reserve: {refused!r}"
+
+        status, body = _ready(m)
+        assert status == 200 and "overloaded: descriptors" in body, (status, body)
+        assert m.stat("meshd_server_fd_exhausted") == 1
+        assert exhausted(m) > 0
+        for i, s in enumerate(held):  # what was accepted is served
+            echo_roundtrip(s, b"still %d\n" % i)
+        assert m.alive()
+    finally:
+        for s in held:
+            s.close()
+
+    wait_until(lambda: m.stat("meshd_server_fd_exhausted") == 0, timeout=30, what="meshd_server_fd_exhausted 0")
+    assert _ready(m) == (200, "ready\n")
+
+    def new_connection_works():
+        try:
+            with connect(m.listen_port, timeout=10) as s:
+                echo_roundtrip(s, b"after\n")
+        except (OSError, AssertionError):
+            return False  # still turning away what queued while we held the others
+        return True
+
+    wait_until(new_connection_works, timeout=30, interval=0.1, what="a new connection through meshd to echo")
+    print(f"held={len(held)} refused={refused!r} exhausted={exhausted(m)}")

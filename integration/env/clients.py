@@ -948,16 +948,17 @@ class RawH2(SocketOwner):
                                                  if the connection ended first
     Received SETTINGS are acknowledged when auto_ack_settings is True (the
     default); c.frames holds every frame received; c.eof is None, "eof" or
-    "rst" once the connection ended."""
+    "rst" once the connection ended. sock: a connected socket to use (e.g.
+    TLS with ALPN h2, or one with socket options set before connecting)."""
 
     DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
     END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 
     def __init__(self, port, host="127.0.0.1", timeout=DEFAULT_TIMEOUT, settings=(), auto_ack_settings=True,
-                 preface=True):
+                 preface=True, sock=None):
         import hpack
 
-        self.sock = connect(port, timeout=timeout, host=host)
+        self.sock = sock if sock is not None else connect(port, timeout=timeout, host=host)
         self.timeout = timeout
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()

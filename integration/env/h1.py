@@ -180,11 +180,12 @@ class H1Conn(SocketOwner):
         c.send(b"GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n")
         r = c.read_response()              # strict parse; fails on junk
         c.expect_closed() -> "eof" | "rst" # nothing more, then the close
-    eof: None while open, "eof" (FIN) or "rst" once the peer closed."""
+    eof: None while open, "eof" (FIN) or "rst" once the peer closed.
+    sock: a connected socket to use instead of connecting (e.g. TLS)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=HANG_GUARD):
+    def __init__(self, port, host="127.0.0.1", timeout=HANG_GUARD, sock=None):
         self.timeout = timeout
-        self.sock = connect(port, timeout=timeout, host=host)
+        self.sock = sock if sock is not None else connect(port, timeout=timeout, host=host)
         self.buf = bytearray()
         self.eof = None
 

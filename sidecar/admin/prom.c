@@ -170,6 +170,9 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
     fprintf(f,
             "# HELP meshd_server_draining 1 while meshd drains (not accepting).\n"
             "# TYPE meshd_server_draining gauge\nmeshd_server_draining %d\n"
+            "# HELP meshd_server_fd_exhausted 1 while fewer descriptors are free than the "
+            "reserve kept for admin and open connections: listeners turn new connections away.\n"
+            "# TYPE meshd_server_fd_exhausted gauge\nmeshd_server_fd_exhausted %d\n"
             "# HELP meshd_server_workers Worker threads.\n"
             "# TYPE meshd_server_workers gauge\nmeshd_server_workers %zu\n"
             "# HELP meshd_server_uptime_seconds Seconds since start.\n"
@@ -182,8 +185,8 @@ int md_prom_render(const struct md_snapshot *snap, struct md_stats *const *block
             "# HELP meshd_tls_reload_failed_total Certificate reloads refused (bad PEM, key "
             "mismatch, expired); the previous material stays in use.\n"
             "# TYPE meshd_tls_reload_failed_total counter\nmeshd_tls_reload_failed_total %llu\n",
-            server->draining ? 1 : 0, server->workers, server->uptime_s, MESHD_VERSION,
-            (unsigned long long)server->tls_reloads,
+            server->draining ? 1 : 0, server->fds_short ? 1 : 0, server->workers, server->uptime_s,
+            MESHD_VERSION, (unsigned long long)server->tls_reloads,
             (unsigned long long)server->tls_reload_failures);
     if (fclose(f) != 0) {
         free(*out);

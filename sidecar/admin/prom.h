@@ -13,6 +13,7 @@
 /* Process-wide values that are not per-worker counters. */
 struct md_prom_server {
     bool draining;
+    bool fds_short; /* fewer descriptors free than the reserve (net/acceptor.h) */
     size_t workers;
     double uptime_s;
     uint64_t tls_reloads, tls_reload_failures;

@@ -130,7 +130,7 @@ static void conn_free(struct h1c *c, bool reset)
     ev_io_stop(w->loop, &c->rio);
     ev_io_stop(w->loop, &c->wio);
     ev_timer_stop(w->loop, &c->timer);
-    md_sock_close(&c->sock, reset);
+    md_linger_close(&w->linger, &c->sock, reset);
     md_list_remove(&c->link);
     md_stats_add(md_stats_l(w->stats, c->l->idx, MD_LSTAT_CX_ACTIVE), -1);
     __atomic_sub_fetch(&w->active, 1, __ATOMIC_RELAXED);
@@ -834,7 +834,10 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         return;
     }
     if (c->wait == WAIT_CLOSE || c->wait == WAIT_BODY) {
-        conn_free(c, true); /* the client does not read its answer, or send its body */
+        /* The client does not read its answer (reset: nothing more will go),
+         * or does not send its body (its answer is written: a lingering
+         * close lets it read that). */
+        conn_free(c, c->out.len > 0);
         return;
     }
     if (c->wait != WAIT_IDLE || c->s)

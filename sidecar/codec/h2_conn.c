@@ -50,7 +50,10 @@ void md_h2conn_fini(struct md_h2conn *c)
     if (c->sock.fd >= 0) {
         ev_io_stop(c->w->loop, &c->rio);
         ev_io_stop(c->w->loop, &c->wio);
-        md_sock_close(&c->sock, c->reset_on_close);
+        if (c->linger)
+            md_linger_close(&c->w->linger, &c->sock, c->reset_on_close);
+        else
+            md_sock_close(&c->sock, c->reset_on_close);
     }
     if (c->sess) {
         nghttp2_session_del(c->sess);

@@ -35,6 +35,7 @@ struct md_h2conn {
     struct md_outbuf out;  /* bytes the socket did not take yet (freed when empty) */
     bool closing;          /* close at the next flush */
     bool reset_on_close;   /* close with RST */
+    bool linger;           /* a downstream: closed lingering (net/linger.h) */
     const char *close_reason;
     md_h2conn_cb *on_free;       /* the owner releases everything; called from the flush */
     uint64_t *rx_stat, *tx_stat; /* bytes counters (borrowed slots) */

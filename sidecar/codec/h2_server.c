@@ -435,6 +435,7 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, s
     ev_init(&c->idle, on_idle);
     idle_start(c);
     md_h2conn_init(&c->h2, w, sock, conn_free);
+    c->h2.linger = true;
     md_h2conn_want_flush(&c->h2);
 }
 

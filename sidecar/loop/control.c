@@ -5,6 +5,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "filter/ratelimit.h"
+#include "net/acceptor.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -17,6 +18,16 @@ static uint64_t active_connections(const struct md_control *c)
     uint64_t n = 0;
     for (size_t i = 0; i < c->n_workers; i++)
         n += md_worker_active(&c->workers[i]);
+    return n;
+}
+
+/* Downstream sockets in their lingering close: the client may still be
+ * reading the end of a response (net/linger.h). */
+static uint64_t lingering_connections(const struct md_control *c)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < c->n_workers; i++)
+        n += md_worker_lingering(&c->workers[i]);
     return n;
 }
 
@@ -34,8 +45,10 @@ static void stop_accepting(struct md_control *c, const char *why)
 static void on_drain_poll(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct md_control *c = MD_CONTAINER_OF(t, struct md_control, drain_poll);
-    if (active_connections(c) == 0) {
-        MD_LOG(MD_LOG_INFO, "drain_complete", "open_connections=0");
+    /* Drained means the clients have their bytes, not that we handed the
+     * last ones to the kernel: lingering sockets count. */
+    if (active_connections(c) == 0 && lingering_connections(c) == 0) {
+        MD_LOG(MD_LOG_INFO, "drain_complete", "open_connections=0 lingering=0");
         ev_break(loop, EVBREAK_ALL);
     }
 }
@@ -43,8 +56,8 @@ static void on_drain_poll(struct ev_loop *loop, ev_timer *t, int revents)
 static void on_drain_deadline(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct md_control *c = MD_CONTAINER_OF(t, struct md_control, drain_deadline);
-    MD_LOG(MD_LOG_WARN, "drain_timeout", "closing_connections=%llu",
-           (unsigned long long)active_connections(c));
+    MD_LOG(MD_LOG_WARN, "drain_timeout", "closing_connections=%llu lingering=%llu",
+           (unsigned long long)active_connections(c), (unsigned long long)lingering_connections(c));
     ev_break(loop, EVBREAK_ALL); /* workers close the rest on exit */
 }
 
@@ -54,6 +67,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *s, int revents)
     const char *name = s->signum == SIGTERM ? "SIGTERM" : "SIGINT";
     if (c->exiting) {
         MD_LOG(MD_LOG_WARN, "shutdown_now", "signal=%s reason=second_signal", name);
+        c->hurry = true;
         ev_break(loop, EVBREAK_ALL);
         return;
     }
@@ -99,12 +113,21 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
     if (strcmp(path, "/ready") == 0) {
         if (!get)
             goto get_only;
-        md_admin_reply_text(r, c->draining ? 503 : 200, c->draining ? "draining\n" : "ready\n");
+        /* Short of descriptors, new connections are turned away but open
+         * ones are served: still ready (503 on every replica an attacker
+         * starves would empty the Service), the body says why. */
+        bool short_fds = md_acceptor_fds_short();
+        md_admin_reply_text(r, c->draining ? 503 : 200,
+                            c->draining
+                                ? (short_fds ? "draining\noverloaded: descriptors\n" : "draining\n")
+                                : (short_fds ? "ready\noverloaded: descriptors\n" : "ready\n"));
     } else if (strcmp(path, "/stats/prometheus") == 0) {
         if (!get)
             goto get_only;
-        struct md_prom_server srv = {
-            .draining = c->draining, .workers = c->n_workers, .uptime_s = ev_time() - c->started};
+        struct md_prom_server srv = {.draining = c->draining,
+                                     .fds_short = md_acceptor_fds_short(),
+                                     .workers = c->n_workers,
+                                     .uptime_s = ev_time() - c->started};
         md_tls_watch_counts(c->tls_watch, &srv.tls_reloads, &srv.tls_reload_failures);
         char *body;
         size_t len;
@@ -136,7 +159,9 @@ static void admin_handler(void *ctx, const char *method, const char *path, struc
         md_admin_reply_text(
             r, 200,
             "meshd admin\n"
-            "  GET  /ready              200 ready, 503 draining\n"
+            "  GET  /ready              200 ready, 503 draining; the body adds\n"
+            "                           \"overloaded: descriptors\" when new connections\n"
+            "                           are turned away for lack of them\n"
             "  GET  /stats/prometheus   metrics, Prometheus text 0.0.4\n"
             "  GET  /config_dump        running configuration\n"
             "  GET  /clusters           endpoints of every cluster: priority, weight, health\n"
@@ -176,6 +201,7 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
     c->snap = md_snapshot_ref(snap);
     c->drain_timeout_s = drain_timeout_s;
     c->started = ev_time();
+    md_acceptor_reserve_init(); /* before the workers' threads */
     c->workers = calloc(n_workers, sizeof(*c->workers));
     c->blocks = calloc(n_workers, sizeof(*c->blocks));
     if (!c->loop || !c->workers || !c->blocks)
@@ -248,7 +274,12 @@ int md_control_run(struct md_control *c)
 
 void md_control_fini(struct md_control *c)
 {
-    /* Workers first: they exit their loops and close what is still open. */
+    /* Workers first: they exit their loops and close what is still open,
+     * all at once (each gives its lingering sockets MD_LINGER_EXIT_S). */
+    for (size_t i = 0; i < c->n_workers; i++)
+        if (c->workers[i].thread_started)
+            md_worker_post(&c->workers[i],
+                           MD_WORKER_CMD_EXIT | (c->hurry ? MD_WORKER_CMD_HURRY : 0));
     for (size_t i = 0; i < c->n_workers; i++)
         md_worker_fini(&c->workers[i]);
     md_admin_free(c->admin);

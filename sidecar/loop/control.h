@@ -38,6 +38,7 @@ struct md_control {
     double drain_timeout_s;
     bool draining; /* listeners closed; /ready is 503 */
     bool exiting;  /* a signal came: exit once drained */
+    bool hurry;    /* a second signal: exit without waiting for lingering sockets */
     ev_tstamp started;
 };
 

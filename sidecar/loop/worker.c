@@ -50,6 +50,12 @@ static void take_epsets(struct md_worker *w)
     }
 }
 
+/* At exit the loop runs on until the last lingering socket is closed. */
+static void on_linger_empty(struct md_linger_set *ls)
+{
+    ev_break(ls->loop, EVBREAK_ALL);
+}
+
 static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
 {
     struct md_worker *w = MD_CONTAINER_OF(a, struct md_worker, wake);
@@ -63,8 +69,9 @@ static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
     }
     if (cmd & (MD_WORKER_CMD_CLOSE_ALL | MD_WORKER_CMD_EXIT))
         close_connections(w);
-    if (cmd & MD_WORKER_CMD_EXIT)
-        ev_break(loop, EVBREAK_ALL);
+    if (cmd & (MD_WORKER_CMD_EXIT | MD_WORKER_CMD_HURRY))
+        md_linger_exit(&w->linger, cmd & MD_WORKER_CMD_HURRY ? 0 : MD_LINGER_EXIT_S,
+                       on_linger_empty);
 }
 
 static void run_deferred(struct md_worker *w)
@@ -140,6 +147,7 @@ int md_worker_init(struct md_worker *w, int id, struct md_snapshot *snap)
     ev_async_start(w->loop, &w->wake);
     ev_prepare_init(&w->prepare, on_prepare);
     ev_prepare_start(w->loop, &w->prepare);
+    md_linger_init(&w->linger, w->loop, MD_LINGER_MAX);
     int rc = md_errwatch_set_init(&w->errwatch, w->loop);
     if (rc < 0)
         return rc;
@@ -202,6 +210,11 @@ uint64_t md_worker_active(const struct md_worker *w)
     return __atomic_load_n(&w->active, __ATOMIC_RELAXED);
 }
 
+uint64_t md_worker_lingering(const struct md_worker *w)
+{
+    return md_linger_count(&w->linger);
+}
+
 void md_worker_fini(struct md_worker *w)
 {
     if (w->thread_started) {
@@ -216,6 +229,7 @@ void md_worker_fini(struct md_worker *w)
             for (size_t i = 0; i < w->snap->n_clusters; i++)
                 md_upool_free(w->upools[i]);
         run_deferred(w);
+        md_linger_fini(&w->linger);
     }
     if (w->listeners)
         for (size_t i = 0; i < w->snap->n_listeners; i++)

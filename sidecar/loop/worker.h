@@ -13,6 +13,7 @@
 #include "core/stats.h"
 #include "filter/reset_flood.h"
 #include "net/errwatch.h"
+#include "net/linger.h"
 #include "snapshot.h"
 #include "upstream/lb.h"
 
@@ -38,6 +39,7 @@ enum {
     MD_WORKER_CMD_STOP_ACCEPT = 1 << 0, /* close listening sockets */
     MD_WORKER_CMD_CLOSE_ALL = 1 << 1,   /* close every open connection now */
     MD_WORKER_CMD_EXIT = 1 << 2,        /* leave the loop; implies both above */
+    MD_WORKER_CMD_HURRY = 1 << 3,       /* with EXIT: lingering sockets are closed now */
 };
 
 #define MD_WORKER_PIPE_CACHE 32
@@ -70,6 +72,7 @@ struct md_worker {
     struct md_breakers *breakers;    /* [snap->n_clusters] shared, borrowed; NULL: none */
     uint64_t rng;                    /* xorshift state: route splits, request ids */
     struct md_errwatch_set errwatch; /* resets on sockets not being read */
+    struct md_linger_set linger;     /* downstream sockets closing (net/linger.h) */
     /* HTTP/2 frames of one flush, gathered for one write: shared, so an idle
      * connection holds no output buffer. Empty between flushes. */
     struct md_outbuf h2_batch;
@@ -92,7 +95,9 @@ void md_worker_post(struct md_worker *w, unsigned cmd);
  * reference is taken) from its next event on; before the thread runs, at
  * once. */
 void md_worker_post_epset(struct md_worker *w, size_t idx, struct md_epset *set);
-/* Joins the thread (after MD_WORKER_CMD_EXIT) and frees everything. */
+/* Joins the thread and frees everything. On MD_WORKER_CMD_EXIT the thread
+ * closes its connections and waits for its lingering sockets, at most
+ * MD_LINGER_EXIT_S (none with MD_WORKER_CMD_HURRY). */
 void md_worker_fini(struct md_worker *w);
 
 /* Queues |d| to run before the loop sleeps; a no-op if already queued. */
@@ -110,6 +115,9 @@ uint64_t md_worker_rand(struct md_worker *w);
 
 /* Number of open downstream connections; safe from any thread. */
 uint64_t md_worker_active(const struct md_worker *w);
+/* Number of downstream sockets in their lingering close; safe from any
+ * thread. */
+uint64_t md_worker_lingering(const struct md_worker *w);
 
 /* A non-blocking pipe for splice, from the cache or new, grown towards
  * |want| bytes. Returns its capacity in bytes, or -errno. */

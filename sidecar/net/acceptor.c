@@ -6,11 +6,37 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define ACCEPTS_PER_WAKEUP 64
 #define EXHAUSTED_PAUSE_S 0.1
+#define RESERVE_MIN 8
+#define RESERVE_MAX 256
+
+/* Descriptors from this number up are the reserve. */
+static int fd_ceiling = INT_MAX;
+
+void md_acceptor_reserve_init(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX)
+        return;
+    long lim = (long)rl.rlim_cur, reserve = lim / 16;
+    reserve = reserve < RESERVE_MIN ? RESERVE_MIN : reserve > RESERVE_MAX ? RESERVE_MAX : reserve;
+    fd_ceiling = (int)(lim > reserve ? lim - reserve : 0);
+}
+
+bool md_acceptor_fds_short(void)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* the lowest free number */
+    if (fd < 0)
+        return errno == EMFILE || errno == ENFILE;
+    close(fd);
+    return fd >= fd_ceiling;
+}
 
 int md_acceptor_listen(const struct sockaddr *sa, socklen_t len, bool reuseport, int backlog,
                        const char **step)
@@ -53,11 +79,25 @@ static void on_pause_end(struct ev_loop *loop, ev_timer *t, int revents)
         ev_io_start(loop, &a->io);
 }
 
+/* Accepting again at once would spin on the same error. */
+static void pause_accepting(struct md_acceptor *a, int err)
+{
+    a->on_exhausted(a, -err);
+    ev_io_stop(a->loop, &a->io);
+    ev_timer_set(&a->pause, EXHAUSTED_PAUSE_S, 0.);
+    ev_timer_start(a->loop, &a->pause);
+}
+
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct md_acceptor *a = MD_CONTAINER_OF(io, struct md_acceptor, io);
     for (int i = 0; i < ACCEPTS_PER_WAKEUP && a->fd >= 0; i++) {
         int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0 && a->keep_reserve && fd >= fd_ceiling) {
+            md_sock_close_reset(fd); /* in the reserve: turned away at once */
+            pause_accepting(a, EMFILE);
+            return;
+        }
         if (fd >= 0) {
             a->on_conn(a, fd);
             continue;
@@ -67,14 +107,10 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
             continue;
         if (err == EAGAIN)
             return;
-        /* EMFILE, ENFILE, ENOBUFS, ENOMEM, or anything unexpected: accepting
-         * again at once would spin on the same error. */
-        a->on_exhausted(a, -err);
+        /* EMFILE, ENFILE, ENOBUFS, ENOMEM, or anything unexpected */
         if (err == EMFILE || err == ENFILE)
             shed_one(a);
-        ev_io_stop(loop, &a->io);
-        ev_timer_set(&a->pause, EXHAUSTED_PAUSE_S, 0.);
-        ev_timer_start(loop, &a->pause);
+        pause_accepting(a, err);
         return;
     }
 }

@@ -79,6 +79,7 @@ struct md_listener *md_listener_new(struct md_worker *w, const struct md_snap_li
         return NULL;
     }
     md_acceptor_init(&ln->acc, w->loop, fd, &w->reserve_fd, on_conn, on_exhausted);
+    ln->acc.keep_reserve = true; /* the reserve is admin's and open connections' */
     return ln;
 }
 

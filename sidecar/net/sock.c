@@ -92,24 +92,28 @@ int md_sock_flush(struct md_sock *s, struct md_outbuf *o, uint64_t *tx_stat)
     return rc;
 }
 
+int md_sock_close_notify(struct md_sock *s)
+{
+    if (!s->ssl || s->tls_failed || !SSL_is_init_finished(s->ssl))
+        return 0;
+    ERR_clear_error();
+    int r = SSL_shutdown(s->ssl); /* the peer's close_notify is not awaited */
+    int rc = r < 0 && SSL_get_error(s->ssl, r) == SSL_ERROR_WANT_WRITE ? -EAGAIN : 0;
+    ERR_clear_error();
+    return rc;
+}
+
 void md_sock_shutdown_wr(struct md_sock *s)
 {
-    if (s->ssl && !s->tls_failed) {
-        ERR_clear_error();
-        SSL_shutdown(s->ssl); /* sends close_notify; the peer's is not awaited */
-        ERR_clear_error();
-    }
+    md_sock_close_notify(s);
     shutdown(s->fd, SHUT_WR);
 }
 
 void md_sock_close(struct md_sock *s, bool reset)
 {
     if (s->ssl) {
-        if (!reset && !s->tls_failed && SSL_is_init_finished(s->ssl)) {
-            ERR_clear_error();
-            SSL_shutdown(s->ssl);
-            ERR_clear_error();
-        }
+        if (!reset)
+            md_sock_close_notify(s);
         SSL_free(s->ssl);
         s->ssl = NULL;
     }

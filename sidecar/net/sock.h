@@ -51,7 +51,13 @@ ssize_t md_sock_recv(struct md_sock *s, void *buf, size_t len);
  * in |o| (they stay there: callers only append). */
 int md_sock_flush(struct md_sock *s, struct md_outbuf *o, uint64_t *tx_stat);
 
-/* Our end of the stream: TLS close_notify, then FIN. */
+/* Under TLS once the handshake is done and no fatal error came: sends
+ * close_notify. Returns 0 when sent (or not to be sent), -EAGAIN when the
+ * socket is full: call again once writable. */
+int md_sock_close_notify(struct md_sock *s);
+
+/* Our end of the stream: TLS close_notify (lost if the socket is full), then
+ * FIN. */
 void md_sock_shutdown_wr(struct md_sock *s);
 
 /* Closes (with an RST when |reset|) and frees the TLS state and identities. */
