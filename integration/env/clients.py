@@ -9,6 +9,7 @@ bounded in time (a deadline) and in iterations.
 import hashlib
 import itertools
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -948,16 +949,20 @@ class RawH2(SocketOwner):
                                                  if the connection ended first
     Received SETTINGS are acknowledged when auto_ack_settings is True (the
     default); c.frames holds every frame received; c.eof is None, "eof" or
-    "rst" once the connection ended."""
+    "rst" once the connection ended. tls: an ssl.SSLContext (offering ALPN
+    h2) for a TLS listener instead of h2c."""
 
     DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
     END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 
     def __init__(self, port, host="127.0.0.1", timeout=DEFAULT_TIMEOUT, settings=(), auto_ack_settings=True,
-                 preface=True):
+                 preface=True, tls=None):
         import hpack
 
         self.sock = connect(port, timeout=timeout, host=host)
+        self.tls = tls is not None
+        if self.tls:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="localhost")
         self.timeout = timeout
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
@@ -1026,9 +1031,9 @@ class RawH2(SocketOwner):
                     sent += self.sock.send(view[sent : sent + (1 << 20)])
                     last = time.monotonic()
                     continue
-                except BlockingIOError:
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                     pass
-                except (BrokenPipeError, ConnectionResetError):
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
                     break
                 now = time.monotonic()
                 if now - last >= 1.0 or now >= deadline:
@@ -1069,8 +1074,11 @@ class RawH2(SocketOwner):
                     ]
                     self._block = None
             if ftype == self.SETTINGS and not flags & self.ACK and self.auto_ack_settings:
-                try:  # never blocks: a peer that stopped reading gets no ACK
-                    self.sock.send(self.settings(ack=True), socket.MSG_DONTWAIT)
+                try:  # never blocks: a peer that stopped reading gets no ACK (TLS: one small write)
+                    if self.tls:
+                        self.sock.send(self.settings(ack=True))
+                    else:
+                        self.sock.send(self.settings(ack=True), socket.MSG_DONTWAIT)
                 except OSError:
                     pass
             out.append(f)
@@ -1089,6 +1097,9 @@ class RawH2(SocketOwner):
             return []
         except ConnectionResetError:
             self.eof = "rst"
+            return []
+        except ssl.SSLError:  # a TLS connection cut without close_notify
+            self.eof = "eof"
             return []
         if not data:
             self.eof = "eof"

@@ -18,6 +18,7 @@
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents);
+static void on_more(struct ev_loop *loop, ev_idle *idle, int revents);
 
 static void run_flush(struct md_defer *d);
 
@@ -31,6 +32,10 @@ void md_h2conn_init(struct md_h2conn *c, struct md_worker *w, struct md_sock soc
     md_defer_init(&c->flush, run_flush);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+    ev_idle_init(&c->more, on_more);
+    /* Top priority: it runs on the next pass even while other events are
+     * pending (idle watchers otherwise wait for a quiet loop). */
+    ev_set_priority(&c->more, EV_MAXPRI);
     ev_io_start(w->loop, &c->rio);
 }
 
@@ -50,6 +55,7 @@ void md_h2conn_fini(struct md_h2conn *c)
     if (c->sock.fd >= 0) {
         ev_io_stop(c->w->loop, &c->rio);
         ev_io_stop(c->w->loop, &c->wio);
+        ev_idle_stop(c->w->loop, &c->more);
         md_sock_close(&c->sock, c->reset_on_close);
     }
     if (c->sess) {
@@ -59,9 +65,19 @@ void md_h2conn_fini(struct md_h2conn *c)
     md_outbuf_fini(&c->out);
 }
 
-static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+/* Decrypted bytes OpenSSL holds are invisible to the socket's watcher: they
+ * are read on the next loop pass, after the flush of this one. (Feeding the
+ * read watcher instead ran it again before the flush, as libev invokes the
+ * events fed by a callback first: a client that kept sending over TLS was
+ * read on without end, and a GOAWAY nghttp2 had queued never went out.) */
+static void read_more_later(struct md_h2conn *c)
 {
-    struct md_h2conn *c = MD_CONTAINER_OF(io, struct md_h2conn, rio);
+    if (c->sock.ssl && ev_is_active(&c->rio) && SSL_pending(c->sock.ssl) > 0)
+        ev_idle_start(c->w->loop, &c->more);
+}
+
+static void read_batch(struct md_h2conn *c)
+{
     uint8_t buf[READ_BUF];
     for (int round = 0; round < 4 && !c->closing; round++) {
         ssize_t n = md_sock_recv(&c->sock, buf, sizeof(buf));
@@ -86,12 +102,25 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
             md_h2conn_close(c, nghttp2_strerror((int)used), false);
             break;
         }
-        if ((size_t)n < sizeof(buf))
+        if ((size_t)n < sizeof(buf) || !nghttp2_session_want_read(c->sess))
             break;
     }
     if (!c->closing)
-        md_sock_kick(&c->sock, loop, &c->rio); /* the rounds ran out with TLS bytes left */
+        read_more_later(c); /* the rounds ran out with TLS bytes left */
     md_h2conn_want_flush(c);
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    read_batch(MD_CONTAINER_OF(io, struct md_h2conn, rio));
+}
+
+static void on_more(struct ev_loop *loop, ev_idle *idle, int revents)
+{
+    struct md_h2conn *c = MD_CONTAINER_OF(idle, struct md_h2conn, more);
+    ev_idle_stop(loop, idle);
+    if (ev_is_active(&c->rio) && !c->closing) /* not paused meanwhile */
+        read_batch(c);
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
@@ -234,7 +263,7 @@ static void run_flush(struct md_defer *d)
         ev_io_stop(c->w->loop, &c->rio);
     else if (!pause && !ev_is_active(&c->rio) && !c->closing && c->sock.fd >= 0) {
         ev_io_start(c->w->loop, &c->rio);
-        md_sock_kick(&c->sock, c->w->loop, &c->rio);
+        read_more_later(c);
     }
 
     bool done =
