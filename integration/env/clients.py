@@ -1003,6 +1003,9 @@ class RawH2(SocketOwner):
     def ping(self, opaque=b"\0" * 8, ack=False):
         return self.frame(self.PING, self.ACK if ack else 0, 0, opaque)
 
+    def priority(self, stream, depends_on, weight=15, exclusive=False):
+        return self.frame(2, 0, stream, struct.pack(">IB", depends_on | (exclusive << 31), weight))
+
     def window_update(self, stream, increment):
         return self.frame(self.WINDOW_UPDATE, 0, stream, struct.pack(">I", increment))
 

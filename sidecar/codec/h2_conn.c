@@ -76,6 +76,90 @@ static void read_more_later(struct md_h2conn *c)
         ev_idle_start(c->w->loop, &c->more);
 }
 
+/* Ends the connection with GOAWAY(|code|) for |why|: counted and logged
+ * once. nghttp2 reads nothing more. */
+static void refuse(struct md_h2conn *c, uint32_t code, const char *why)
+{
+    nghttp2_session_terminate_session(c->sess, code);
+    md_h2conn_count_proto_error(c);
+    MD_LOG(MD_LOG_WARN, "h2_protocol_error", "err=\"%s\"", why);
+    md_h2conn_close(c, why, false);
+}
+
+/* Hands |n| input bytes to nghttp2. Returns false once the connection
+ * closes. */
+static bool recv_bytes(struct md_h2conn *c, const uint8_t *p, size_t n)
+{
+    ssize_t used = nghttp2_session_mem_recv(c->sess, p, n);
+    if (used >= 0)
+        return true;
+    /* For floods and some framing errors nghttp2 queues no GOAWAY itself:
+     * say why before closing, and count it. */
+    refuse(c,
+           used == NGHTTP2_ERR_FLOODED || used == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+               ? NGHTTP2_ENHANCE_YOUR_CALM
+               : NGHTTP2_PROTOCOL_ERROR,
+           nghttp2_strerror((int)used));
+    return false;
+}
+
+/* RST_STREAM for |id| even where nghttp2 would not send one (an idle
+ * stream): written ahead of nghttp2's frames. */
+static void reset_stream(struct md_h2conn *c, int32_t id, uint32_t code)
+{
+    if (id <= nghttp2_session_get_last_proc_stream_id(c->sess)) {
+        nghttp2_submit_rst_stream(c->sess, NGHTTP2_FLAG_NONE, id, code);
+        return;
+    }
+    uint8_t f[13] = {0, 0, 4, NGHTTP2_RST_STREAM, 0, (uint8_t)(id >> 24), (uint8_t)(id >> 16),
+                     (uint8_t)(id >> 8), (uint8_t)id, (uint8_t)(code >> 24),
+                     (uint8_t)(code >> 16), (uint8_t)(code >> 8), (uint8_t)code};
+    if (md_outbuf_append(&c->out, f, sizeof(f)) < 0)
+        md_h2conn_close(c, "out_of_memory", true);
+}
+
+/* Acts on the guard's verdict (h2_guard.h). Returns false once the
+ * connection closes. */
+static bool judged(struct md_h2conn *c, const struct md_h2guard_frame *f)
+{
+    switch (f->verdict) {
+    case MD_H2G_OK: break;
+    case MD_H2G_SELF_DEPENDENT: reset_stream(c, f->stream, NGHTTP2_PROTOCOL_ERROR); break;
+    case MD_H2G_AFTER_RESET: reset_stream(c, f->stream, NGHTTP2_STREAM_CLOSED); break;
+    case MD_H2G_FLOOD:
+        refuse(c, NGHTTP2_ENHANCE_YOUR_CALM, "flood of frames without progress");
+        break;
+    case MD_H2G_PRIORITY_ZERO: refuse(c, NGHTTP2_PROTOCOL_ERROR, "PRIORITY on stream 0"); break;
+    case MD_H2G_AFTER_END:
+        refuse(c, NGHTTP2_STREAM_CLOSED, "DATA or HEADERS on a stream the client ended");
+        break;
+    }
+    return !c->closing;
+}
+
+/* Input through the guard, when there is one: a frame it judges is acted
+ * on once nghttp2 has read the frames before it. */
+static bool take(struct md_h2conn *c, const uint8_t *p, size_t n)
+{
+    if (!c->guard)
+        return recv_bytes(c, p, n);
+    size_t fed = 0, at = 0;
+    while (at < n) {
+        struct md_h2guard_frame f;
+        size_t base = at;
+        at += md_h2guard_scan(c->guard, p + base, n - base, &f);
+        if (f.verdict == MD_H2G_OK)
+            break;
+        size_t start = base + f.start;
+        if (start > fed && !recv_bytes(c, p + fed, start - fed))
+            return false;
+        fed = start > fed ? start : fed;
+        if (!judged(c, &f))
+            return false;
+    }
+    return recv_bytes(c, p + fed, n - fed);
+}
+
 static void read_batch(struct md_h2conn *c)
 {
     uint8_t buf[READ_BUF];
@@ -88,20 +172,8 @@ static void read_batch(struct md_h2conn *c)
             break;
         }
         md_stats_add(c->rx_stat, n);
-        ssize_t used = nghttp2_session_mem_recv(c->sess, buf, (size_t)n);
-        if (used < 0) {
-            /* For floods and some framing errors nghttp2 queues no GOAWAY
-             * itself: say why before closing, and count it. */
-            uint32_t code =
-                used == NGHTTP2_ERR_FLOODED || used == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
-                    ? NGHTTP2_ENHANCE_YOUR_CALM
-                    : NGHTTP2_PROTOCOL_ERROR;
-            nghttp2_session_terminate_session(c->sess, code);
-            md_h2conn_count_proto_error(c);
-            MD_LOG(MD_LOG_WARN, "h2_protocol_error", "err=\"%s\"", nghttp2_strerror((int)used));
-            md_h2conn_close(c, nghttp2_strerror((int)used), false);
+        if (!take(c, buf, (size_t)n))
             break;
-        }
         if ((size_t)n < sizeof(buf) || !nghttp2_session_want_read(c->sess))
             break;
     }

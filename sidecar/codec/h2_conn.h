@@ -9,6 +9,7 @@
 #define MESHD_CODEC_H2_CONN_H
 
 #include "core/arena.h"
+#include "codec/h2_guard.h"
 #include "core/outbuf.h"
 #include "http/hdrs.h"
 #include "loop/worker.h"
@@ -43,6 +44,7 @@ struct md_h2conn {
     uint64_t *rx_stat, *tx_stat; /* bytes counters (borrowed slots) */
     uint64_t *proto_err_stat;    /* protocol errors and floods (once per connection); may be NULL */
     bool proto_err_counted;
+    struct md_h2guard *guard; /* a server's judge of what its client sends; NULL: none */
     int write_rc;    /* in a flush: -EAGAIN once the socket is full, or why writing failed */
     void *frame_buf; /* nghttp2's frame buffer, in c->w->pages; NULL if on the heap */
 };
