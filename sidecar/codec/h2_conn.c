@@ -305,6 +305,8 @@ int md_h2conn_send_data(struct md_h2conn *c, const nghttp2_frame *frame, const u
     if (md_stream_take(s, h, p + FRAME_HDLEN, length) != length)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the read callback promised these */
     o->len += FRAME_HDLEN + length;
+    if (c->guard)
+        md_h2guard_progress(c->guard); /* what the client's WINDOW_UPDATEs answer */
     return gathered(c, o);
 }
 

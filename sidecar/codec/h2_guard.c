@@ -70,7 +70,7 @@ static unsigned extra(uint8_t type, uint8_t flags)
 
 /* DATA or HEADERS on a stream of the window the client reset or ended
  * before (§5.1). */
-static enum md_h2guard_verdict after_close(struct md_h2guard *g, int32_t id, uint8_t flags)
+static inline enum md_h2guard_verdict after_close(struct md_h2guard *g, int32_t id, uint8_t flags)
 {
     if (!in_window(g, id))
         return MD_H2G_OK;
@@ -128,10 +128,30 @@ static enum md_h2guard_verdict judge(struct md_h2guard *g, uint32_t len, uint8_t
     return v;
 }
 
+/* A frame's header |h| (and the |nx| payload bytes |extra| asks for) is
+ * complete: its verdict in |f|, and the rest of the frame to skip. */
+static enum md_h2guard_verdict judge_header(struct md_h2guard *g, const uint8_t *h, unsigned nx,
+                                            struct md_h2guard_frame *f)
+{
+    uint32_t len = (uint32_t)h[0] << 16 | (uint32_t)h[1] << 8 | h[2];
+    g->skip = len - nx;
+    f->type = h[3];
+    f->stream = (int32_t)be31(h + 5);
+    return f->verdict = judge(g, len, h[3], h[4], f->stream, h + HDLEN, nx);
+}
+
+static unsigned extra_of(const uint8_t *h)
+{
+    uint32_t len = (uint32_t)h[0] << 16 | (uint32_t)h[1] << 8 | h[2];
+    unsigned x = extra(h[3], h[4]);
+    return x > len ? len : x; /* nghttp2 refuses the frame */
+}
+
 size_t md_h2guard_scan(struct md_h2guard *g, const uint8_t *p, size_t n,
                        struct md_h2guard_frame *f)
 {
     size_t i = 0, start = 0;
+    enum md_h2guard_verdict v = MD_H2G_OK;
     f->verdict = MD_H2G_OK;
     while (i < n) {
         if (g->skip) {
@@ -140,33 +160,36 @@ size_t md_h2guard_scan(struct md_h2guard *g, const uint8_t *p, size_t n,
             i += k;
             continue;
         }
-        if (g->have == 0)
+        if (g->have == 0 && n - i >= sizeof(g->hd)) { /* whole in |p|: no copy */
+            const uint8_t *h = p + i;
             start = i;
-        size_t k = n - i < (size_t)(g->want - g->have) ? n - i : (size_t)(g->want - g->have);
-        memcpy(g->hd + g->have, p + i, k);
-        g->have += (uint8_t)k;
-        i += k;
-        if (g->have < g->want)
-            break;
-        uint32_t len = (uint32_t)g->hd[0] << 16 | (uint32_t)g->hd[1] << 8 | g->hd[2];
-        uint8_t type = g->hd[3], flags = g->hd[4];
-        if (g->want == HDLEN) {
-            unsigned x = extra(type, flags);
-            if (x > len)
-                x = len; /* nghttp2 refuses the frame */
-            if (x) {
-                g->want = (uint8_t)(HDLEN + x);
+            unsigned nx = extra_of(h);
+            i += HDLEN + nx;
+            v = judge_header(g, h, nx, f);
+            if (g->skip <= n - i) { /* the payload is here too */
+                i += g->skip;
+                g->skip = 0;
+            }
+        } else {
+            if (g->have == 0)
+                start = i;
+            size_t k = n - i < (size_t)(g->want - g->have) ? n - i : (size_t)(g->want - g->have);
+            memcpy(g->hd + g->have, p + i, k);
+            g->have += (uint8_t)k;
+            i += k;
+            if (g->have < g->want)
+                break;
+            unsigned nx = g->want - HDLEN;
+            if (g->want == HDLEN && (nx = extra_of(g->hd)) != 0) {
+                g->want = (uint8_t)(HDLEN + nx);
                 continue;
             }
+            v = judge_header(g, g->hd, nx, f);
+            g->have = 0;
+            g->want = HDLEN;
         }
-        unsigned nx = g->want - HDLEN;
-        int32_t id = (int32_t)be31(g->hd + 5);
-        enum md_h2guard_verdict v = judge(g, len, type, flags, id, g->hd + HDLEN, nx);
-        g->skip = len - nx;
-        g->have = 0;
-        g->want = HDLEN;
         if (v != MD_H2G_OK) {
-            *f = (struct md_h2guard_frame){v, type, id, start};
+            f->start = start;
             return i;
         }
     }

@@ -4,7 +4,7 @@
  * on the frame headers before nghttp2 reads them:
  *  - floods of frames that make no progress (CVE-2019-9518: empty DATA,
  *    WINDOW_UPDATE, PRIORITY, unknown types) spend a budget that progress
- *    (a new stream, DATA with payload, a frame of the answer) refills;
+ *    (a new stream, DATA with payload either way) refills;
  *  - PRIORITY on stream 0 (RFC 9113 §6.3), a PRIORITY frame making a
  *    stream depend on itself (§5.3.1);
  *  - DATA or HEADERS on a stream the client already reset or ended (§5.1),
@@ -59,7 +59,7 @@ void md_h2guard_init(struct md_h2guard *g);
 size_t md_h2guard_scan(struct md_h2guard *g, const uint8_t *p, size_t n,
                        struct md_h2guard_frame *f);
 
-/* Progress that refills the budget (a frame of an answer sent). */
+/* Progress that refills the budget (a DATA frame of an answer sent). */
 static inline void md_h2guard_progress(struct md_h2guard *g)
 {
     g->budget += MD_H2GUARD_REFILL;
