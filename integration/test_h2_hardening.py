@@ -6,6 +6,19 @@ from env.clients.RawH2:
   - rapid reset kept up in small writes: the GOAWAY meshd decides goes out
     while the client is still sending (over TLS it used to wait for a pause
     in the input, and every stream reached the upstream);
+  - floods of frames that make no progress (empty DATA, WINDOW_UPDATE,
+    PRIORITY, unknown types; CVE-2019-9518) get GOAWAY(ENHANCE_YOUR_CALM),
+    counted in meshd_listener_http2_protocol_error_total; a download whose
+    client sends two WINDOW_UPDATEs and a PING per DATA frame is not one;
+  - RFC 9113 rules nghttp2 leaves to meshd once it keeps no closed streams
+    and no RFC 7540 priorities: DATA or HEADERS on a stream the client reset
+    is a stream error STREAM_CLOSED, on a stream the client ended (and
+    closed) a connection error STREAM_CLOSED; after meshd's own reset they
+    are ignored, and so are WINDOW_UPDATE, RST_STREAM and PRIORITY after
+    close (§5.1); PRIORITY on stream 0 is a connection error PROTOCOL_ERROR
+    (§6.3), a PRIORITY frame making a stream depend on itself a stream error
+    PROTOCOL_ERROR (§5.3.1; HEADERS doing so gets nghttp2's connection
+    error, which §5.4.1 allows).
 
 No timing is asserted: waits are bounded polls, bounds are hang guards."""
 import select
@@ -13,7 +26,7 @@ import struct
 
 import pytest
 
-from env.clients import H2_ERRORS, RawH2, h2_get
+from env.clients import H2_ERRORS, RawH2
 from env.tls import client_context, cluster, downstream_tls, http_bundle, http_listener, pki  # noqa: F401
 
 pytestmark = pytest.mark.proxy_only
@@ -46,12 +59,11 @@ class Svc:
 
 @pytest.fixture(params=["h2c", "tls"])
 def svc(request, meshd, h2_backend, pki, ports):  # noqa: F811 - pki is a fixture
-    def make(hcm_extra=""):
+    def make():
         b = h2_backend()
         tls = request.param == "tls"
         text = http_bundle(
-            [http_listener(LISTENER, "{listen_port}", "H2C", downstream_tls(pki.meshd, None, "NONE") if tls else "",
-                           hcm_extra)],
+            [http_listener(LISTENER, "{listen_port}", "H2C", downstream_tls(pki.meshd, None, "NONE") if tls else "")],
             [cluster("app", "{upstream_port}")])
         port = ports.get()
         m = meshd(text, listen_port=port, upstream_port=b.port, concurrency=1)

@@ -47,8 +47,8 @@ static void set_state(struct md_h2guard *g, int32_t id, unsigned st)
 static void open_stream(struct md_h2guard *g, int32_t id)
 {
     int32_t from = g->highest + 2, low = id - 2 * (MD_H2GUARD_WINDOW - 1);
-    for (int32_t i = from > low ? from : low; i <= id; i += 2)
-        set_state(g, i, OPEN);
+    for (uint32_t i = (uint32_t)(from > low ? from : low); i <= (uint32_t)id; i += 2)
+        set_state(g, (int32_t)i, OPEN); /* (unsigned: id may be 2^31-1) */
     g->highest = id;
 }
 

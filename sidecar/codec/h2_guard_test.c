@@ -185,6 +185,11 @@ static void test_the_window_forgets_old_streams(void **state)
     frame(buf, &n, 1, 0x4, 5 + 2 * MD_H2GUARD_WINDOW, "\x82", 1); /* a jump */
     frame(buf, &n, 0, 0, 3 + 2 * MD_H2GUARD_WINDOW, "x", 1);
     assert_int_equal(scan(&g, buf, n, false).verdict, MD_H2G_OK);
+    /* The last stream id there is. */
+    n = 0;
+    frame(buf, &n, 1, 0x5, 0x7fffffff, "\x82", 1);
+    frame(buf, &n, 0, 0, 0x7fffffff, "x", 1);
+    assert_int_equal(scan(&g, buf, n, false).verdict, MD_H2G_AFTER_END);
 }
 
 int main(void)
