@@ -268,8 +268,10 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t error_cod
 static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
 {
     struct h2sc *c = user;
-    if (frame->hd.type == NGHTTP2_RST_STREAM)
-        return md_h2guard_local_reset(&c->guard, frame->hd.stream_id), 0;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        md_h2guard_local_reset(&c->guard, frame->hd.stream_id);
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
         md_h2conn_count_proto_error(&c->h2);
         MD_LOG(MD_LOG_WARN, "h2_goaway_sent", "listener=%s peer=%s error=%s", c->l->name,
