@@ -9,6 +9,7 @@ bounded in time (a deadline) and in iterations.
 import hashlib
 import itertools
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -949,7 +950,8 @@ class RawH2(SocketOwner):
     Received SETTINGS are acknowledged when auto_ack_settings is True (the
     default); c.frames holds every frame received; c.eof is None, "eof" or
     "rst" once the connection ended. sock: a connected socket to use (e.g.
-    TLS with ALPN h2, or one with socket options set before connecting)."""
+    TLS with ALPN h2 from env.tls.tls_connect, or one with socket options set
+    before connecting)."""
 
     DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
     END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
@@ -959,6 +961,7 @@ class RawH2(SocketOwner):
         import hpack
 
         self.sock = sock if sock is not None else connect(port, timeout=timeout, host=host)
+        self.tls = isinstance(self.sock, ssl.SSLSocket)
         self.timeout = timeout
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
@@ -999,6 +1002,9 @@ class RawH2(SocketOwner):
     def ping(self, opaque=b"\0" * 8, ack=False):
         return self.frame(self.PING, self.ACK if ack else 0, 0, opaque)
 
+    def priority(self, stream, depends_on, weight=15, exclusive=False):
+        return self.frame(2, 0, stream, struct.pack(">IB", depends_on | (exclusive << 31), weight))
+
     def window_update(self, stream, increment):
         return self.frame(self.WINDOW_UPDATE, 0, stream, struct.pack(">I", increment))
 
@@ -1027,9 +1033,9 @@ class RawH2(SocketOwner):
                     sent += self.sock.send(view[sent : sent + (1 << 20)])
                     last = time.monotonic()
                     continue
-                except BlockingIOError:
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                     pass
-                except (BrokenPipeError, ConnectionResetError):
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError):
                     break
                 now = time.monotonic()
                 if now - last >= 1.0 or now >= deadline:
@@ -1070,8 +1076,11 @@ class RawH2(SocketOwner):
                     ]
                     self._block = None
             if ftype == self.SETTINGS and not flags & self.ACK and self.auto_ack_settings:
-                try:  # never blocks: a peer that stopped reading gets no ACK
-                    self.sock.send(self.settings(ack=True), socket.MSG_DONTWAIT)
+                try:  # never blocks: a peer that stopped reading gets no ACK (TLS: one small write)
+                    if self.tls:
+                        self.sock.send(self.settings(ack=True))
+                    else:
+                        self.sock.send(self.settings(ack=True), socket.MSG_DONTWAIT)
                 except OSError:
                     pass
             out.append(f)
@@ -1090,6 +1099,9 @@ class RawH2(SocketOwner):
             return []
         except ConnectionResetError:
             self.eof = "rst"
+            return []
+        except ssl.SSLError:  # a TLS connection cut without close_notify
+            self.eof = "eof"
             return []
         if not data:
             self.eof = "eof"

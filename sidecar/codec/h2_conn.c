@@ -18,6 +18,7 @@
 
 static void on_readable(struct ev_loop *loop, ev_io *io, int revents);
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents);
+static void on_more(struct ev_loop *loop, ev_idle *idle, int revents);
 
 static void run_flush(struct md_defer *d);
 
@@ -31,6 +32,10 @@ void md_h2conn_init(struct md_h2conn *c, struct md_worker *w, struct md_sock soc
     md_defer_init(&c->flush, run_flush);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+    ev_idle_init(&c->more, on_more);
+    /* Top priority: it runs on the next pass even while other events are
+     * pending (idle watchers otherwise wait for a quiet loop). */
+    ev_set_priority(&c->more, EV_MAXPRI);
     ev_io_start(w->loop, &c->rio);
 }
 
@@ -50,6 +55,7 @@ void md_h2conn_fini(struct md_h2conn *c)
     if (c->sock.fd >= 0) {
         ev_io_stop(c->w->loop, &c->rio);
         ev_io_stop(c->w->loop, &c->wio);
+        ev_idle_stop(c->w->loop, &c->more);
         if (c->linger)
             md_linger_close(&c->w->linger, &c->sock, c->reset_on_close);
         else
@@ -62,9 +68,103 @@ void md_h2conn_fini(struct md_h2conn *c)
     md_outbuf_fini(&c->out);
 }
 
-static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+/* Decrypted bytes OpenSSL holds are invisible to the socket's watcher: they
+ * are read on the next loop pass, after the flush of this one. (Feeding the
+ * read watcher instead ran it again before the flush, as libev invokes the
+ * events fed by a callback first: a client that kept sending over TLS was
+ * read on without end, and a GOAWAY nghttp2 had queued never went out.) */
+static void read_more_later(struct md_h2conn *c)
 {
-    struct md_h2conn *c = MD_CONTAINER_OF(io, struct md_h2conn, rio);
+    if (c->sock.ssl && ev_is_active(&c->rio) && SSL_pending(c->sock.ssl) > 0)
+        ev_idle_start(c->w->loop, &c->more);
+}
+
+/* Ends the connection with GOAWAY(|code|) for |why|: counted and logged
+ * once. nghttp2 reads nothing more. */
+static void refuse(struct md_h2conn *c, uint32_t code, const char *why)
+{
+    nghttp2_session_terminate_session(c->sess, code);
+    md_h2conn_count_proto_error(c);
+    MD_LOG(MD_LOG_WARN, "h2_protocol_error", "err=\"%s\"", why);
+    md_h2conn_close(c, why, false);
+}
+
+/* Hands |n| input bytes to nghttp2. Returns false once the connection
+ * closes. */
+static bool recv_bytes(struct md_h2conn *c, const uint8_t *p, size_t n)
+{
+    ssize_t used = nghttp2_session_mem_recv(c->sess, p, n);
+    if (used >= 0)
+        return true;
+    /* For floods and some framing errors nghttp2 queues no GOAWAY itself:
+     * say why before closing, and count it. */
+    refuse(c,
+           used == NGHTTP2_ERR_FLOODED || used == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+               ? NGHTTP2_ENHANCE_YOUR_CALM
+               : NGHTTP2_PROTOCOL_ERROR,
+           nghttp2_strerror((int)used));
+    return false;
+}
+
+/* RST_STREAM for |id| even where nghttp2 would not send one (an idle
+ * stream): written ahead of nghttp2's frames. */
+static void reset_stream(struct md_h2conn *c, int32_t id, uint32_t code)
+{
+    if (id <= nghttp2_session_get_last_proc_stream_id(c->sess)) {
+        nghttp2_submit_rst_stream(c->sess, NGHTTP2_FLAG_NONE, id, code);
+        return;
+    }
+    uint8_t f[13] = {0, 0, 4, NGHTTP2_RST_STREAM, 0, (uint8_t)(id >> 24), (uint8_t)(id >> 16),
+                     (uint8_t)(id >> 8), (uint8_t)id, (uint8_t)(code >> 24),
+                     (uint8_t)(code >> 16), (uint8_t)(code >> 8), (uint8_t)code};
+    if (md_outbuf_append(&c->out, f, sizeof(f)) < 0)
+        md_h2conn_close(c, "out_of_memory", true);
+}
+
+/* Acts on the guard's verdict (h2_guard.h). Returns false once the
+ * connection closes. */
+static bool judged(struct md_h2conn *c, const struct md_h2guard_frame *f)
+{
+    switch (f->verdict) {
+    case MD_H2G_OK: break;
+    case MD_H2G_SELF_DEPENDENT: reset_stream(c, f->stream, NGHTTP2_PROTOCOL_ERROR); break;
+    case MD_H2G_AFTER_RESET: reset_stream(c, f->stream, NGHTTP2_STREAM_CLOSED); break;
+    case MD_H2G_FLOOD:
+        refuse(c, NGHTTP2_ENHANCE_YOUR_CALM, "flood of frames without progress");
+        break;
+    case MD_H2G_PRIORITY_ZERO: refuse(c, NGHTTP2_PROTOCOL_ERROR, "PRIORITY on stream 0"); break;
+    case MD_H2G_AFTER_END:
+        refuse(c, NGHTTP2_STREAM_CLOSED, "DATA or HEADERS on a stream the client ended");
+        break;
+    }
+    return !c->closing;
+}
+
+/* Input through the guard, when there is one: a frame it judges is acted
+ * on once nghttp2 has read the frames before it. */
+static bool take(struct md_h2conn *c, const uint8_t *p, size_t n)
+{
+    if (!c->guard)
+        return recv_bytes(c, p, n);
+    size_t fed = 0, at = 0;
+    while (at < n) {
+        struct md_h2guard_frame f;
+        size_t base = at;
+        at += md_h2guard_scan(c->guard, p + base, n - base, &f);
+        if (f.verdict == MD_H2G_OK)
+            break;
+        size_t start = base + f.start;
+        if (start > fed && !recv_bytes(c, p + fed, start - fed))
+            return false;
+        fed = start > fed ? start : fed;
+        if (!judged(c, &f))
+            return false;
+    }
+    return recv_bytes(c, p + fed, n - fed);
+}
+
+static void read_batch(struct md_h2conn *c)
+{
     uint8_t buf[READ_BUF];
     for (int round = 0; round < 4 && !c->closing; round++) {
         ssize_t n = md_sock_recv(&c->sock, buf, sizeof(buf));
@@ -75,26 +175,27 @@ static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
             break;
         }
         md_stats_add(c->rx_stat, n);
-        ssize_t used = nghttp2_session_mem_recv(c->sess, buf, (size_t)n);
-        if (used < 0) {
-            /* For floods and some framing errors nghttp2 queues no GOAWAY
-             * itself: say why before closing, and count it. */
-            uint32_t code =
-                used == NGHTTP2_ERR_FLOODED || used == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
-                    ? NGHTTP2_ENHANCE_YOUR_CALM
-                    : NGHTTP2_PROTOCOL_ERROR;
-            nghttp2_session_terminate_session(c->sess, code);
-            md_h2conn_count_proto_error(c);
-            MD_LOG(MD_LOG_WARN, "h2_protocol_error", "err=\"%s\"", nghttp2_strerror((int)used));
-            md_h2conn_close(c, nghttp2_strerror((int)used), false);
+        if (!take(c, buf, (size_t)n))
             break;
-        }
-        if ((size_t)n < sizeof(buf))
+        if ((size_t)n < sizeof(buf) || !nghttp2_session_want_read(c->sess))
             break;
     }
     if (!c->closing)
-        md_sock_kick(&c->sock, loop, &c->rio); /* the rounds ran out with TLS bytes left */
+        read_more_later(c); /* the rounds ran out with TLS bytes left */
     md_h2conn_want_flush(c);
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *io, int revents)
+{
+    read_batch(MD_CONTAINER_OF(io, struct md_h2conn, rio));
+}
+
+static void on_more(struct ev_loop *loop, ev_idle *idle, int revents)
+{
+    struct md_h2conn *c = MD_CONTAINER_OF(idle, struct md_h2conn, more);
+    ev_idle_stop(loop, idle);
+    if (ev_is_active(&c->rio) && !c->closing) /* not paused meanwhile */
+        read_batch(c);
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *io, int revents)
@@ -207,6 +308,8 @@ int md_h2conn_send_data(struct md_h2conn *c, const nghttp2_frame *frame, const u
     if (md_stream_take(s, h, p + FRAME_HDLEN, length) != length)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* the read callback promised these */
     o->len += FRAME_HDLEN + length;
+    if (c->guard)
+        md_h2guard_progress(c->guard); /* what the client's WINDOW_UPDATEs answer */
     return gathered(c, o);
 }
 
@@ -237,7 +340,7 @@ static void run_flush(struct md_defer *d)
         ev_io_stop(c->w->loop, &c->rio);
     else if (!pause && !ev_is_active(&c->rio) && !c->closing && c->sock.fd >= 0) {
         ev_io_start(c->w->loop, &c->rio);
-        md_sock_kick(&c->sock, c->w->loop, &c->rio);
+        read_more_later(c);
     }
 
     bool done =

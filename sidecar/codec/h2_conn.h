@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* What the HTTP/2 server and client connections share: a socket driven by an
  * nghttp2 session through mem_recv/mem_send, writes batched once per loop
- * pass (md_defer), reading paused while too much output is pending, and a
- * close that is deferred until no nghttp2 callback is on the stack. */
+ * pass (md_defer), at most one read batch per loop pass (so what a batch
+ * decided, a GOAWAY, goes out before the next batch is read, on TLS too),
+ * reading paused while too much output is pending, and a close that is
+ * deferred until no nghttp2 callback is on the stack. */
 #ifndef MESHD_CODEC_H2_CONN_H
 #define MESHD_CODEC_H2_CONN_H
 
 #include "core/arena.h"
+#include "codec/h2_guard.h"
 #include "core/outbuf.h"
 #include "http/hdrs.h"
 #include "loop/worker.h"
@@ -31,6 +34,7 @@ struct md_h2conn {
     struct md_sock sock;   /* sock.fd -1 once closed */
     nghttp2_session *sess; /* owned */
     ev_io rio, wio;
+    ev_idle more;          /* TLS bytes left after a read batch: read them next loop pass */
     struct md_defer flush; /* queued whenever there may be output */
     struct md_outbuf out;  /* bytes the socket did not take yet (freed when empty) */
     bool closing;          /* close at the next flush */
@@ -41,6 +45,7 @@ struct md_h2conn {
     uint64_t *rx_stat, *tx_stat; /* bytes counters (borrowed slots) */
     uint64_t *proto_err_stat;    /* protocol errors and floods (once per connection); may be NULL */
     bool proto_err_counted;
+    struct md_h2guard *guard; /* a server's judge of what its client sends; NULL: none */
     int write_rc;    /* in a flush: -EAGAIN once the socket is full, or why writing failed */
     void *frame_buf; /* nghttp2's frame buffer, in c->w->pages; NULL if on the heap */
 };

@@ -44,6 +44,7 @@ struct h2sc {
     ev_timer idle;
     ev_tstamp idle_since;
     char peer_ip[INET6_ADDRSTRLEN];
+    struct md_h2guard guard;
 };
 
 static const struct md_stream_side_ops ds_ops;
@@ -267,6 +268,10 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t error_cod
 static int on_frame_send(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
 {
     struct h2sc *c = user;
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        md_h2guard_local_reset(&c->guard, frame->hd.stream_id);
+        return 0;
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
         md_h2conn_count_proto_error(&c->h2);
         MD_LOG(MD_LOG_WARN, "h2_goaway_sent", "listener=%s peer=%s error=%s", c->l->name,
@@ -415,6 +420,8 @@ void md_h2_server_start(struct md_worker *w, const struct md_snap_listener *l, s
     c->h2.rx_stat = md_stats_l(st, l->idx, MD_LSTAT_RX_BYTES);
     c->h2.tx_stat = md_stats_l(st, l->idx, MD_LSTAT_TX_BYTES);
     c->h2.proto_err_stat = md_stats_l(st, l->idx, MD_LSTAT_H2_GOAWAY_ERROR);
+    md_h2guard_init(&c->guard);
+    c->h2.guard = &c->guard;
 
     md_addr_peer_ip(fd, c->peer_ip, sizeof(c->peer_ip));
     int one = 1;
