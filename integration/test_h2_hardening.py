@@ -6,6 +6,9 @@ from env.clients.RawH2:
   - rapid reset kept up in small writes: the GOAWAY meshd decides goes out
     while the client is still sending (over TLS it used to wait for a pause
     in the input, and every stream reached the upstream);
+  - rapid reset by a client that reconnects after each GOAWAY: its new
+    requests are refused once its address's budget is spent, and the access
+    log stays bounded (README "Logs");
   - floods of frames that make no progress (empty DATA, WINDOW_UPDATE,
     PRIORITY, unknown types; CVE-2019-9518) get GOAWAY(ENHANCE_YOUR_CALM),
     counted in meshd_listener_http2_protocol_error_total; a download whose
@@ -23,10 +26,11 @@ from env.clients.RawH2:
 No timing is asserted: waits are bounded polls, bounds are hang guards."""
 import select
 import struct
+import time
 
 import pytest
 
-from env.clients import H2_ERRORS, RawH2
+from env.clients import H2_ERRORS, RawH2, wait_until
 from env.tls import client_context, cluster, downstream_tls, http_bundle, http_listener, pki, tls_connect  # noqa: F401
 
 pytestmark = pytest.mark.proxy_only
@@ -129,6 +133,78 @@ def test_rapid_reset_in_small_writes_gets_goaway(svc):
     print(f"streams taken: {took} of {sent} sent")
     assert took < 5000, f"{took} of {sent} streams taken: the GOAWAY did not stop the flood"
     s.still_serving()
+
+
+# -- rapid reset across connections, and the access log under it ------------------------------
+# Streams a client abandons cost from its address's budget (2,000, then 100
+# a second per worker) and past it its new requests are refused with
+# REFUSED_STREAM before routing; access-log lines of failed exchanges are
+# bounded (1,000, then 100 a second per worker), the rest counted and
+# reported. Bounds are computed from the time the attack took: a slow run
+# widens them instead of failing.
+
+ADDR_BURST, ADDR_PER_S = 2000, 100
+LOG_BURST, LOG_PER_S = 1000, 100
+
+
+def _reconnecting_attack(s, rounds, pairs=2000):
+    """Connection after connection, each one burst of HEADERS + RST_STREAM
+    pairs, read until meshd ends it. Returns the seconds it took."""
+    t0 = time.monotonic()
+    for r in range(rounds):
+        with s.raw() as c:
+            block = c.header_block(_req("/rr"))
+            c.send_nowait(b"".join(c.headers(sid, None, end_stream=True, block=block) + c.rst_stream(sid, CANCEL)
+                                   for sid in range(1, 2 * pairs, 2)))
+            c.read_until(lambda f: f.type == RawH2.GOAWAY, timeout=HANG_GUARD)
+            c.read_to_end(timeout=HANG_GUARD)
+    return time.monotonic() - t0
+
+
+def _served(s, path):
+    """One request on a fresh connection: True when answered 200 (False
+    while meshd refuses this client's new streams)."""
+    with s.raw() as c:
+        c.send(c.headers(1, _req(path)))
+        f = c.read_until(lambda f: f.stream == 1 and f.type in (RawH2.HEADERS, RawH2.RST_STREAM),
+                         timeout=HANG_GUARD)
+        return f is not None and f.type == RawH2.HEADERS and dict(f.headers)[":status"] == "200"
+
+
+def test_reconnecting_rapid_reset_is_bounded(svc):
+    s = svc()
+    s.still_serving()
+    took = _reconnecting_attack(s, rounds=8)
+    forwarded = s.m.stat("meshd_cluster_upstream_rq_total", cluster="app") - 1
+    refused = s.stat("meshd_listener_http_rq_reset_flood_refused_total")
+    bound = ADDR_BURST + ADDR_PER_S * took + 100
+    print(f"8 connections in {took:.2f} s: {forwarded} requests forwarded, {refused} refused")
+    assert forwarded <= bound, f"{forwarded} abandoned requests reached the upstream in {took:.2f} s (bound {bound:.0f})"
+    assert refused > 0
+    assert "event=reset_flood" in s.m.log()
+    # The refusals end once the budget refills.
+    wait_until(lambda: _served(s, "/after"), timeout=HANG_GUARD, interval=0.1, what="the budget to refill")
+
+
+def test_access_log_is_bounded_under_a_flood(svc):
+    s = svc()
+    took = _reconnecting_attack(s, rounds=4)
+    wait_until(lambda: s.stat("meshd_listener_http_rq_active") == 0, timeout=HANG_GUARD,
+               what="every stream to be over")
+    lines = s.m.log().count("event=http_access")
+    dropped = s.stat("meshd_listener_access_log_dropped_total")
+    bound = LOG_BURST + LOG_PER_S * took + 50
+    print(f"attack of {took:.2f} s: {lines} access-log lines written, {dropped} left out")
+    assert lines <= bound, f"{lines} access-log lines in {took:.2f} s (bound {bound:.0f})"
+    assert dropped > 0
+    # A successful request is always logged, after a line that reports how
+    # many were left out (refused tries while the budget refills included).
+    wait_until(lambda: _served(s, "/logged"), timeout=HANG_GUARD, interval=0.1, what="the budget to refill")
+    wait_until(lambda: 'path="/logged"' in s.m.log(), timeout=HANG_GUARD, what="its access-log line")
+    dropped = s.stat("meshd_listener_access_log_dropped_total")
+    reports = [int(x.split("count=")[1].split()[0]) for x in s.m.log().splitlines()
+               if "event=log_lines_dropped" in x and "of=http_access" in x]
+    assert reports and sum(reports) == dropped, (reports, dropped)
 
 
 # -- floods of frames that make no progress ------------------------------------------------------
