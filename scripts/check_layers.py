@@ -72,7 +72,8 @@ WHY = {
 RULES = ["codec-includes-router", "codec-includes-upstream", "upstream-includes-router",
          "lower-includes-higher", "cycle"]
 
-INCLUDE_RE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
+# "x.h" and <x.h> alike: <router/router.h> must not slip past the check.
+INCLUDE_RE = re.compile(r'^\s*#\s*include\s*(?:"([^"]+)"|<([^>]+)>)')
 SOURCE_DIRS = ("sidecar", "xds")
 
 
@@ -100,10 +101,11 @@ def source_files(root):
                     yield os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
 
 
-def resolve(root, rel, inc):
-    """Where the compiler finds a quoted include: beside the file, then the
-    include roots sidecar/ and xds/. None when not in the tree (generated)."""
-    for base in (os.path.dirname(rel),) + SOURCE_DIRS:
+def resolve(root, rel, inc, quoted):
+    """Where the compiler finds an include: beside the file (quoted only), then
+    the include roots sidecar/ and xds/. None when not in the tree (system,
+    dependency and generated headers)."""
+    for base in ((os.path.dirname(rel),) if quoted else ()) + SOURCE_DIRS:
         cand = os.path.normpath(os.path.join(base, inc)).replace(os.sep, "/")
         if os.path.isfile(os.path.join(root, cand)):
             return cand
@@ -126,12 +128,13 @@ def scan(root):
                 m = INCLUDE_RE.match(text)
                 if not m:
                     continue
-                target = resolve(root, rel, m.group(1))
+                inc = m.group(1) or m.group(2)
+                target = resolve(root, rel, inc, m.group(1) is not None)
                 if target is None:
                     continue
                 dst = node_of(target)
                 if dst != src:
-                    edges.append((rel, lineno, m.group(1), src, dst))
+                    edges.append((rel, lineno, inc, src, dst))
     return edges
 
 

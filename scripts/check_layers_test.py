@@ -86,6 +86,15 @@ class FakeTree(unittest.TestCase):
         self.assert_new(out, f'sidecar/net/sock.h:{n}: #include "loop/worker.h": lower-includes-higher: '
                              "net/ (layer 3) must not include loop/ (layer 7)")
 
+    def test_angle_bracket_include_is_read_too(self):
+        path = os.path.join(self.root, "sidecar/codec/h2_server.c")
+        with open(path, "a") as f:
+            f.write("#include <stdio.h>\n#  include <router/router.h>\n")
+        rc, out = run(self.root)
+        self.assertEqual(rc, 1, out)
+        self.assert_new(out, 'sidecar/codec/h2_server.c:4: #include "router/router.h": codec-includes-router')
+        self.assertNotIn("stdio.h", out)
+
     def test_xds_including_the_data_path_fails(self):
         n = plant(self.root, "xds/snapshot.c", "net/sock.h")
         rc, out = run(self.root)
