@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """Check the #include graph of sidecar/ and xds/ against the layers.
 
+Every #include "x.h" (and <x.h> when x.h is a file of the tree) is an edge
+from the including file's directory to the included file's.
+
 The layers (sidecar/README.md, "Layers"; DESIGN.md) from the bottom up:
 
   0 core/                     errors, logs, buffers, stats, hashing
