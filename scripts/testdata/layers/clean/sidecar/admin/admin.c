@@ -1,0 +1,3 @@
+#include "loop/worker.h"
+#include "discovery/dns.h"
+#include "health/checker.h"

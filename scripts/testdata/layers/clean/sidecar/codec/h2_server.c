@@ -1,0 +1,2 @@
+#include "codec/h2_server.h"
+#include "http/stream.h"

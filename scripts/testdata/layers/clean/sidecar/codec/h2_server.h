@@ -1,0 +1,2 @@
+#include "http/stream.h"
+#include "net/sock.h"

@@ -1,0 +1,2 @@
+/* The bottom layer: includes nothing of the tree. */
+#include <errno.h>

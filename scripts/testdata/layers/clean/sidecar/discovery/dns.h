@@ -1,0 +1,2 @@
+/* a peer on the same layer */
+#include "upstream/upool.h"

@@ -1,0 +1,1 @@
+#include "codec/h2_server.h"

@@ -1,0 +1,2 @@
+#include "codec/h2_client.h"
+#include "upstream/upool.h"

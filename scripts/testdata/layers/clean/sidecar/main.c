@@ -1,0 +1,2 @@
+#include "loop/worker.h"
+#include "snapshot.h"

@@ -1,0 +1,2 @@
+#include "snapshot.h"
+#include "tls/tls_ctx.h"

@@ -1,0 +1,3 @@
+#include "router/router.h"
+#include "filter/rbac.h"
+#include "upstream/upool.h"

@@ -1,0 +1,2 @@
+#include "http/stream.h"
+#include "snapshot.h"
