@@ -9,6 +9,7 @@ bounded in time (a deadline) and in iterations.
 import hashlib
 import itertools
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -954,10 +955,11 @@ class RawH2(SocketOwner):
     END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
 
     def __init__(self, port, host="127.0.0.1", timeout=DEFAULT_TIMEOUT, settings=(), auto_ack_settings=True,
-                 preface=True):
+                 preface=True, sock=None):
         import hpack
 
-        self.sock = connect(port, timeout=timeout, host=host)
+        # sock: an open (e.g. TLS, env.tls.tls_connect) socket to use instead
+        self.sock = sock if sock is not None else connect(port, timeout=timeout, host=host)
         self.timeout = timeout
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
@@ -1070,7 +1072,10 @@ class RawH2(SocketOwner):
                     self._block = None
             if ftype == self.SETTINGS and not flags & self.ACK and self.auto_ack_settings:
                 try:  # never blocks: a peer that stopped reading gets no ACK
-                    self.sock.send(self.settings(ack=True), socket.MSG_DONTWAIT)
+                    if isinstance(self.sock, ssl.SSLSocket):  # no flags there; bounded by its timeout
+                        self.sock.send(self.settings(ack=True))
+                    else:
+                        self.sock.send(self.settings(ack=True), socket.MSG_DONTWAIT)
                 except OSError:
                     pass
             out.append(f)
@@ -1090,6 +1095,8 @@ class RawH2(SocketOwner):
         except ConnectionResetError:
             self.eof = "rst"
             return []
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            data = b""  # TLS: the peer closed without (or with) close_notify
         if not data:
             self.eof = "eof"
             return []
