@@ -12,12 +12,14 @@ HTTP/2 on h2c and TLS listeners; raw TCP through a tcp_proxy listener.
 import pytest
 
 from env.clients import RawH2, connect, echo_roundtrip, expect_closed, reset_close, wait_until
+from env.h1_origin import H1Origin
 from env.tls import client_context, cluster, downstream_tls, http_bundle, http_listener, pki, tls_connect  # noqa: F401
 
 pytestmark = pytest.mark.proxy_only
 
 HANG_GUARD = 20.0
-HELD = "/held?wait=held"
+HELD = {"h2": "/held?wait=held", "h1": "/h1/held?delay_ms=60000"}
+CLUSTER = {"h2": "app", "h1": "origin"}
 N = 3
 LISTENERS = {"h2c": "h2_plain", "tls": "h2_tls"}
 TCP_LISTENER = "tcp_in"
@@ -28,11 +30,12 @@ def _req(path):
 
 
 class Svc:
-    """meshd with an h2c listener, a TLS (h2) listener, both to HTTP/2
-    cluster `app`, and a TCP listener to cluster `tcp_app`."""
+    """meshd with an h2c listener and a TLS (h2) listener, both routing /h1/
+    to HTTP/1.1 cluster `origin` (an H1Origin) and the rest to HTTP/2
+    cluster `app` (an H2Backend); and a TCP listener to cluster `tcp_app`."""
 
-    def __init__(self, m, backend, echo, pki):
-        self.m, self.backend, self.echo, self.pki = m, backend, echo, pki
+    def __init__(self, m, backend, origin, echo, pki):
+        self.m, self.backend, self.origin, self.echo, self.pki = m, backend, origin, echo, pki
 
     def raw(self, kind):
         port = self.m.values["h2c_port" if kind == "h2c" else "tls_port"]
@@ -68,34 +71,49 @@ class Svc:
 
 
 @pytest.fixture
-def svc(meshd, h2_backend, backends, pki, ports):  # noqa: F811
+def origin():
+    o = H1Origin().start()
+    yield o
+    o.stop()
+
+
+@pytest.fixture
+def svc(meshd, h2_backend, backends, origin, pki, ports):  # noqa: F811
     def make():
         b = h2_backend()
         echo = backends.echo()
         text = http_bundle(
             [http_listener(LISTENERS["h2c"], "{h2c_port}", "H2C"),
              http_listener(LISTENERS["tls"], "{tls_port}", "H2C", downstream_tls(pki.meshd, None, "NONE"))],
-            [cluster("app", "{upstream_port}")])
+            [cluster("app", "{upstream_port}"), cluster("origin", "{origin_port}", protocol="HTTP1")],
+            routes=['routes { name: "h1" match { prefix: "/h1/" } route { cluster: "origin" } }',
+                    'routes { name: "all" match { prefix: "/" } route { cluster: "app" } }'])
         text += (f'listeners {{ name: "{TCP_LISTENER}" address {{ address: "127.0.0.1" port: {{tcp_port}} }}\n'
                  '  tcp_proxy { cluster: "tcp_app" } }\n'
                  'clusters { name: "tcp_app" connect_timeout_ms: 2000\n'
                  '  endpoints { address { address: "127.0.0.1" port: {echo_port} } } }\n')
-        m = meshd(text, upstream_port=b.port, echo_port=echo.port, concurrency=1)
-        return Svc(m, b, echo, pki)
+        m = meshd(text, upstream_port=b.port, origin_port=origin.port, echo_port=echo.port, concurrency=1)
+        return Svc(m, b, origin, echo, pki)
 
     return make
 
 
-def _open_held(s, c, n=N):
-    """n held streams on `c`, all upstream."""
+def _open_held(s, c, up, n=N):
+    """n held streams on `c`, all at the `up` ("h2" | "h1") backend."""
     for i in range(n):
-        c.send(c.headers(1 + 2 * i, _req(HELD)))
-    wait_until(lambda: len(s.backend.streams_for("/held")) >= n, timeout=HANG_GUARD,
-               what=f"{n} streams at the backend")
+        c.send(c.headers(1 + 2 * i, _req(HELD[up])))
+    if up == "h2":
+        wait_until(lambda: len(s.backend.streams_for("/held")) >= n, timeout=HANG_GUARD,
+                   what=f"{n} streams at the backend")
+    else:
+        wait_until(lambda: len(s.origin.requests) >= n, timeout=HANG_GUARD, what=f"{n} requests at the origin")
 
 
-@pytest.mark.parametrize("kind", ["h2c", "tls"])
-def test_client_vanishes_with_streams_open(svc, kind):
+KINDS = pytest.mark.parametrize("kind,up", [("h2c", "h2"), ("tls", "h2"), ("h2c", "h1"), ("tls", "h1")])
+
+
+@KINDS
+def test_client_vanishes_with_streams_open(svc, kind, up):
     """The client's TCP connection ends (RST) with streams open: the request
     gauge comes back to 0 and each stream counts as a downstream reset; the
     upstream streams are cancelled."""
@@ -103,30 +121,33 @@ def test_client_vanishes_with_streams_open(svc, kind):
     listener = LISTENERS[kind]
     before = s.stat("meshd_listener_http_rq_downstream_reset_total", listener)
     c = s.raw(kind)
-    _open_held(s, c)
+    _open_held(s, c, up)
     reset_close(c.sock)
-    s.wait_zero(listener, "app", ["cx_active", "rq_active", "upstream_rq_active"])
+    names = ["cx_active", "rq_active", "upstream_rq_active"]
+    if up == "h1":  # one request per connection: each is closed with its request
+        names.append("upstream_cx_active")
+    s.wait_zero(listener, CLUSTER[up], names)
     wait_until(lambda: s.stat("meshd_listener_http_rq_downstream_reset_total", listener) == before + N,
                timeout=HANG_GUARD, what=f"{N} downstream resets counted")
 
 
-@pytest.mark.parametrize("kind", ["h2c", "tls"])
-def test_backend_vanishes_with_streams_open(svc, kind):
+@KINDS
+def test_backend_vanishes_with_streams_open(svc, kind, up):
     """The backend goes away with streams open: each gets its answer (503),
     and once the client leaves every gauge, upstream ones included, is 0."""
     s = svc()
     listener = LISTENERS[kind]
     with s.raw(kind) as c:
-        _open_held(s, c)
-        s.backend.stop()
+        _open_held(s, c, up)
+        (s.backend if up == "h2" else s.origin).stop()
         for i in range(N):
             sid = 1 + 2 * i
             f = c.read_until(lambda f: f.stream == sid and (
                 f.type == RawH2.RST_STREAM or f.flags & RawH2.END_STREAM), timeout=HANG_GUARD)
             assert f is not None, c.frames
-        s.wait_zero(listener, "app", ["rq_active", "upstream_rq_active", "upstream_cx_active",
-                                      "upstream_http2_cx_active"])
-    s.wait_zero(listener, "app", ["cx_active"])
+        s.wait_zero(listener, CLUSTER[up], ["rq_active", "upstream_rq_active", "upstream_cx_active",
+                                            "upstream_http2_cx_active"])
+    s.wait_zero(listener, CLUSTER[up], ["cx_active"])
 
 
 def test_tcp_sessions_end_either_side(svc):
