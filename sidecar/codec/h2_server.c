@@ -48,8 +48,6 @@ struct h2sc {
     struct h2ss *hdr_ss;  /* stream of the header block begun last; NULL once it is gone */
     ev_tstamp hdr_since;  /* when that block began; 0: it is known to be complete */
     bool hdr_trailers;    /* that block is trailers */
-    size_t stall_len;     /* output waiting at the last tick ... */
-    ev_tstamp stall_since; /* ... and since when it has not moved */
     char peer_ip[INET6_ADDRSTRLEN];
 };
 
@@ -427,52 +425,34 @@ static void hdr_timeout(struct h2sc *c)
     md_h2conn_close(&c->h2, "request_headers_timeout", false);
 }
 
-/* Output that has not moved for stream_idle_timeout_ms: the peer stopped
- * reading, and what waits behind it (a stream's reset, GOAWAY) cannot go
- * out, so no stream or close would ever end. */
-static bool out_stalled(struct h2sc *c, ev_tstamp now)
-{
-    size_t len = c->h2.out.len;
-    if (len == 0 || len != c->stall_len) {
-        c->stall_len = len;
-        c->stall_since = now;
-        return false;
-    }
-    return now - c->stall_since >= c->l->http.stream_idle_timeout_ms / 1000.0 - 0.001;
-}
-
 static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct h2sc *c = MD_CONTAINER_OF(t, struct h2sc, idle);
-    ev_tstamp now = ev_now(loop);
-    double tick = c->l->http.request_headers_timeout_ms / 1000.0, next = tick;
-    if (out_stalled(c, now)) {
-        MD_LOG(MD_LOG_INFO, "h2_downstream_stalled", "listener=%s peer=%s pending=%zu",
-               c->l->name, c->peer_ip, c->h2.out.len);
-        md_h2conn_close(&c->h2, "write_stalled", true);
-        c->h2.reset_on_close = true; /* also when it was closing already */
-    } else if (hdr_block_open(c)) {
-        next = c->hdr_since + tick - now;
-        if (next <= 0.001) {
-            hdr_timeout(c);
-            next = tick;
-        }
-    } else if (!c->n_streams && !c->h2.closing) {
-        double left = c->l->http.idle_timeout_ms / 1000.0 - (now - c->idle_since);
+    double hdr_timeout_s = c->l->http.request_headers_timeout_ms / 1000.0;
+    if (hdr_block_open(c)) {
+        double left = c->hdr_since + hdr_timeout_s - ev_now(loop);
         if (left <= 0.001) {
-            nghttp2_session_terminate_session(c->h2.sess, NGHTTP2_NO_ERROR);
-            md_h2conn_close(&c->h2, "idle_timeout", false);
-        } else if (c->h2.out.len == 0) {
-            md_h2conn_quiesce(&c->h2);
-            next = left;
-        } else if (left < tick) {
-            next = left;
+            hdr_timeout(c);
+            return;
         }
+        t->repeat = left;
+        ev_timer_again(loop, t);
+        return;
     }
-    /* Otherwise a tick: open streams have their own timers; out_stalled
-     * watches a peer that stopped reading. */
-    t->repeat = next;
-    ev_timer_again(loop, t);
+    if (c->n_streams) {
+        t->repeat = hdr_timeout_s; /* a tick: the streams' own timers bound them */
+        ev_timer_again(loop, t);
+        return;
+    }
+    double left = c->l->http.idle_timeout_ms / 1000.0 - (ev_now(loop) - c->idle_since);
+    if (left > 0.001) {
+        md_h2conn_quiesce(&c->h2);
+        t->repeat = left;
+        ev_timer_again(loop, t);
+        return;
+    }
+    nghttp2_session_terminate_session(c->h2.sess, NGHTTP2_NO_ERROR);
+    md_h2conn_close(&c->h2, "idle_timeout", false);
 }
 
 static nghttp2_session_callbacks *server_callbacks(void)
