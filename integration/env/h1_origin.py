@@ -434,7 +434,7 @@ class H1Origin(TCPServer):
 
         delay = int(one("delay_ms", "0") or 0)
         if delay:
-            time.sleep(delay / 1000.0)
+            self._stop.wait(delay / 1000.0)  # stop() does not wait out a long delay
         if one("reset", "0") == "1":
             return "reset", None, None
         bad = one("bad")

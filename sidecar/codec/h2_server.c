@@ -41,8 +41,13 @@ struct h2sc {
     const struct md_snap_listener *l;
     struct md_list streams;
     size_t n_streams;
+    /* The one timer: idle time without streams, the header block open last,
+     * and while streams are open a tick (their own timers bound them). */
     ev_timer idle;
     ev_tstamp idle_since;
+    struct h2ss *hdr_ss;  /* stream of the header block begun last; NULL once it is gone */
+    ev_tstamp hdr_since;  /* when that block began; 0: it is known to be complete */
+    bool hdr_trailers;    /* that block is trailers */
     char peer_ip[INET6_ADDRSTRLEN];
     struct md_h2guard guard;
 };
@@ -56,6 +61,51 @@ static void idle_start(struct h2sc *c)
     c->idle_since = ev_now(c->h2.w->loop);
     c->idle.repeat = QUIESCE_S < timeout ? QUIESCE_S : timeout;
     ev_timer_again(c->h2.w->loop, &c->idle);
+}
+
+/* Whether the header block begun last may still be open: RFC 9113 §6.10,
+ * then nothing but its CONTINUATION can come on the connection. Its stream
+ * says while it is there; once the stream went first (reset by us), only the
+ * next block or the timeout ends it. */
+static bool hdr_block_open(struct h2sc *c)
+{
+    const struct h2ss *ss = c->hdr_ss;
+    if (!c->hdr_since)
+        return false;
+    if (!ss || ss->rules.why)
+        return true;
+    bool done;
+    if (c->hdr_trailers)
+        done = ss->s && ss->s->req.end;
+    else /* a request's stream is let go only once its headers are complete */
+        done = !ss->s || ss->s->req.headers_done;
+    if (done)
+        c->hdr_since = 0;
+    return !done;
+}
+
+/* A header block begins on |ss|: the timer must fire by its deadline. */
+static void hdr_block_begin(struct h2sc *c, struct h2ss *ss, bool trailers)
+{
+    struct ev_loop *loop = c->h2.w->loop;
+    double timeout = c->l->http.request_headers_timeout_ms / 1000.0;
+    c->hdr_ss = ss;
+    c->hdr_trailers = trailers;
+    c->hdr_since = ev_now(loop);
+    if (!ev_is_active(&c->idle) || ev_timer_remaining(loop, &c->idle) > timeout) {
+        c->idle.repeat = timeout;
+        ev_timer_again(loop, &c->idle);
+    }
+}
+
+/* The request gauge and, for a stream the client left unfinished, the
+ * downstream reset count: once per stream, however it ends. */
+static void ss_count_end(struct h2sc *c, const struct h2ss *ss, uint32_t error_code)
+{
+    struct md_stats *st = c->h2.w->stats;
+    md_stats_add(md_stats_l(st, c->l->idx, MD_LSTAT_RQ_ACTIVE), -1);
+    if (error_code != NGHTTP2_NO_ERROR && ss->s && ss->s->req.headers_done && !ss->rules.why)
+        md_stats_add(md_stats_l(st, c->l->idx, MD_LSTAT_RQ_DS_RESET), 1);
 }
 
 static void ss_free(struct h2ss *ss)
@@ -73,6 +123,11 @@ static void ss_free(struct h2ss *ss)
 static void ss_close(struct h2ss *ss, uint32_t error_code)
 {
     struct md_stream *s = ss->s;
+    struct h2sc *c = ss->c;
+    if (c->hdr_ss == ss) {
+        hdr_block_open(c); /* decided while the stream can still tell */
+        c->hdr_ss = NULL;
+    }
     if (s) {
         ss->s = NULL;
         md_router_on_downstream_closed(s, error_code);
@@ -85,8 +140,12 @@ static void conn_free(struct md_h2conn *h2)
 {
     struct h2sc *c = (struct h2sc *)h2;
     struct md_worker *w = c->h2.w;
-    while (!md_list_empty(&c->streams))
-        ss_close(MD_CONTAINER_OF(c->streams.next, struct h2ss, link), NGHTTP2_CANCEL);
+    /* Streams nghttp2 never closed (the connection went first) end here. */
+    while (!md_list_empty(&c->streams)) {
+        struct h2ss *ss = MD_CONTAINER_OF(c->streams.next, struct h2ss, link);
+        ss_count_end(c, ss, NGHTTP2_CANCEL);
+        ss_close(ss, NGHTTP2_CANCEL);
+    }
     MD_LOG(MD_LOG_DEBUG, "h2_downstream_closed", "listener=%s peer=%s reason=%s", c->l->name,
            c->peer_ip, c->h2.close_reason ? c->h2.close_reason : "-");
     ev_timer_stop(w->loop, &c->idle);
@@ -107,8 +166,10 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     struct h2sc *c = user;
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
         struct h2ss *ss = stream_of(sess, frame->hd.stream_id);
-        if (ss)
+        if (ss) {
             ss->header_bytes = 0; /* trailers: a new block */
+            hdr_block_begin(c, ss, true);
+        }
         return 0;
     }
     struct h2ss *ss = calloc(1, sizeof(*ss));
@@ -128,8 +189,8 @@ static int on_begin_headers(nghttp2_session *sess, const nghttp2_frame *frame, v
     s->local_id = c->h2.sock.local_id;
     s->sni = c->h2.sock.sni;
     md_list_insert_tail(&c->streams, &ss->link);
-    if (c->n_streams++ == 0)
-        ev_timer_stop(c->h2.w->loop, &c->idle);
+    c->n_streams++;
+    hdr_block_begin(c, ss, false);
     nghttp2_session_set_stream_user_data(sess, ss->id, ss);
     struct md_stats *st = c->h2.w->stats;
     md_stats_add(md_stats_l(st, c->l->idx, MD_LSTAT_RQ_TOTAL), 1);
@@ -257,9 +318,7 @@ static int on_stream_close(nghttp2_session *sess, int32_t id, uint32_t error_cod
     struct h2ss *ss = stream_of(sess, id);
     if (!ss)
         return 0;
-    md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_ACTIVE), -1);
-    if (error_code != NGHTTP2_NO_ERROR && ss->s && !ss->rules.why)
-        md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_DS_RESET), 1);
+    ss_count_end(c, ss, error_code);
     nghttp2_session_set_stream_user_data(sess, id, NULL);
     ss_close(ss, error_code);
     return 0;
@@ -359,11 +418,37 @@ static const struct md_stream_side_ops ds_ops = {
     .reset = ds_reset,
 };
 
+/* A header block stayed open past request_headers_timeout_ms: the
+ * connection can do nothing else (RFC 9113 §6.10), so it goes. */
+static void hdr_timeout(struct h2sc *c)
+{
+    md_stats_add(md_stats_l(c->h2.w->stats, c->l->idx, MD_LSTAT_RQ_HEADER_TIMEOUT), 1);
+    MD_LOG(MD_LOG_INFO, "h2_request_headers_timeout", "listener=%s peer=%s stream=%d",
+           c->l->name, c->peer_ip, c->hdr_ss ? c->hdr_ss->id : -1);
+    c->hdr_since = 0;
+    nghttp2_session_terminate_session(c->h2.sess, NGHTTP2_NO_ERROR);
+    md_h2conn_close(&c->h2, "request_headers_timeout", false);
+}
+
 static void on_idle(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct h2sc *c = MD_CONTAINER_OF(t, struct h2sc, idle);
-    if (c->n_streams)
+    double hdr_timeout_s = c->l->http.request_headers_timeout_ms / 1000.0;
+    if (hdr_block_open(c)) {
+        double left = c->hdr_since + hdr_timeout_s - ev_now(loop);
+        if (left <= 0.001) {
+            hdr_timeout(c);
+            return;
+        }
+        t->repeat = left;
+        ev_timer_again(loop, t);
         return;
+    }
+    if (c->n_streams) {
+        t->repeat = hdr_timeout_s; /* a tick: the streams' own timers bound them */
+        ev_timer_again(loop, t);
+        return;
+    }
     double left = c->l->http.idle_timeout_ms / 1000.0 - (ev_now(loop) - c->idle_since);
     if (left > 0.001) {
         md_h2conn_quiesce(&c->h2);

@@ -30,6 +30,10 @@ const struct md_stat_desc md_lstat_desc[MD_LSTAT__N] = {
                                  "Malformed requests refused: HTTP/1 while parsing (400, 414), "
                                  "HTTP/2 by a stream reset (PROTOCOL_ERROR).",
                                  false},
+    [MD_LSTAT_RQ_HEADER_TIMEOUT] = {"meshd_listener_http_rq_header_timeout_total",
+                                    "Requests whose header section was not complete within "
+                                    "request_headers_timeout_ms (their connection is closed).",
+                                    false},
     [MD_LSTAT_DETECT_H2] = {"meshd_listener_detect_http2_total",
                             "AUTO listeners: connections that began with the HTTP/2 preface.",
                             false},

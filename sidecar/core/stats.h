@@ -22,6 +22,7 @@ enum md_lstat {
     MD_LSTAT_RQ_DS_RESET,           /* the client reset a stream before it completed */
     MD_LSTAT_RQ_TOO_LARGE,          /* header block over max_header_list_size */
     MD_LSTAT_RQ_BAD_REQUEST,        /* malformed: HTTP/1 400/414, HTTP/2 PROTOCOL_ERROR */
+    MD_LSTAT_RQ_HEADER_TIMEOUT,     /* header section not complete within request_headers_timeout_ms */
     MD_LSTAT_H2_GOAWAY_ERROR,       /* connections closed for protocol errors or floods */
     MD_LSTAT_DETECT_H2,             /* AUTO: connections detected as h2c */
     MD_LSTAT_DETECT_HTTP1,          /* AUTO: connections detected as HTTP/1.1 */

@@ -112,6 +112,8 @@ static void abandon(struct md_stream *s, uint32_t h2_error)
     md_stream_free_if_orphan(s);
 }
 
+static void arm_timer(struct md_stream *s);
+
 /* |retry_after|: a retry-after value the answer carries; NULL: none. */
 static void reply_retry_after(struct md_stream *s, int http_status, int grpc_status,
                               const char *detail, const char *retry_after)
@@ -127,6 +129,10 @@ static void reply_retry_after(struct md_stream *s, int http_status, int grpc_sta
         return;
     }
     s->resp_started = true;
+    /* Answered, but the client may never end its side: the stream idle
+     * timeout still bounds it (on_timer then resets it). */
+    s->deadline = s->hard_deadline = 0;
+    arm_timer(s);
     md_stream_notify_headers(s, true);
 }
 
