@@ -64,9 +64,10 @@ static void idle_start(struct h2sc *c)
 }
 
 /* Whether the header block begun last may still be open: RFC 9113 §6.10,
- * then nothing but its CONTINUATION can come on the connection. Its stream
- * says while it is there; once the stream went first (reset by us), only the
- * next block or the timeout ends it. */
+ * then nothing but its CONTINUATION can come on the connection. Its HEADERS
+ * frame arriving whole ends it (on_frame_recv); a block nghttp2 takes
+ * without telling us is judged by its stream while that is there, and once
+ * the stream went first (reset by us), by the next block or the timeout. */
 static bool hdr_block_open(struct h2sc *c)
 {
     const struct h2ss *ss = c->hdr_ss;
@@ -261,6 +262,8 @@ static void take_upgrade(struct md_stream *s)
 static int on_frame_recv(nghttp2_session *sess, const nghttp2_frame *frame, void *user)
 {
     struct h2sc *c = user;
+    if (frame->hd.type == NGHTTP2_HEADERS)
+        c->hdr_since = 0; /* blocks never interleave (RFC 9113 §6.10): the last one is whole */
     struct h2ss *ss = frame->hd.stream_id ? stream_of(sess, frame->hd.stream_id) : NULL;
     if (!ss || !ss->s || ss->rules.why)
         return 0;
