@@ -5,6 +5,7 @@ written, its error line is meshctl's, its `meshd` usage lists the flags
 meshd's /stats/prometheus, its admin requests are served and listed by
 `GET /`, the files it points to exist, and its demo client calls through
 meshd. (The examples themselves: test_bundle_errors.py and CTest example.*.)"""
+import json
 import re
 import shlex
 import shutil
@@ -84,6 +85,28 @@ def test_referenced_files_exist():
     assert "proto/examples/tls_mtls.textproto" in refs, "the README does not point to the TLS example"
     missing = sorted(r for r in refs if not (REPO / r).exists())
     assert not missing, f"the README names files that do not exist: {missing}"
+
+
+def test_grpcurl_line_names_real_things():
+    """grpcurl is not run (no Debian package; test_grpcurl.py runs it where
+    installed), but what its line names exists: the proto file, the service
+    and method, the request field, and the default bundle's port."""
+    lines = code_lines(section("The two commands (fresh Debian 12, as root or with sudo)"))
+    i = next(i for i, l in enumerate(lines) if l.startswith("grpcurl "))
+    cmd = lines[i]
+    while cmd.endswith("\\"):
+        i += 1
+        cmd = cmd[:-1] + lines[i]
+    argv = shlex.split(cmd)
+    opt = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("-")}
+    proto = (REPO / opt["-import-path"] / opt["-proto"]).read_text()
+    service, method = argv[-1].rsplit("/", 1)
+    package, name = service.rsplit(".", 1)
+    assert f"package {package};" in proto and f"service {name} {{" in proto and f"rpc {method}(" in proto, argv
+    field = next(iter(json.loads(opt["-d"])))
+    assert re.search(rf"^\s+\w+ {field} = \d+;", proto, re.M), f"no field {field!r} in {opt['-proto']}"
+    default = (REPO / "xds" / "default_bundle.textproto").read_text()
+    assert f"port: {argv[-2].rsplit(':', 1)[1]} " in default, argv[-2]
 
 
 def test_mint_lines_are_the_examples():
