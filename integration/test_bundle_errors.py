@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Bad bundles are refused with exit 2 and one line per error naming
 FILE: RESOURCE: FIELD: REASON, identically by `meshd --bundle` and
-`meshctl validate`; the examples encode, validate and round-trip."""
+`meshctl validate`; the examples encode, validate and round-trip (TLS ones
+with the certificates their header says how to mint)."""
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -10,7 +12,11 @@ import pytest
 
 from env.meshd import encode, meshctl, render
 
-EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "proto" / "examples").glob("*.textproto"))
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((REPO / "proto" / "examples").glob("*.textproto"))
+# An example's header lists the commands that make its TLS files, run from
+# meshd's working directory (its paths are relative to it).
+MINT_LINE = re.compile(r"^#   certs/mint (.+)$", re.M)
 LINE_RE = re.compile(r"^error: (?P<file>[^:]+): (?P<resource>[^:]+): (?P<field>[^:\s][^:]*?): (?P<reason>\S.*)$")
 TIMEOUT = 30
 
@@ -150,10 +156,19 @@ def test_valid_bundle_validates(meshctl_bin, proto_path, workdir, bundle_ports):
     assert v.stdout.decode().strip() == f"{pb}: ok"
 
 
+def mint_for(example, cwd):
+    """Runs the certs/mint commands `example`'s header lists, in `cwd`."""
+    for args in MINT_LINE.findall(example.read_text()):
+        r = subprocess.run(["bash", str(REPO / "certs" / "mint"), *shlex.split(args)], cwd=cwd,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT)
+        assert r.returncode == 0, f"{example.name}: certs/mint {args}: exit {r.returncode}\n{r.stderr.decode()}"
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_encodes_validates_roundtrips(example, meshctl_bin, proto_path, workdir):
+    mint_for(example, workdir)
     pb = encode(meshctl_bin, proto_path, example, workdir / f"{example.stem}.pb")
-    v = meshctl(meshctl_bin, proto_path, "validate", pb)
+    v = meshctl(meshctl_bin, proto_path, "validate", pb, cwd=workdir)
     assert v.returncode == 0, f"validate {example.name}: exit {v.returncode}\n{(v.stdout + v.stderr).decode(errors='replace')}"
     assert v.stdout.decode().strip() == f"{pb}: ok"
 
@@ -169,3 +184,4 @@ def test_example_encodes_validates_roundtrips(example, meshctl_bin, proto_path, 
 
 def test_examples_exist():
     assert EXAMPLES, "no proto/examples/*.textproto found"
+    assert any("tls {" in e.read_text() for e in EXAMPLES), "no TLS / mTLS example in proto/examples/"

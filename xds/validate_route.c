@@ -208,7 +208,7 @@ static void check_match(struct md_errlist *el, const char *res, const char *rp,
 static void check_cluster_ref(const Mesh__V1__Bundle *b, struct md_errlist *el, const char *res,
                               const char *field, const char *name)
 {
-    /* Every cluster protocol (HTTP2 only, today) speaks HTTP: existing is enough. */
+    /* Every cluster protocol (HTTP2, HTTP1) speaks HTTP: existing is enough. */
     if (!name[0])
         md_errlist_add(el, res, field, "required");
     else if (md_validate_find_cluster(b, name) < 0)

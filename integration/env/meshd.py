@@ -49,8 +49,9 @@ def tail(path, n=40):
     return "\n".join(lines[-n:])
 
 
-def meshctl(meshctl_bin, proto_path, *args, timeout=30, input_bytes=None):
-    """Run meshctl; returns CompletedProcess with bytes stdout/stderr."""
+def meshctl(meshctl_bin, proto_path, *args, timeout=30, input_bytes=None, cwd=None):
+    """Run meshctl (in `cwd`: a bundle's relative TLS paths are read from
+    there); returns CompletedProcess with bytes stdout/stderr."""
     env = dict(os.environ)
     if proto_path:
         env["MESHCTL_PROTO_PATH"] = str(proto_path)
@@ -61,6 +62,7 @@ def meshctl(meshctl_bin, proto_path, *args, timeout=30, input_bytes=None):
         capture_output=True,
         timeout=timeout,
         env=env,
+        cwd=cwd,
     )
 
 

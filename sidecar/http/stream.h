@@ -89,6 +89,10 @@ struct md_stream {
      * whether its outcome was reported for its endpoint. */
     const char *overflowed;
     bool outlier_noted;
+    /* Times the request was sent again after its upstream refused it unseen
+     * (HTTP/2 REFUSED_STREAM, by a reset or a GOAWAY above its id; an
+     * HTTP/1.1 keep-alive connection closed before answering): at most
+     * MAX_REFUSED_RETRIES (router.c). Not counted in |attempts|. */
     int connect_attempts;
     ev_tstamp started;
     ev_tstamp last_active;  /* body bytes moved either way */
@@ -154,8 +158,9 @@ bool md_stream_detach_us(struct md_stream *s);
  * both). Returns true when it did. */
 bool md_stream_free_if_orphan(struct md_stream *s);
 
-/* Resets the other side of |from_ds| (if attached) with |h2_error| and
- * detaches it. */
+/* Resets the upstream (md_stream_reset_us) or the downstream side, if
+ * attached, with |h2_error| and detaches it. The stream is not freed here
+ * (the other side's detach or md_stream_free_if_orphan frees it). */
 void md_stream_reset_us(struct md_stream *s, uint32_t h2_error);
 void md_stream_reset_ds(struct md_stream *s, uint32_t h2_error);
 

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One worker = one thread = one libev loop. It owns its listening sockets
  * (one SO_REUSEPORT socket per listener), every connection it accepted, its
- * stats block and its load balancers. Nothing here is shared but the
- * endpoint sets its balancers read (immutable, reference counted). */
+ * upstream pools, its stats block and its load balancers. Shared with other
+ * threads: the snapshot and the endpoint sets its balancers read (immutable,
+ * reference counted), the circuit breakers and rate limit buckets (atomic,
+ * borrowed from the control thread), and the fields marked atomic; the admin
+ * thread reads the stats block. */
 #ifndef MESHD_LOOP_WORKER_H
 #define MESHD_LOOP_WORKER_H
 

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A worker's listening socket for one configured listener (SO_REUSEPORT: each
- * worker binds its own and the kernel spreads connections). Accepted
- * connections go to the listener's handler (the TCP proxy). */
+ * worker binds its own and the kernel spreads connections). An accepted
+ * connection over the listener's connection_rate_limit is closed at once;
+ * the others go to the TCP proxy, protocol detection (AUTO), the TLS
+ * handshake (ALPN then picks the codec), or the HTTP/2 or HTTP/1.1 server. */
 #ifndef MESHD_NET_LISTENER_H
 #define MESHD_NET_LISTENER_H
 

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Upstream HTTP/2 connection pools, one per worker and cluster: endpoints
- * picked by round robin, streams multiplexed onto a connection to that
- * endpoint with room (the peer's MAX_CONCURRENT_STREAMS honoured), another
- * connection opened when all are full, up to max_connections_per_endpoint;
- * past that, the least loaded connection queues the stream (nghttp2 holds it
- * until a slot frees). */
+/* Upstream connection pools, one per worker and cluster, made on first use.
+ * Each request's endpoint is the cluster's balancer's pick (lb_policy, health,
+ * ejection, priority; a retry avoids the endpoints already tried). HTTP/2
+ * clusters: streams multiplexed onto a connection to that endpoint with room
+ * (the peer's MAX_CONCURRENT_STREAMS honoured), another connection opened
+ * when all are full, up to max_connections_per_endpoint; past that, the least
+ * loaded connection queues the stream (nghttp2 holds it until a slot frees).
+ * HTTP/1.1 clusters: one request per connection, an idle kept-alive one
+ * reused, else a new one (at most max_connections_per_endpoint kept idle). */
 #ifndef MESHD_UPSTREAM_UPOOL_H
 #define MESHD_UPSTREAM_UPOOL_H
 
