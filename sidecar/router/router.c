@@ -20,7 +20,9 @@
 #include <string.h>
 #include <strings.h>
 
-/* A stream refused by an upstream (GOAWAY) is sent again at most this often. */
+/* A request an upstream refused before taking it (GOAWAY, RST_STREAM
+ * REFUSED_STREAM, a kept-alive HTTP/1.1 connection closed under it) is sent
+ * again at most this often. */
 #define MAX_REFUSED_RETRIES 3
 
 /* RFC 9113 §8.2.2: connection-specific fields must not be forwarded. */
