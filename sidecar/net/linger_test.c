@@ -32,6 +32,16 @@ static void setup(struct md_linger_set *ls, size_t max)
     empties = 0;
 }
 
+/* A new pair whose end [0] is closed into |ls| (reset or not); returns
+ * what is left of our socket (fd -1: closed, or taken by |ls|). */
+static struct md_sock close_new(struct md_linger_set *ls, int sv[2], bool reset)
+{
+    pair(sv);
+    struct md_sock s = md_sock_plain(sv[0]);
+    md_linger_close(ls, &s, reset);
+    return s;
+}
+
 static void teardown(struct md_linger_set *ls)
 {
     md_linger_fini(ls);
@@ -58,9 +68,7 @@ static void test_reads_until_peer_eof(void **state)
     struct md_linger_set ls;
     setup(&ls, 8);
     int sv[2];
-    pair(sv);
-    struct md_sock s = md_sock_plain(sv[0]);
-    md_linger_close(&ls, &s, false);
+    close_new(&ls, sv, false);
     assert_int_equal(md_linger_count(&ls), 1);
     char c;
     assert_int_equal(read(sv[1], &c, 1), 0); /* our FIN */
@@ -78,14 +86,10 @@ static void test_reset_and_cap_close_at_once(void **state)
     struct md_linger_set ls;
     setup(&ls, 1);
     int a[2], b[2], c[2];
-    pair(a);
-    pair(b);
-    pair(c);
-    struct md_sock sa = md_sock_plain(a[0]), sb = md_sock_plain(b[0]), sc = md_sock_plain(c[0]);
-    md_linger_close(&ls, &sa, true);
+    close_new(&ls, a, true);
     assert_int_equal(md_linger_count(&ls), 0);
-    md_linger_close(&ls, &sb, false);
-    md_linger_close(&ls, &sc, false); /* past the cap */
+    close_new(&ls, b, false);
+    struct md_sock sc = close_new(&ls, c, false); /* past the cap */
     assert_int_equal(md_linger_count(&ls), 1);
     assert_int_equal(sc.fd, -1);
     teardown(&ls);
@@ -100,9 +104,7 @@ static void test_exit_deadline(void **state)
     struct md_linger_set ls;
     setup(&ls, 8);
     int sv[2];
-    pair(sv);
-    struct md_sock s = md_sock_plain(sv[0]);
-    md_linger_close(&ls, &s, false);
+    close_new(&ls, sv, false);
     assert_int_equal(md_linger_count(&ls), 1);
     md_linger_exit(&ls, 0.02, on_empty); /* the peer stays: the deadline closes it */
     assert_int_equal(empties, 0);
@@ -120,16 +122,12 @@ static void test_exit_now(void **state)
     struct md_linger_set ls;
     setup(&ls, 8);
     int sv[2];
-    pair(sv);
-    struct md_sock s = md_sock_plain(sv[0]);
-    md_linger_close(&ls, &s, false);
+    close_new(&ls, sv, false);
     md_linger_exit(&ls, 0, on_empty);
     assert_int_equal(empties, 1);
     assert_int_equal(md_linger_count(&ls), 0);
     int sv2[2];
-    pair(sv2);
-    struct md_sock s2 = md_sock_plain(sv2[0]);
-    md_linger_close(&ls, &s2, false); /* exiting now: no more lingering */
+    close_new(&ls, sv2, false); /* exiting now: no more lingering */
     assert_int_equal(md_linger_count(&ls), 0);
     close(sv[1]);
     close(sv2[1]);
