@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "filter/ratelimit.h"
 
+#include "core/clock.h"
 #include "core/gcra.h"
 #include "core/hash.h"
 #include "core/list.h"
@@ -10,7 +11,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* One keyed bucket. Owned by its limit; guarded by md_ratelimit.mu. */
 struct rl_entry {
@@ -37,9 +37,7 @@ struct md_ratelimit {
 
 uint64_t md_ratelimit_now(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return md_clock_ns(NULL);
 }
 
 static bool gcra(const struct md_ratelimit *rl, uint64_t tat, uint64_t now, uint64_t *next,

@@ -44,7 +44,8 @@ const char *md_ratelimit_key(const struct md_snap_rate_limit *cfg, const struct 
 /* Keyed buckets held now (at most cfg->max_keys). */
 size_t md_ratelimit_keys(struct md_ratelimit *rl);
 
-/* CLOCK_MONOTONIC in nanoseconds: the clock every worker passes to take. */
+/* The real clock in nanoseconds (md_clock_ns(NULL)): the one every worker
+ * passes to take; tests pass times of their own. */
 uint64_t md_ratelimit_now(void);
 
 /* A state for each of |snap|'s rate limits, indexed by md_snap_rate_limit.idx

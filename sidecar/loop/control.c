@@ -222,7 +222,7 @@ int md_control_init(struct md_control *c, struct md_snapshot *snap, size_t n_wor
         return MD_ENOMEM;
     for (size_t i = 0; i < n_workers; i++) /* before they start: plain stores are enough */
         c->workers[i].breakers = c->clusters.breakers;
-    if (!(c->outlier = md_outlier_sweep_new(c->loop, &c->clusters)))
+    if (!(c->outlier = md_outlier_sweep_new(c->loop, &c->clusters, NULL)))
         return MD_ENOMEM;
     int err;
     if (!(c->dns = md_dns_new(c->loop, snap, &c->clusters, &err)))

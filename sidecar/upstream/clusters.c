@@ -62,7 +62,7 @@ int md_clusters_dump(const struct md_clusters *cs, char **out, size_t *len)
         if (cl->outlier)
             fprintf(f, " outlier_ejected=%zu", ejected);
         fputc('\n', f);
-        uint64_t now = md_ep_clock_ms();
+        uint64_t now = md_epset_clock_ms(set);
         for (size_t k = 0; set && k < set->n; k++) {
             const struct md_ep *ep = &set->eps[k];
             fprintf(f, "  %s priority=%u weight=%u health=%s", ep->label, ep->priority, ep->weight,

@@ -11,13 +11,13 @@
 #define MESHD_UPSTREAM_EPSET_H
 
 #include "core/addr.h"
+#include "core/clock.h"
 #include "core/hash.h"
 #include "snapshot.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <time.h>
 
 #define MD_MAGLEV_SIZE 65537u         /* prime, as Maglev needs */
 #define MD_RING_MAX (1024.0 * 1024.0) /* ring points of a set at most, all levels */
@@ -68,6 +68,10 @@ struct md_epset {
     size_t n_levels;
     struct md_eplevel *levels; /* by priority, highest (0) first */
     uint32_t *by_key;          /* [n]: eps indices sorted by key (md_epset_find) */
+    /* The clock of every ejected_until here (NULL, as md_epset_new leaves
+     * it: the real one). Workers and the control thread compare the same
+     * deadlines, so it is the set's, not a worker's; tests set a manual one. */
+    const struct md_clock *clock;
 };
 
 /* Builds a set from |n| endpoints (any order; copied) with the tables |cl|'s
@@ -111,12 +115,10 @@ static inline void md_ep_set_healthy(struct md_ep *ep, bool healthy)
         md_ep_changed(ep);
 }
 
-/* CLOCK_MONOTONIC in ms: the clock of ejected_until. */
-static inline uint64_t md_ep_clock_ms(void)
+/* The time in ms on the clock of |set|'s ejected_until (NULL: the real one). */
+static inline uint64_t md_epset_clock_ms(const struct md_epset *set)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return md_clock_ms(set ? set->clock : NULL);
 }
 
 /* Ejected by outlier detection now? Reads the clock only while an ejection
@@ -124,7 +126,7 @@ static inline uint64_t md_ep_clock_ms(void)
 static inline bool md_ep_ejected(const struct md_ep *ep)
 {
     uint64_t until = __atomic_load_n(&ep->ejected_until, __ATOMIC_RELAXED);
-    return until && until > md_ep_clock_ms();
+    return until && until > md_epset_clock_ms(ep->set);
 }
 
 /* Takes traffic: healthy by active checks and not ejected by passive ones. */

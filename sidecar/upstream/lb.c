@@ -131,7 +131,7 @@ static const struct md_lb_cands *first_try(struct md_lb *lb, const struct md_sna
 {
     uint32_t gen = __atomic_load_n(&lb->set->gen, __ATOMIC_ACQUIRE);
     if (lb->cands && lb->cands_gen == gen &&
-        (lb->cands_until == UINT64_MAX || md_ep_clock_ms() < lb->cands_until))
+        (lb->cands_until == UINT64_MAX || md_epset_clock_ms(lb->set) < lb->cands_until))
         return lb->cands;
     size_t n = lb->set->n ? lb->set->n : 1;
     if (!lb->cands) {
@@ -149,7 +149,7 @@ static const struct md_lb_cands *first_try(struct md_lb *lb, const struct md_sna
     }
     /* The clock before choose() reads it: an ejection it saw in force is
      * one this loop counts. */
-    uint64_t now = md_ep_clock_ms(), until = UINT64_MAX;
+    uint64_t now = md_epset_clock_ms(lb->set), until = UINT64_MAX;
     choose(lb, cl, ctx, lb->cands);
     for (size_t i = 0; i < lb->set->n; i++) {
         uint64_t u = __atomic_load_n(&lb->set->eps[i].ejected_until, __ATOMIC_RELAXED);

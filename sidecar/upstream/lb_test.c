@@ -14,7 +14,6 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #define MAX_EPS 16
 
@@ -80,6 +79,8 @@ static void test_kept_candidates_follow_changes(void **state)
     struct md_snap_cluster cl = cluster(MD_LB_ROUND_ROBIN);
     cl.panic_threshold = 0;
     struct md_epset *set = make_set(&cl, 3, NULL, NULL);
+    struct md_clock clock = {.now_ns = 1000 * 1000000ull};
+    set->clock = &clock;
     struct md_lb lb;
     md_lb_init(&lb, 7);
     assert_int_equal(md_lb_set(&lb, set), 0);
@@ -95,14 +96,14 @@ static void test_kept_candidates_follow_changes(void **state)
 
     md_ep_set_healthy(&set->eps[0], true);
     /* Ejected for 50 ms, as outlier.c does it. */
-    __atomic_store_n(&set->eps[1].ejected_until, md_ep_clock_ms() + 50, __ATOMIC_RELAXED);
+    __atomic_store_n(&set->eps[1].ejected_until, md_clock_ms(&clock) + 50, __ATOMIC_RELAXED);
     md_ep_changed(&set->eps[1]);
     memset(hits, 0, sizeof(hits));
     count_picks(&lb, &cl, 30, hits);
     assert_int_equal(hits[2], 0);
     assert_int_equal(hits[1], 15);
 
-    usleep(60 * 1000); /* the ejection runs out; nothing tells the balancer */
+    md_clock_advance(&clock, 60 * 1000000ull); /* the ejection runs out; nothing tells the balancer */
     memset(hits, 0, sizeof(hits));
     count_picks(&lb, &cl, 30, hits);
     for (int i = 1; i <= 3; i++)

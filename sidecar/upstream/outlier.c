@@ -14,6 +14,7 @@
 struct md_outlier_sweep {
     struct ev_loop *loop;
     struct md_clusters *cs;
+    const struct md_clock *clock; /* its sets' clock */
     ev_timer timer;
     uint64_t *next_interval; /* [n_clusters] ms: next success-rate evaluation */
 };
@@ -127,7 +128,8 @@ void md_outlier_report(struct md_worker *w, const struct md_snap_cluster *cl,
         break;
     }
     if (reason)
-        md_outlier_eject(md_breakers_of(w, cl->idx), cl, set, ep, reason, md_ep_clock_ms());
+        md_outlier_eject(md_breakers_of(w, cl->idx), cl, set, ep, reason,
+                         md_epset_clock_ms(set));
 }
 
 /* One cluster's sweep: returns logged; every interval the success rates
@@ -185,10 +187,11 @@ void md_outlier_sweep_run(struct md_outlier_sweep *sw, uint64_t now_ms)
 static void on_sweep(struct ev_loop *loop, ev_timer *t, int revents)
 {
     struct md_outlier_sweep *sw = MD_CONTAINER_OF(t, struct md_outlier_sweep, timer);
-    md_outlier_sweep_run(sw, md_ep_clock_ms());
+    md_outlier_sweep_run(sw, md_clock_ms(sw->clock));
 }
 
-struct md_outlier_sweep *md_outlier_sweep_new(struct ev_loop *loop, struct md_clusters *cs)
+struct md_outlier_sweep *md_outlier_sweep_new(struct ev_loop *loop, struct md_clusters *cs,
+                                              const struct md_clock *clock)
 {
     struct md_outlier_sweep *sw = calloc(1, sizeof(*sw));
     size_t n = cs->snap->n_clusters;
@@ -198,8 +201,9 @@ struct md_outlier_sweep *md_outlier_sweep_new(struct ev_loop *loop, struct md_cl
     }
     sw->loop = loop;
     sw->cs = cs;
+    sw->clock = clock;
     bool any = false;
-    uint64_t now = md_ep_clock_ms();
+    uint64_t now = md_clock_ms(clock);
     for (size_t i = 0; i < n; i++) {
         const struct md_snap_outlier *o = cs->snap->clusters[i].outlier;
         any |= o != NULL;

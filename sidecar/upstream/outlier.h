@@ -60,8 +60,10 @@ bool md_outlier_eject(struct md_breakers *b, const struct md_snap_cluster *cl, s
                       struct md_ep *ep, const char *reason, uint64_t now_ms);
 
 /* The control thread's sweep over |cs| (its sets and blocks, borrowed): a
- * timer on |loop| while any cluster has outlier detection. NULL on ENOMEM. */
-struct md_outlier_sweep *md_outlier_sweep_new(struct ev_loop *loop, struct md_clusters *cs);
+ * timer on |loop| while any cluster has outlier detection, reading |clock|
+ * (the sets' clock; NULL: the real one). NULL on ENOMEM. */
+struct md_outlier_sweep *md_outlier_sweep_new(struct ev_loop *loop, struct md_clusters *cs,
+                                              const struct md_clock *clock);
 /* NULL is ignored. */
 void md_outlier_sweep_free(struct md_outlier_sweep *sw);
 

@@ -98,6 +98,7 @@ struct fixture {
     struct md_lb lb;
     struct md_breakers *brk;
     struct md_worker w;
+    struct md_clock clock; /* the set's: the tests move time, nothing waits */
 };
 
 static void fixture_init(struct fixture *f, size_t n, uint32_t max_percent)
@@ -110,6 +111,8 @@ static void fixture_init(struct fixture *f, size_t n, uint32_t max_percent)
     f->snap.clusters = &f->cl;
     f->snap.n_clusters = 1;
     f->set = make_set(&f->cl, n);
+    f->clock.now_ns = 1000 * 1000000ull;
+    f->set->clock = &f->clock;
     md_lb_init(&f->lb, 1);
     assert_int_equal(md_lb_set(&f->lb, f->set), 0);
     assert_non_null(f->brk = md_breakers_new(&f->snap));
@@ -145,7 +148,7 @@ static void test_consecutive_errors_eject(void **state)
     assert_int_equal(f.set->eps[0].times_ejected, 1);
     assert_int_equal(f.set->eps[0].ejection_ms, 1000);
     assert_int_equal(f.brk->outlier_ejected, 1);
-    uint64_t left = f.set->eps[0].ejected_until - md_ep_clock_ms();
+    uint64_t left = f.set->eps[0].ejected_until - md_clock_ms(&f.clock);
     assert_true(left > 900 && left <= 1000);
     /* gRPC failures have their own run: two eject endpoint 1 (50 % of 4 = 2) */
     report(&f, 1, MD_OUTLIER_GRPC_FAILURE);
@@ -184,7 +187,7 @@ static void test_eject_directly_and_return(void **state)
 {
     struct fixture f;
     fixture_init(&f, 2, 100);
-    uint64_t now = md_ep_clock_ms();
+    uint64_t now = md_clock_ms(&f.clock);
     struct md_ep *ep = &f.set->eps[1];
     assert_true(md_outlier_eject(f.brk, &f.cl, f.set, ep, "test", now));
     assert_false(md_outlier_eject(f.brk, &f.cl, f.set, ep, "test", now + 10)); /* already */
@@ -208,19 +211,11 @@ static void test_sweep(void **state)
     f.o.success_rate_threshold = 80;
     struct md_clusters cs = {.snap = &f.snap, .cur = &f.set, .breakers = f.brk};
     struct ev_loop *loop = ev_loop_new(0);
-    /* The first interval runs from the sweep's creation: made within the
-     * millisecond |now| names (the clock ticking in between made this test
-     * fail about once in 30 runs under ASan). */
-    struct md_outlier_sweep *sw;
-    uint64_t now;
-    for (;;) {
-        now = md_ep_clock_ms();
-        sw = md_outlier_sweep_new(loop, &cs);
-        assert_non_null(sw);
-        if (md_ep_clock_ms() == now)
-            break;
-        md_outlier_sweep_free(sw);
-    }
+    /* The first interval runs from the sweep's creation, at |now| on the
+     * set's clock, which stands still until the test moves it. */
+    uint64_t now = md_clock_ms(&f.clock);
+    struct md_outlier_sweep *sw = md_outlier_sweep_new(loop, &cs, &f.clock);
+    assert_non_null(sw);
     struct md_ep *a = &f.set->eps[0], *b = &f.set->eps[1];
     assert_true(md_outlier_eject(f.brk, &f.cl, f.set, a, "test", now));
     md_outlier_sweep_run(sw, now + 999);
