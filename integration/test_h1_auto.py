@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from env.clients import H2_PREFACE, RawH2, curl_h2, grpc_channel, h2_get, nghttp
-from env.h1 import HANG_GUARD, H1Conn, curl_h1, h1_service, request_bytes  # noqa: F401 - fixture
+from env.clients import H2_PREFACE, RawH2, grpc_channel, h2_get, nghttp
+from env.curl import curl_h1, curl_h2
+from env.h1 import HANG_GUARD, H1Conn, h1_service, request_bytes  # noqa: F401 - fixture
 from env.h2_backend import KNOWN_BODY, det_body
 
 pytestmark = pytest.mark.proxy_only

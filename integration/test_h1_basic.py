@@ -19,7 +19,8 @@ import socket
 import pytest
 
 from env.clients import wait_until
-from env.h1 import HANG_GUARD, H1Conn, curl_h1, h1_service, request_bytes  # noqa: F401 - fixture
+from env.curl import curl_h1
+from env.h1 import HANG_GUARD, H1Conn, h1_service, request_bytes  # noqa: F401 - fixture
 from env.h2_backend import KNOWN_BODY, det_body
 
 pytestmark = pytest.mark.proxy_only

@@ -16,7 +16,8 @@ import random
 import pytest
 
 from env.clients import wait_until
-from env.h1 import HANG_GUARD, H1Conn, chunked, curl_h1, file_sha256, h1_service, request_bytes  # noqa: F401
+from env.curl import curl_h1
+from env.h1 import HANG_GUARD, H1Conn, chunked, file_sha256, h1_service, request_bytes  # noqa: F401
 from env.h2_backend import KNOWN_BODY, det_body, det_body_sha256
 
 pytestmark = pytest.mark.proxy_only

@@ -33,7 +33,8 @@ import subprocess
 import pytest
 
 from env.clients import H2Client, H2MultiClient, wait_until
-from env.h1 import HANG_GUARD, H1Conn, chunked, curl_h1, request_bytes
+from env.curl import curl_h1
+from env.h1 import HANG_GUARD, H1Conn, chunked, request_bytes
 from env.h1_origin import KNOWN_BODY, H1Origin
 from env.h2_backend import det_body, det_body_sha256
 

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from env.clients import curl_h2
+from env.curl import curl_h2
 from env.h2_backend import KNOWN_BODY, det_body
 
 MIB = 1024 * 1024

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from env.clients import H2Client, curl_h2, wait_until
+from env.clients import H2Client, wait_until
+from env.curl import curl_h2
 
 HANG_GUARD = 20.0
 

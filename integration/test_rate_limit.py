@@ -167,7 +167,7 @@ def test_429_with_retry_after(rl, workdir):
     assert r.status == 429, r
     assert r.header("retry-after") == "1", r  # under a second away: rounded up
     assert bytes(r.data) == (LIMITED + "\n").encode()
-    from env.clients import curl_h2
+    from env.curl import curl_h2
 
     c = curl_h2(m.listen_port, "/f/b", workdir)
     assert c.status == 429, c

@@ -41,7 +41,7 @@ from env.clients import H2Client, grpc_channel, wait_until
 from env.factory import made
 from env.flaky_backend import FlakyGrpcBackend, FlakyHttpOrigin
 from env.grpc_backend import started_backends
-from env.h1 import curl_h1
+from env.curl import curl_h1
 
 pytestmark = pytest.mark.proxy_only
 

@@ -33,6 +33,7 @@ import grpc
 import pytest
 
 from env.clients import H2Client, connect, echo_roundtrip, expect_closed, wait_until
+from env.curl import curl_https
 from env.factory import made
 from env.h1 import H1Conn, request_bytes
 from env.h2_backend import KNOWN_BODY
@@ -42,7 +43,6 @@ from env.tls import (  # noqa: F401 - pki is a fixture
     client_context,
     cluster,
     counter,
-    curl_https,
     downstream_tls,
     grpc_tls_channel,
     http_bundle,

@@ -1,13 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Raw-socket client helpers and a bounded poll loop; at the end, HTTP/2 and
 gRPC clients: grpcio channels, a raw HTTP/2 client (H2Client, python3-h2),
-and wrappers for curl, nghttp, h2load and grpcurl.
+and wrappers for nghttp, h2load and grpcurl (curl: env/curl.py).
 
 Every socket gets a timeout so nothing blocks forever; every loop here is
 bounded in time (a deadline) and in iterations.
 """
 import hashlib
-import itertools
 import socket
 import ssl
 import struct
@@ -603,45 +602,6 @@ def _run_tool(argv, timeout=TOOL_TIMEOUT, input_bytes=None):
         capture_output=True,
         timeout=timeout,
     )
-
-
-def curl_h2(port, path, workdir, method=None, headers=(), data=None, host="127.0.0.1", max_time=30, extra=()):
-    """curl --http2-prior-knowledge; data (bytes) is sent from a file.
-    Returns ToolResult with status, http_version, response headers
-    (lower-case names) and body."""
-    from pathlib import Path
-
-    n = next(_curl_seq)
-    wd = Path(workdir)
-    hfile, bfile = wd / f"curl{n}.headers", wd / f"curl{n}.body"
-    argv = ["curl", "-sS", "--http2-prior-knowledge", "--noproxy", "*", "--max-time", max_time]
-    argv += ["-D", hfile, "-o", bfile]
-    if method:
-        argv += ["-X", method]
-    for h in headers:
-        argv += ["-H", h]
-    if data is not None:
-        dfile = wd / f"curl{n}.data"
-        dfile.write_bytes(data)
-        argv += ["--data-binary", f"@{dfile}"]
-    argv += list(extra) + [f"http://{host}:{port}{path}"]
-    p = _run_tool(argv, timeout=max_time + 30)
-    status, hdrs, version = None, [], None
-    if hfile.exists():
-        for line in hfile.read_bytes().decode("utf-8", "replace").splitlines():
-            if line.startswith("HTTP/"):
-                # the last response wins (after any 1xx)
-                version, status, hdrs = line.split()[0][5:], int(line.split()[1]), []
-            elif ":" in line:
-                k, _, v = line.partition(":")
-                hdrs.append((k.strip().lower(), v.strip()))
-    body = bfile.read_bytes() if bfile.exists() else None
-    r = ToolResult(argv, p, status=status, headers=hdrs, body=body)
-    r.http_version = version  # "2" for HTTP/2
-    return r
-
-
-_curl_seq = itertools.count(1)
 
 
 def nghttp(port, path, headers=(), data_file=None, multiply=1, verbose=True, host="127.0.0.1", timeout=30, extra=()):

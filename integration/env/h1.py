@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """HTTP/1.1 downstream helpers for the test_h1_*.py files: an upstream, a
-raw HTTP/1.1 client, a curl wrapper and the fixtures that tie them to meshd.
+raw HTTP/1.1 client and the fixtures that tie them to meshd (curl:
+env/curl.py).
 
 H1Upstream    env.h2_backend.H2Backend plus what an HTTP/1.1 client must be
               shown (extra query parameters, or x-ctl-NAME request headers):
@@ -18,10 +19,6 @@ H1Conn        a raw HTTP/1.1 client on one TCP connection: send bytes, read
               responses with a strict parser (status line, CRLF header lines,
               Content-Length / chunked with trailers / until EOF), tell a
               clean EOF from a reset. Pipelining: read responses in order.
-curl_h1       curl --http1.1 for one or more URLs on one curl run (so one
-              connection when meshd keeps it alive); per transfer: curl's
-              %{json} (num_connects, http_code, ...), the response header
-              blocks (1xx included) and the body.
 fixtures      h1_service: factory -> H1Service (upstream, meshd from
               bundles/h1_basic, ports); test files import it from here.
 
@@ -29,16 +26,14 @@ Every socket has a timeout, every loop is bounded (iterations and time).
 """
 import hashlib
 import itertools
-import json
 import re
 import socket
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
-from env.clients import SocketOwner, _run_tool, connect, reset_close
+from env.clients import SocketOwner, connect, reset_close
 from env.h2_backend import H2Backend
 
 HANG_GUARD = 20.0  # seconds: generous limits against hangs, never timings
@@ -398,80 +393,6 @@ def chunked(data, sizes=(7, 1000, 65536)):
         out += b"%x\r\n" % len(piece) + piece + b"\r\n"
         i += len(piece)
     return bytes(out) + b"0\r\n\r\n"
-
-
-# -- curl ------------------------------------------------------------------------------
-
-_seq = itertools.count(1)
-
-
-class CurlH1:
-    """One curl run: rc, stderr, argv; transfers: curl's %{json} per URL;
-    blocks: every response header block in order (1xx included) as
-    (status line str, [(name, value)]); bodies: Path of each URL's output."""
-
-    def __init__(self, argv, proc, transfers, blocks, bodies):
-        self.argv = argv
-        self.rc = proc.returncode
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr
-        self.transfers = transfers
-        self.blocks = blocks
-        self.bodies = bodies
-
-    def final_blocks(self):
-        return [b for b in self.blocks if not b[0].split()[1].startswith("1")]
-
-    def body(self, i=0):
-        return self.bodies[i].read_bytes() if self.bodies[i].exists() else None
-
-    def __repr__(self):
-        return (f"CurlH1(rc={self.rc}, transfers={[{k: t.get(k) for k in ('http_code', 'num_connects', 'http_version', 'size_download', 'errormsg')} for t in self.transfers]}, "
-                f"blocks={self.blocks}, stderr={self.stderr[-600:]!r}, argv={self.argv})")
-
-
-def curl_h1(port, paths, workdir, headers=(), method=None, data_file=None, upload_file=None, http10=False,
-            host="127.0.0.1", max_time=60, extra=()):
-    """curl --http1.1 (or --http1.0) fetching every path in `paths` (a str or
-    a list) in one run, in order; headers: ["Name: value", ...];
-    data_file: --data-binary @file; upload_file: -T file ("-" for stdin is
-    not supported here)."""
-    if isinstance(paths, str):
-        paths = [paths]
-    n = next(_seq)
-    wd = Path(workdir)
-    hfile = wd / f"curlh1_{n}.headers"
-    argv = ["curl", "-sS", "--http1.0" if http10 else "--http1.1", "--noproxy", "*", "--max-time", max_time,
-            "-D", hfile, "-w", "%{json}\\n"]
-    if method:
-        argv += ["-X", method]
-    for h in headers:
-        argv += ["-H", h]
-    if data_file is not None:
-        argv += ["--data-binary", f"@{data_file}"]
-    if upload_file is not None:
-        argv += ["-T", upload_file]
-    argv += list(extra)
-    bodies = []
-    for i, p in enumerate(paths):
-        bf = wd / f"curlh1_{n}_{i}.body"
-        bodies.append(bf)
-        argv += ["-o", bf, f"http://{host}:{port}{p}"]
-    proc = _run_tool(argv, timeout=max_time + 30)
-    transfers = []
-    for line in proc.stdout.decode("utf-8", "replace").splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            transfers.append(json.loads(line))
-    blocks = []
-    if hfile.exists():
-        for line in hfile.read_bytes().decode("latin-1").split("\r\n"):
-            if line.startswith("HTTP/"):
-                blocks.append((line, []))
-            elif ":" in line and blocks:
-                k, _, v = line.partition(":")
-                blocks[-1][1].append((k.strip().lower(), v.strip()))
-    return CurlH1([str(a) for a in argv], proc, transfers, blocks, bodies)
 
 
 def file_sha256(path):

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """TLS for the integration tests: certificates minted with certs/mint into a
-tmp dir, TLS clients (openssl s_client, python ssl, curl over https, grpcio
-secure channels), bundle fragments for listener and cluster TLS, and the
-fixtures the test_tls_*.py files import from here.
+tmp dir, TLS clients (openssl s_client, python ssl, grpcio secure channels;
+curl over https is env/curl.py), bundle fragments for listener and cluster
+TLS, and the fixtures the test_tls_*.py files import from here.
 
     ca = Ca(tmp / "ca")                           # certs/mint ca
     w = ca.workload("meshd", sa="meshd")          # certs/mint workload
@@ -16,7 +16,7 @@ fixtures the test_tls_*.py files import from here.
     with TlsH1Conn(port, ctx) as c: c.send(...); c.read_response()
     probe(port, ctx) -> Probe (handshake + one HTTP/1.1 request; never raises)
 
-    curl_https(port, path, workdir, http="2", ca=..., cert=w) -> ToolResult
+    curl_https (env/curl.py)                     # curl over https
     grpc_tls_channel(port, ca=..., cert=w) -> grpc.Channel
 
     rotate(dst_workload_files, new_workload)      # rename() key, then cert
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from env.clients import ToolResult, _run_tool, connect, wait_until
+from env.clients import connect, wait_until
 from env.h1 import H1Conn, request_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -488,42 +488,6 @@ def partial_client_hello(nbytes=None):
     hello = out.read()
     assert hello[:1] == b"\x16" and len(hello) > 100, hello[:16]
     return hello[: nbytes if nbytes is not None else len(hello) // 2]
-
-
-# -- curl over https -------------------------------------------------------------------------
-
-_curl_seq = itertools.count(1)
-
-
-def curl_https(port, path, workdir, http="2", ca=None, cert=None, headers=(), max_time=30, extra=()):
-    """curl over https to localhost:port (resolved to 127.0.0.1) with
-    --http2 (ALPN h2) or --http1.1; ca: --cacert; cert: a Workload for
-    --cert/--key. Returns ToolResult (status, headers lower-case, body,
-    .http_version: "2" | "1.1")."""
-    n = next(_curl_seq)
-    wd = Path(workdir)
-    hfile, bfile = wd / f"curls{n}.headers", wd / f"curls{n}.body"
-    argv = ["curl", "-sS", "--http2" if http == "2" else "--http1.1", "--noproxy", "*", "--max-time", max_time,
-            "--resolve", f"localhost:{port}:127.0.0.1", "-D", hfile, "-o", bfile, "-w", "%{http_version}"]
-    if ca is not None:
-        argv += ["--cacert", ca]
-    if cert is not None:
-        argv += ["--cert", cert.chain, "--key", cert.key]
-    for h in headers:
-        argv += ["-H", h]
-    argv += list(extra) + [f"https://localhost:{port}{path}"]
-    p = _run_tool(argv, timeout=max_time + 30)
-    status, hdrs = None, []
-    if hfile.exists():
-        for line in hfile.read_bytes().decode("utf-8", "replace").splitlines():
-            if line.startswith("HTTP/"):
-                status, hdrs = int(line.split()[1]), []
-            elif ":" in line:
-                k, _, v = line.partition(":")
-                hdrs.append((k.strip().lower(), v.strip()))
-    r = ToolResult(argv, p, status=status, headers=hdrs, body=bfile.read_bytes() if bfile.exists() else None)
-    r.http_version = p.stdout.decode(errors="replace").strip() or None
-    return r
 
 
 # -- grpcio -------------------------------------------------------------------------------------
