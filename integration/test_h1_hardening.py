@@ -227,8 +227,8 @@ def test_slow_body_is_not_cut_by_the_headers_timeout(svc, listener):
     s = svc()
     with s.conn(listener) as c:
         c.send(request_bytes("POST", "/plain/slow-body", headers=["Content-Length: 6"]))
-        for b in b"hello!":
-            time.sleep(TRICKLE)
+        for b in b"hello!":  # paced by meshd's silence: nothing may come before the body ends
+            assert not _answered(c, TRICKLE), f"answered or closed before the body ended: {bytes(c.buf)!r}"
             c.send(bytes([b]))
         r = c.read_response()
         assert r.status == 200 and r.body == b"hello!", r
